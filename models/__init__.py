@@ -1,0 +1,1 @@
+"""Networks: deblurring backbones, latent encoders, prior fusion and the diffusion priors."""

@@ -1,0 +1,38 @@
+"""Deblurring backbones, each at two scales (``paper`` and ``tiny``), with optional prior fusion.
+
+Uniform convention (the trainer and evaluator rely on it):
+
+* ``build_backbone(name, scale="tiny", prior_dim=256 | None)``; ``prior_dim=None`` is the baseline
+  (no fusion layers at all).
+* ``model(x, prior=None) -> list[Tensor]``: restored images ordered coarse to fine; the LAST is the
+  full-resolution output. Single-output backbones return a one-element list. Outputs are in the
+  same value range as the input (residual connections are inside the backbone).
+* attributes: ``pad_multiple`` (H and W must be multiples of it), ``value_range`` (``"half"`` =
+  [-0.5, 0.5] or ``"unit"`` = [0, 1]), ``prior_dim``, ``scale``, ``tile`` (``None`` or
+  ``(tile_size, overlap)`` for backbones that infer on tiles, i.e. LoFormer).
+"""
+from __future__ import annotations
+
+import importlib
+
+from torch import nn
+
+# name -> (module, class). Modules are imported lazily so a broken backbone cannot break the others.
+BACKBONES: dict[str, tuple[str, str]] = {
+    "mimo_unet": ("models.backbones.mimo_unet", "MIMOUNet"),
+    "mimo_unet_plus": ("models.backbones.mimo_unet", "MIMOUNetPlus"),
+    "stripformer": ("models.backbones.stripformer", "Stripformer"),
+    "fftformer": ("models.backbones.fftformer", "FFTformer"),
+    "loformer": ("models.backbones.loformer", "LoFormerS"),
+}
+SCALES = ("paper", "tiny")
+
+
+def build_backbone(name: str, scale: str = "tiny", prior_dim: int | None = 256) -> nn.Module:
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; allowed: {', '.join(BACKBONES)}")
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}; allowed: {', '.join(SCALES)}")
+    module_name, class_name = BACKBONES[name]
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls(scale=scale, prior_dim=prior_dim)

@@ -1,0 +1,1 @@
+"""DVC stage entry points and the shared pipeline library (config, data, metrics)."""

@@ -1,0 +1,70 @@
+"""``blurdm-bench`` command line: one subcommand per pipeline entry point.
+
+Each subcommand lives in its own module under ``pipelines/`` and exposes two functions:
+``configure_parser(parser: argparse.ArgumentParser) -> None`` and ``run(args) -> int``.
+Modules are imported only when their subcommand is used, so ``blurdm-bench --help`` is instant.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from pipelines.compat import set_offline_env
+
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "synth": ("pipelines.synth", "generate the embedded synthetic motion-blur dataset"),
+    "fetch": ("pipelines.fetch", "download, verify and unpack a real dataset"),
+    "train": ("pipelines.train", "run one training job (stage x backbone x prior x variant)"),
+    "evaluate": ("pipelines.evaluate", "score a trained model on a test set"),
+    "profile": ("pipelines.profile", "parameters, MACs, FLOPs and latency of every model"),
+    "report": ("reports.build", "render the HTML report"),
+    "deblur": ("pipelines.deblur", "restore your own photos with a trained checkpoint"),
+    "check": ("pipelines.check", "compare metric tables against a committed reference"),
+}
+
+
+class UserError(Exception):
+    """An error caused by bad input: printed as one clear line, exit code 2, no traceback."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    set_offline_env()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="blurdm-bench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in SUBCOMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    if not argv or argv[0] in ("-h", "--help"):
+        parser.print_help()
+        return 0
+    if argv[0] not in SUBCOMMANDS:
+        parser.print_usage(sys.stderr)
+        print(f"blurdm-bench: error: unknown command {argv[0]!r}; choose from {', '.join(SUBCOMMANDS)}",
+              file=sys.stderr)
+        return 2
+    name = argv[0]
+    module_name, help_text = SUBCOMMANDS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name == module_name:
+            print(f"blurdm-bench {name}: not implemented yet", file=sys.stderr)
+            return 2
+        raise
+    cmd_parser = argparse.ArgumentParser(prog=f"blurdm-bench {name}", description=help_text)
+    module.configure_parser(cmd_parser)
+    args = cmd_parser.parse_args(argv[1:])
+    try:
+        return int(module.run(args) or 0)
+    except (UserError, FileNotFoundError, ValueError) as err:
+        # Bad input: a clear message naming the file / key, no stack trace.
+        print(f"blurdm-bench {name}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"blurdm-bench {name}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""The ONE place that reads ``params.yaml``.
+
+``params.yaml`` holds the base configuration (the default ``cpu`` profile), a ``profile`` key naming
+the active profile and a ``profiles`` block of named overlays (``smoke``, ``cpu``, ``paper``) that
+are deep-merged onto the base (dicts merge, lists and scalars replace). The result is validated by
+the pydantic schema below *before any work starts*: an unknown key, backbone, prior, profile or
+stage, a negative step count, ``T = 0`` ... is rejected with a message naming the key and the
+allowed values.
+
+Usage::
+
+    from pipelines.config import load_params
+    params = load_params()                 # params.yaml of the repo (or $BLURDM_PARAMS), active profile
+    params = load_params(profile="smoke")  # another profile
+    params.synth.crop_size
+"""
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+BACKBONE_NAMES = ("mimo_unet", "mimo_unet_plus", "stripformer", "fftformer", "loformer")
+PRIOR_NAMES = ("none", "blurdm", "rddm", "ddpm", "oracle")
+DIFFUSION_PRIORS = ("blurdm", "rddm", "ddpm")
+STAGE_NAMES = ("stage1", "stage2", "stage3", "baseline")
+STAGE_COMBOS = ("s3_only", "s1_s2", "s1_s3", "s1_s2_s3")
+PROFILE_NAMES = ("smoke", "cpu", "paper")
+SCALES = ("paper", "tiny")
+
+
+def repo_root() -> Path:
+    """The repository root: $BLURDM_ROOT, else the nearest parent of CWD with params.yaml, else the
+    folder above this package."""
+    env = os.environ.get("BLURDM_ROOT")
+    if env:
+        return Path(env).resolve()
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "params.yaml").is_file() and (folder / "pipelines").is_dir():
+            return folder
+    return Path(__file__).resolve().parent.parent
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class NoiseConfig(Strict):
+    shot: float = Field(0.002, ge=0)  # Poisson-like, variance proportional to signal (linear light)
+    read: float = Field(0.001, ge=0)  # Gaussian read noise std (linear light)
+
+
+class SynthConfig(Strict):
+    out_dir: str = "data/synthetic"
+    train_sources: list[str]
+    test_sources: list[str]
+    n_train: int = Field(ge=1)
+    n_test: int = Field(ge=1)
+    crop_size: int = Field(ge=16)
+    subframes: int = Field(ge=2)
+    blur_length: tuple[float, float]
+    max_rotation_deg: float = Field(ge=0)
+    kernel_fraction: float = Field(ge=0, le=1)
+    noise: NoiseConfig = NoiseConfig()
+    save_exposures: bool = False
+    seed: int = 2025
+
+    @model_validator(mode="after")
+    def _check(self):
+        lo, hi = self.blur_length
+        if lo < 0 or hi < lo:
+            raise ValueError(f"synth.blur_length must be [min, max] with 0 <= min <= max, got {list(self.blur_length)}")
+        overlap = set(self.train_sources) & set(self.test_sources)
+        if overlap:
+            raise ValueError(f"synth.train_sources and synth.test_sources must be disjoint; both contain {sorted(overlap)}")
+        return self
+
+
+class DataConfig(Strict):
+    train: str = "data/synthetic/train"
+    test: dict[str, str] = {"synthetic": "data/synthetic/test"}
+    crop_size: int = Field(64, ge=8)
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    num_workers: int = Field(0, ge=0)
+    augment: bool = True
+
+
+class ModelsConfig(Strict):
+    scale: Literal["paper", "tiny"] = "tiny"
+    backbones: list[Literal[BACKBONE_NAMES]] = list(BACKBONE_NAMES[:1])
+    ablation_backbone: Literal[BACKBONE_NAMES] = "mimo_unet"
+
+
+class PriorConfig(Strict):
+    name: Literal[DIFFUSION_PRIORS] = "blurdm"
+    T: int = Field(5, ge=1)
+
+
+class StepsConfig(Strict):
+    stage1: int = Field(ge=1)
+    stage2: int = Field(ge=1)
+    stage3: int = Field(ge=1)
+
+
+class TrainConfig(Strict):
+    seeds: list[int] = [0]
+    batch_size: int = Field(4, ge=1)
+    steps: StepsConfig
+    lr: float = Field(1e-4, gt=0)
+    lr_min: float = Field(1e-6, ge=0)
+    charbonnier_eps: float = Field(1e-3, gt=0)
+    fft_loss_weight: float = Field(0.1, ge=0)
+    checkpoint_every: int = Field(50, ge=1)
+    val_every: int = Field(100, ge=1)
+    log_every: int = Field(10, ge=1)
+    threads: int = Field(0, ge=0)  # 0 = all cores
+    channels_last: bool = True
+    gpus: int = Field(0, ge=0)
+
+
+class AblationConfig(Strict):
+    priors: list[Literal[DIFFUSION_PRIORS]] = ["ddpm", "rddm"]
+    stages: list[Literal[STAGE_COMBOS]] = ["s3_only", "s1_s2", "s1_s3"]
+    t_sweep: list[int] = [1, 3, 5, 8]
+
+    @field_validator("t_sweep")
+    @classmethod
+    def _t_positive(cls, v):
+        bad = [t for t in v if t < 1]
+        if bad:
+            raise ValueError(f"every T must be >= 1, got {bad}")
+        return v
+
+
+class BootstrapConfig(Strict):
+    resamples: int = Field(10000, ge=100)
+    seed: int = 0
+
+
+class EvaluateConfig(Strict):
+    eval_seeds: list[int] = [2023]
+    bootstrap: BootstrapConfig = BootstrapConfig()
+    lpips: bool = True
+    save_images: bool = False
+    max_images: int | None = Field(None, ge=1)
+
+
+class CostConfig(Strict):
+    warmup: int = Field(3, ge=0)
+    repeats: int = Field(10, ge=1)
+    sizes: list[tuple[int, int]] = [(256, 256), (720, 1280)]
+
+
+class DatasetSource(Strict):
+    url: str
+    sha256: str
+    layout: Literal["gopro", "flat", "realblur"] = "gopro"
+    out_dir: str
+
+
+class FetchConfig(Strict):
+    datasets: dict[str, DatasetSource] = {}
+    active: list[str] = []
+
+    @model_validator(mode="after")
+    def _known(self):
+        unknown = [d for d in self.active if d not in self.datasets]
+        if unknown:
+            raise ValueError(f"fetch.active names unknown datasets {unknown}; allowed: {sorted(self.datasets)}")
+        return self
+
+
+class Params(Strict):
+    profile: Literal[PROFILE_NAMES]
+    seed: int = 0
+    synth: SynthConfig
+    data: DataConfig = DataConfig()
+    models: ModelsConfig = ModelsConfig()
+    prior: PriorConfig = PriorConfig()
+    train: TrainConfig
+    ablations: AblationConfig = AblationConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    cost: CostConfig = CostConfig()
+    fetch: FetchConfig = FetchConfig()
+    mlflow_tracking_uri: str | None = None
+
+    def resolve_path(self, path: str | os.PathLike) -> Path:
+        """Paths in params are relative to the repository root."""
+        p = Path(path)
+        return p if p.is_absolute() else repo_root() / p
+
+
+class ParamsError(ValueError):
+    """params.yaml is missing, unreadable or invalid (message names the file and the key)."""
+
+
+def deep_merge(base: dict, overlay: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in (overlay or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def params_path(path: str | os.PathLike | None = None) -> Path:
+    if path is not None:
+        return Path(path)
+    env = os.environ.get("BLURDM_PARAMS")
+    return Path(env) if env else repo_root() / "params.yaml"
+
+
+def resolve_raw(raw: dict, profile: str | None = None, source: str = "params.yaml") -> dict:
+    """Apply the profile overlay to the raw YAML mapping (no validation)."""
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: expected a mapping at the top level")
+    raw = dict(raw)
+    profiles = raw.pop("profiles", {}) or {}
+    name = profile or raw.get("profile", "cpu")
+    if name not in PROFILE_NAMES:
+        raise ParamsError(f"{source}: profile: unknown profile {name!r}; allowed: {', '.join(PROFILE_NAMES)}")
+    if name not in profiles and profiles:
+        raise ParamsError(f"{source}: profiles: no block for profile {name!r}; defined: {', '.join(profiles)}")
+    resolved = deep_merge(raw, profiles.get(name, {}))
+    resolved["profile"] = name
+    return resolved
+
+
+def validate(resolved: dict, source: str = "params.yaml") -> Params:
+    try:
+        return Params.model_validate(resolved)
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            key = ".".join(str(p) for p in e["loc"]) or "<top level>"
+            msg = e["msg"]
+            if e["type"] == "literal_error":
+                msg = f"unknown value {e['input']!r}; allowed: {e['ctx']['expected']}"
+            elif e["type"] == "extra_forbidden":
+                msg = "unknown key (typo?)"
+            lines.append(f"  {key}: {msg}")
+        raise ParamsError(f"{source}: invalid params ({len(lines)} problem(s)):\n" + "\n".join(lines)) from None
+
+
+def load_params(path: str | os.PathLike | None = None, profile: str | None = None,
+                overrides: dict | None = None) -> Params:
+    """Read, overlay the active (or given) profile, apply ``overrides`` (a nested dict), validate."""
+    path = params_path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ParamsError(f"{path}: cannot read params file ({err.strerror or err})") from None
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML: {err}") from None
+    resolved = resolve_raw(raw, profile, source=str(path))
+    if overrides:
+        resolved = deep_merge(resolved, overrides)
+    return validate(resolved, source=str(path))
