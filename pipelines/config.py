@@ -31,6 +31,9 @@ STAGE_NAMES = ("stage1", "stage2", "stage3", "baseline")
 STAGE_COMBOS = ("s3_only", "s1_s2", "s1_s3", "s1_s2_s3")
 PROFILE_NAMES = ("smoke", "cpu", "paper")
 SCALES = ("paper", "tiny")
+# scikit-image photographs bundled in its wheel (load offline; pipelines/synth.py loads them)
+SYNTH_SOURCES = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field",
+                 "colorwheel", "retina")
 
 
 def repo_root() -> Path:
@@ -51,14 +54,14 @@ class Strict(BaseModel):
 
 
 class NoiseConfig(Strict):
-    shot: float = Field(0.002, ge=0)  # Poisson-like, variance proportional to signal (linear light)
-    read: float = Field(0.001, ge=0)  # Gaussian read noise std (linear light)
+    shot: float = Field(5e-4, ge=0)  # Poisson: x -> Poisson(x / shot) * shot, variance shot * x (linear light)
+    read: float = Field(5e-4, ge=0)  # Gaussian read noise std (linear light)
 
 
 class SynthConfig(Strict):
     out_dir: str = "data/synthetic"
-    train_sources: list[str]
-    test_sources: list[str]
+    train_sources: list[Literal[SYNTH_SOURCES]] = Field(min_length=1)
+    test_sources: list[Literal[SYNTH_SOURCES]] = Field(min_length=1)
     n_train: int = Field(ge=1)
     n_test: int = Field(ge=1)
     crop_size: int = Field(ge=16)
@@ -157,10 +160,15 @@ class CostConfig(Strict):
 
 
 class DatasetSource(Strict):
-    url: str
-    sha256: str
+    """One real dataset for ``blurdm-bench fetch``; its archive's sha256 lives in pipelines/checksums.yaml."""
+    url: str  # official direct download, or the landing page when manual is true
+    homepage: str | None = None
+    manual: bool = False  # url is a landing / Google Drive page: download by hand, pass --archive
+    archive: str  # archive file name: the key in pipelines/checksums.yaml
     layout: Literal["gopro", "flat", "realblur"] = "gopro"
     out_dir: str
+    lists: dict[Literal["train", "test"], str] = {}  # realblur: split -> list file inside the archive
+    expected_pairs: dict[Literal["train", "test"], int] = {}  # checked after unpacking; {} = unchecked
 
 
 class FetchConfig(Strict):

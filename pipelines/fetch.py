@@ -1,0 +1,584 @@
+"""``blurdm-bench fetch``: download, verify, unpack and normalise a real deblurring dataset.
+
+Datasets (``params.yaml`` ``fetch.datasets``): ``gopro``, ``hide``, ``realblur_j``, ``realblur_r``.
+``blurdm-bench fetch gopro`` fetches one; ``blurdm-bench fetch --all`` fetches the datasets in the
+active profile's ``fetch.active`` (the ``paper`` profile: gopro, hide).
+
+Steps, all inside a temporary folder next to the output that is renamed into place only at the end
+(:func:`pipelines.io.atomic_dir`), so a failure at any point leaves nothing behind:
+
+1. obtain the archive: download the official URL (tqdm progress bar, socket timeout, Content-Length
+   check), or take ``--archive PATH`` (an archive downloaded by hand), or ``--source DIR`` (an
+   already-unpacked copy, nothing to verify);
+2. verify its sha256 against ``pipelines/checksums.yaml``. A ``null`` entry (value unknown) makes the
+   fetch refuse unless ``--trust-unverified`` is given; then the computed sha256 is printed and stored
+   in ``manifest.json`` so it can be recorded. ``--source`` always needs ``--trust-unverified``;
+3. unpack safely (zip, tar, tar.gz/bz2/xz): absolute paths, ``..`` components, links pointing
+   outside the target, device and other special files are refused, naming the archive and member;
+   tar extraction also runs the standard library's ``filter="data"``;
+4. normalise into the layouts ``pipelines.data.find_pairs`` reads:
+   GoPro    -> ``<out>/{train,test}/<scene>/{blur,sharp}/*.png`` (the ``blur_gamma`` copies are left out);
+   HIDE     -> ``<out>/test/{input,target}/*.png`` (official ``GT/`` + ``test/**`` or an ``{input,target}`` copy);
+   RealBlur -> ``<out>/{train,test}/{blur,sharp}/<scene>/<n>.png`` following the official list files
+   (``RealBlur_J_train_list.txt`` ..., each line ``<gt path> <blur path>``), or an existing
+   ``<split>/{blur,sharp}/<scene>/`` copy;
+5. write ``<out>/manifest.json``: dataset, source, archive sha256, file count, pairs per split, date.
+
+Manual downloads: the RealBlur archive is linked from its project page through Google Drive, which
+cannot be fetched by a plain HTTP client (``manual: true`` in params). Download ``RealBlur.tar.gz``
+from http://cg.postech.ac.kr/research/realblur/ and run
+``blurdm-bench fetch realblur_j --archive RealBlur.tar.gz`` (and the same for ``realblur_r``). The same
+``--archive`` route works for GoPro and HIDE behind a firewall.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import http.client
+import json
+import lzma
+import os
+import posixpath
+import re
+import shutil
+import stat
+import tarfile
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+
+import yaml
+from tqdm import tqdm
+
+from pipelines.cli import UserError
+from pipelines.config import PROFILE_NAMES, DatasetSource, load_params
+from pipelines.io import atomic_dir, write_json
+
+CHECKSUMS_PATH = Path(__file__).with_name("checksums.yaml")
+SPLITS = ("train", "test")
+CHUNK = 1 << 20
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+WORK_DIR = ".fetch"  # scratch folder (download + raw unpack) inside the temporary output, removed at the end
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+
+
+# ----------------------------------------------------------------------------------------- checksums
+def load_checksums(path: str | os.PathLike | None = None) -> dict[str, str | None]:
+    """``{archive file name: sha256 hex or None}`` from ``pipelines/checksums.yaml`` (or ``path``)."""
+    path = Path(path) if path is not None else CHECKSUMS_PATH
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise FileNotFoundError(f"{path}: cannot read checksums file ({err.strerror or err})") from None
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML: {err}") from None
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping 'archive file name: sha256 or null'")
+    table: dict[str, str | None] = {}
+    for key, value in raw.items():
+        if value is not None and not (isinstance(value, str) and _SHA256_RE.fullmatch(value.lower())):
+            raise ValueError(f"{path}: {key}: expected 64 hex digits or null, got {value!r}")
+        table[str(key)] = value.lower() if value else None
+    return table
+
+
+def sha256_with_progress(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh, tqdm(total=path.stat().st_size, unit="B", unit_scale=True,
+                                      unit_divisor=1024, desc=f"sha256 {path.name}") as bar:
+        for block in iter(lambda: fh.read(CHUNK), b""):
+            digest.update(block)
+            bar.update(len(block))
+    return digest.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------ download
+def download(url: str, dest: Path, timeout: float = 60.0) -> str:
+    """Stream ``url`` into ``dest`` with a progress bar and return its sha256.
+
+    Raises :class:`UserError` naming the URL on a network failure, an HTTP error, a web page served
+    instead of an archive, or a body shorter (or longer) than its Content-Length."""
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        raise UserError(f"cannot download {url!r}: only http(s) URLs; pass a local file with --archive")
+    request = urllib.request.Request(url, headers={"User-Agent": "blurdm-bench-fetch"})
+    digest = hashlib.sha256()
+    received, expected = 0, None
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            content_type = response.headers.get("Content-Type", "")
+            if content_type.split(";")[0].strip().lower() == "text/html":
+                raise UserError(f"{url} returned a web page ({content_type}), not an archive: download the "
+                                f"archive by hand from that page and pass it with --archive PATH")
+            length = response.headers.get("Content-Length", "")
+            expected = int(length) if length.strip().isdigit() else None
+            with open(dest, "wb") as fh, tqdm(total=expected, unit="B", unit_scale=True, unit_divisor=1024,
+                                              desc=f"download {dest.name}") as bar:
+                while True:  # ends at EOF; each read is bounded by the socket timeout
+                    block = response.read(CHUNK)
+                    if not block:
+                        break
+                    received += len(block)
+                    if expected is not None and received > expected:
+                        raise UserError(f"download from {url} is longer than its Content-Length "
+                                        f"({expected} bytes): refusing it")
+                    fh.write(block)
+                    digest.update(block)
+                    bar.update(len(block))
+    except http.client.IncompleteRead:
+        raise UserError(f"truncated download from {url}: the connection closed after {received} of "
+                        f"{expected if expected is not None else 'an unknown number of'} bytes; nothing was "
+                        f"kept, try again") from None
+    except urllib.error.HTTPError as err:
+        raise UserError(f"network failure: {url} answered HTTP {err.code} {err.reason}") from None
+    except urllib.error.URLError as err:
+        raise UserError(f"network failure: cannot reach {url} ({err.reason})") from None
+    except (TimeoutError, ConnectionError, http.client.HTTPException) as err:
+        raise UserError(f"network failure while downloading {url}: {err or type(err).__name__}") from None
+    if expected is not None and received != expected:
+        raise UserError(f"truncated download from {url}: received {received} of {expected} bytes "
+                        f"(Content-Length); nothing was kept, try again")
+    return digest.hexdigest()
+
+
+# ------------------------------------------------------------------------------------- safe unpacking
+def member_name_problem(name: str) -> str | None:
+    """Why an archive member name is unsafe to extract (None when it is fine)."""
+    if not name or name in (".", "./"):
+        return "empty member name"
+    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+        return "absolute path"
+    if ".." in re.split(r"[\\/]+", name):
+        return "'..' path component (path traversal)"
+    return None
+
+
+def _escapes(path: str) -> bool:
+    """True when a normalised relative POSIX path leaves its root."""
+    return path == ".." or path.startswith("../") or posixpath.isabs(path)
+
+
+def tar_member_problem(member: tarfile.TarInfo) -> str | None:
+    problem = member_name_problem(member.name)
+    if problem:
+        return problem
+    if member.ischr() or member.isblk():
+        return "device file"
+    if member.issym():
+        target = member.linkname
+        if posixpath.isabs(target) or _escapes(posixpath.normpath(posixpath.join(posixpath.dirname(member.name), target))):
+            return f"symlink pointing outside the target ({target!r})"
+    elif member.islnk():
+        target = member.linkname
+        if posixpath.isabs(target) or _escapes(posixpath.normpath(target)):
+            return f"hard link pointing outside the target ({target!r})"
+    elif not (member.isfile() or member.isdir()):
+        return "special file (fifo or unknown type)"
+    return None
+
+
+def zip_member_problem(info: zipfile.ZipInfo) -> str | None:
+    problem = member_name_problem(info.filename)
+    if problem:
+        return problem
+    mode = info.external_attr >> 16
+    if stat.S_ISLNK(mode):
+        return "symbolic link (refused in zip archives)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device file"
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+        return "special file (fifo or socket)"
+    return None
+
+
+def _refuse(archive: Path, member: str, problem: str) -> UserError:
+    return UserError(f"refusing to unpack {archive}: member {member!r}: {problem}")
+
+
+def _broken(archive: Path, err: BaseException) -> UserError:
+    return UserError(f"broken or truncated archive {archive}: {err or type(err).__name__}")
+
+
+def _unpack_zip(archive: Path, dest: Path) -> None:
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            infos = zf.infolist()
+            for info in infos:  # the central directory is read up front: check every member first
+                problem = zip_member_problem(info)
+                if problem:
+                    raise _refuse(archive, info.filename, problem)
+            root = dest.resolve()
+            for info in tqdm(infos, desc=f"unpack {archive.name}", unit="file"):
+                target = dest.joinpath(*[p for p in re.split(r"[\\/]+", info.filename) if p and p != "."])
+                if root not in target.resolve().parents and target.resolve() != root:
+                    raise _refuse(archive, info.filename, "resolves outside the target")
+                if info.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src, open(target, "wb") as dst:
+                    shutil.copyfileobj(src, dst, CHUNK)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as err:
+        raise _broken(archive, err) from None
+
+
+def _unpack_tar(archive: Path, dest: Path) -> None:
+    try:
+        with tarfile.open(archive, "r:*") as tf:
+            for member in tqdm(tf, desc=f"unpack {archive.name}", unit="file"):
+                problem = tar_member_problem(member)
+                if problem:
+                    raise _refuse(archive, member.name, problem)
+                tf.extract(member, dest, filter="data")
+    except tarfile.FilterError as err:  # the standard library's second line of defence
+        name = err.tarinfo.name if getattr(err, "tarinfo", None) is not None else "?"
+        raise _refuse(archive, name, str(err)) from None
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError) as err:
+        raise _broken(archive, err) from None
+
+
+def unpack_archive(archive: Path, dest: Path) -> None:
+    """Extract a zip or tar(.gz/.bz2/.xz) archive into ``dest``, refusing unsafe members."""
+    archive = Path(archive)
+    if zipfile.is_zipfile(archive):
+        _unpack_zip(archive, dest)
+    elif tarfile.is_tarfile(archive):
+        _unpack_tar(archive, dest)
+    else:
+        raise UserError(f"{archive}: not a zip or tar archive (a broken or truncated download, or a web "
+                        f"page saved in place of the archive?)")
+
+
+# ---------------------------------------------------------------------------------------- normalising
+@dataclass(frozen=True)
+class PlannedPair:
+    """One blurred / sharp pair: source files and destinations relative to the output folder."""
+    split: str
+    blur: Path
+    sharp: Path
+    blur_dst: str
+    sharp_dst: str
+
+
+def _hidden(path: Path, root: Path) -> bool:
+    parts = path.relative_to(root).parts
+    return any(p.startswith(".") or p == "__MACOSX" for p in parts)
+
+
+def _dirs_named(root: Path, name: str) -> list[Path]:
+    return sorted(p for p in root.rglob(name) if p.is_dir() and not _hidden(p, root))
+
+
+def _pngs(folder: Path) -> dict[str, Path]:
+    return {p.name: p for p in sorted(folder.iterdir())
+            if p.suffix.lower() == ".png" and not p.name.startswith(".") and p.is_file()}
+
+
+def _matched(blur_dir: Path, sharp_dir: Path) -> list[tuple[str, Path, Path]]:
+    blur, sharp = _pngs(blur_dir), _pngs(sharp_dir)
+    if blur.keys() != sharp.keys():
+        only_blur = sorted(blur.keys() - sharp.keys())
+        only_sharp = sorted(sharp.keys() - blur.keys())
+        detail = (f"{len(only_blur)} without a sharp partner (e.g. {blur_dir / only_blur[0]})" if only_blur else
+                  f"{len(only_sharp)} without a blurred partner (e.g. {sharp_dir / only_sharp[0]})")
+        raise UserError(f"unpaired images: {blur_dir} and {sharp_dir} hold different file names: {detail}")
+    return [(name, blur[name], sharp[name]) for name in sorted(blur)]
+
+
+def plan_gopro(root: Path) -> list[PlannedPair]:
+    """``.../{train,test}/<scene>/{blur,sharp}/*.png`` anywhere under ``root``."""
+    pairs = []
+    for blur_dir in _dirs_named(root, "blur"):
+        if not blur_dir.with_name("sharp").is_dir():
+            raise UserError(f"unpaired scene: {blur_dir} has no sibling sharp/ folder")
+    for sharp_dir in _dirs_named(root, "sharp"):
+        blur_dir = sharp_dir.with_name("blur")
+        if not blur_dir.is_dir():
+            raise UserError(f"unpaired scene: {sharp_dir} has no sibling blur/ folder")
+        scene = sharp_dir.parent
+        split = scene.parent.name
+        if split not in SPLITS:
+            raise UserError(f"{scene}: a GoPro scene folder must sit inside a train/ or test/ folder")
+        for name, blur, sharp in _matched(blur_dir, sharp_dir):
+            pairs.append(PlannedPair(split, blur, sharp, f"{split}/{scene.name}/blur/{name}",
+                                     f"{split}/{scene.name}/sharp/{name}"))
+    return pairs
+
+
+def plan_flat(root: Path) -> list[PlannedPair]:
+    """HIDE: official ``GT/`` + ``test/**/*.png`` (same file names), else ``[<split>/]{input,target}/``."""
+    official = [gt for gt in _dirs_named(root, "GT") if (gt.parent / "test").is_dir()]
+    if len(official) > 1:
+        raise UserError(f"ambiguous HIDE source: several GT/ + test/ folders under {root}: {official}")
+    if official:
+        gt_dir = official[0]
+        sharp_by_name = _pngs(gt_dir)
+        test_dir = gt_dir.parent / "test"
+        pairs = []
+        for blur in sorted(p for p in test_dir.rglob("*.png") if p.is_file() and not _hidden(p, root)):
+            sharp = sharp_by_name.get(blur.name)
+            if sharp is None:
+                raise UserError(f"unpaired image: {blur} has no ground truth {gt_dir / blur.name}")
+            pairs.append(PlannedPair("test", blur, sharp, f"test/input/{blur.name}", f"test/target/{blur.name}"))
+        return pairs
+    pairs = []
+    for input_dir in _dirs_named(root, "input"):
+        target_dir = input_dir.with_name("target")
+        if not target_dir.is_dir():
+            continue
+        split = input_dir.parent.name if input_dir.parent.name in SPLITS else "test"
+        for name, blur, sharp in _matched(input_dir, target_dir):
+            pairs.append(PlannedPair(split, blur, sharp, f"{split}/input/{name}", f"{split}/target/{name}"))
+    return pairs
+
+
+def _find_one_file(root: Path, name: str) -> Path | None:
+    found = sorted((p for p in root.rglob(name) if p.is_file() and not _hidden(p, root)),
+                   key=lambda p: (len(p.parts), str(p)))
+    return found[0] if found else None
+
+
+def _realblur_from_list(list_file: Path, split: str) -> list[PlannedPair]:
+    base = list_file.parent
+    pairs = []
+    for number, line in enumerate(list_file.read_text().splitlines(), start=1):
+        tokens = line.split()
+        if not tokens:
+            continue
+        where = f"{list_file}, line {number}"
+        if len(tokens) < 2:
+            raise UserError(f"{where}: expected '<gt path> <blur path>', got {line.strip()!r}")
+        by_role = {role: tok for tok in tokens[:2] for role in ("gt", "blur") if role in PurePosixPath(tok).parts}
+        gt_rel, blur_rel = (by_role["gt"], by_role["blur"]) if len(by_role) == 2 else (tokens[0], tokens[1])
+        for rel in (gt_rel, blur_rel):
+            problem = member_name_problem(rel)
+            if problem:
+                raise UserError(f"{where}: unsafe path {rel!r}: {problem}")
+        blur, sharp = base / blur_rel, base / gt_rel
+        for path in (blur, sharp):
+            if not path.is_file():
+                raise UserError(f"{where}: listed file {path} is missing")
+        folders = [p for p in PurePosixPath(blur_rel).parts[:-1] if p not in ("blur", "gt")]
+        scene = folders[-1] if folders else "scene"
+        name = re.sub(r"^blur_", "", blur.name)
+        pairs.append(PlannedPair(split, blur, sharp, f"{split}/blur/{scene}/{name}", f"{split}/sharp/{scene}/{name}"))
+    return pairs
+
+
+def plan_realblur(root: Path, lists: dict[str, str]) -> list[PlannedPair]:
+    """Official list files when all are present, else an existing ``<split>/{blur,sharp}/<scene>/`` copy."""
+    list_files = {split: _find_one_file(root, name) for split, name in lists.items()}
+    if lists and all(list_files.values()):
+        return [pair for split, path in list_files.items() for pair in _realblur_from_list(path, split)]
+    pairs = []
+    for split in SPLITS:
+        for split_dir in _dirs_named(root, split):
+            blur_root, sharp_root = split_dir / "blur", split_dir / "sharp"
+            if not (blur_root.is_dir() and sharp_root.is_dir()):
+                continue
+            for scene in sorted(p for p in blur_root.iterdir() if p.is_dir()):
+                if not (sharp_root / scene.name).is_dir():
+                    raise UserError(f"unpaired scene: {scene} has no {sharp_root / scene.name}")
+                for name, blur, sharp in _matched(scene, sharp_root / scene.name):
+                    pairs.append(PlannedPair(split, blur, sharp, f"{split}/blur/{scene.name}/{name}",
+                                             f"{split}/sharp/{scene.name}/{name}"))
+    if not pairs and lists:
+        missing = [lists[s] for s, p in list_files.items() if p is None]
+        raise UserError(f"RealBlur list file(s) {missing} not found under {root}, and no "
+                        f"<split>/{{blur,sharp}}/<scene>/ layout either")
+    return pairs
+
+
+LAYOUT_HELP = {
+    "gopro": "<split>/<scene>/{blur,sharp}/*.png",
+    "flat": "GT/ + test/**/*.png (HIDE) or [<split>/]{input,target}/*.png",
+    "realblur": "the RealBlur list files or <split>/{blur,sharp}/<scene>/*.png",
+}
+
+
+def plan_pairs(spec: DatasetSource, root: Path) -> list[PlannedPair]:
+    if spec.layout == "gopro":
+        pairs = plan_gopro(root)
+    elif spec.layout == "flat":
+        pairs = plan_flat(root)
+    else:
+        pairs = plan_realblur(root, dict(spec.lists))
+    if not pairs:
+        raise UserError(f"no image pairs found under {root} (expected {LAYOUT_HELP[spec.layout]})")
+    return pairs
+
+
+def _check_png(path: Path) -> None:
+    with open(path, "rb") as fh:
+        if fh.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:
+            raise UserError(f"{path}: not a PNG file")
+
+
+def materialise(pairs: list[PlannedPair], dest: Path, move: bool) -> dict[str, int]:
+    """Place every pair under ``dest`` (move from our own scratch unpack, else copy); pairs per split."""
+    seen: set[str] = set()
+    for pair in pairs:
+        for rel in (pair.blur_dst, pair.sharp_dst):
+            if rel in seen:
+                raise UserError(f"two source images map to the same destination {rel}")
+            seen.add(rel)
+    placed: dict[Path, Path] = {}  # source -> first destination (a moved file is copied from there)
+    counts = {split: 0 for split in SPLITS}
+    for pair in tqdm(pairs, desc="normalise", unit="pair"):
+        for src, rel in ((pair.blur, pair.blur_dst), (pair.sharp, pair.sharp_dst)):
+            dst = dest / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if src in placed:
+                shutil.copy2(placed[src], dst)
+                continue
+            _check_png(src)
+            if move and not src.is_symlink():
+                os.replace(src, dst)
+            else:
+                shutil.copy2(src, dst)  # follows links
+            placed[src] = dst
+        counts[pair.split] += 1
+    return {split: n for split, n in counts.items() if n}
+
+
+# ---------------------------------------------------------------------------------------------- fetch
+def fetch_dataset(name: str, spec: DatasetSource, out_dir: str | os.PathLike, *,
+                  archive: str | os.PathLike | None = None, source: str | os.PathLike | None = None,
+                  trust_unverified: bool = False, force: bool = False, timeout: float = 60.0,
+                  checksums_path: str | os.PathLike | None = None,
+                  log: Callable[[str], None] = print) -> dict:
+    """Fetch one dataset into ``out_dir`` (atomically) and return its manifest."""
+    out_dir = Path(out_dir)
+    archive = Path(archive) if archive is not None else None
+    source = Path(source) if source is not None else None
+    checksums_path = Path(checksums_path) if checksums_path is not None else CHECKSUMS_PATH
+    if archive is not None and source is not None:
+        raise UserError("pass either --archive or --source, not both")
+    if out_dir.exists() and not force:
+        if (out_dir / "manifest.json").is_file():
+            log(f"{name}: already fetched in {out_dir} (manifest.json present); pass --force to fetch again")
+            return json.loads((out_dir / "manifest.json").read_text())
+        if not out_dir.is_dir() or any(out_dir.iterdir()):
+            raise UserError(f"{out_dir} exists and holds no manifest.json: remove it or pass --force to replace it")
+
+    expected_sha = load_checksums(checksums_path).get(spec.archive)
+    if source is not None:
+        if not source.is_dir():
+            raise FileNotFoundError(f"--source {source}: no such directory")
+        if not trust_unverified:
+            raise UserError(f"{name}: --source {source} is an unpacked copy that no sha256 can vouch for; "
+                            f"pass --trust-unverified to use it anyway")
+    else:
+        if archive is not None and not archive.is_file():
+            raise FileNotFoundError(f"--archive {archive}: no such file")
+        if archive is None and spec.manual:
+            raise UserError(f"{name}: {spec.url} is a download page, not a direct link: download {spec.archive} "
+                            f"from it by hand, then run `blurdm-bench fetch {name} --archive PATH`")
+        if expected_sha is None and not trust_unverified:
+            raise UserError(f"{name}: no sha256 is recorded for {spec.archive} in {checksums_path} (null = "
+                            f"unknown), so the archive cannot be verified; refusing. Pass --trust-unverified to "
+                            f"accept it: its sha256 is then printed and stored in manifest.json for you to record")
+
+    with atomic_dir(out_dir) as tmp:
+        work = tmp / WORK_DIR
+        work.mkdir()
+        digest = None
+        if source is not None:
+            raw, move, origin, kind = source, False, str(source.resolve()), "source"
+            log(f"{name}: WARNING: using the unverified unpacked copy {source} (--trust-unverified)")
+        else:
+            if archive is None:
+                archive_path, origin, kind = work / spec.archive, spec.url, "download"
+                log(f"{name}: downloading {spec.url}")
+                digest = download(spec.url, archive_path, timeout=timeout)
+            else:
+                archive_path, origin, kind = archive, str(archive.resolve()), "archive"
+                digest = sha256_with_progress(archive)
+            if expected_sha is not None and digest != expected_sha:
+                raise UserError(f"checksum mismatch for {archive_path.name} ({origin}): expected sha256 "
+                                f"{expected_sha}, got {digest}; the file is corrupt or not the official archive")
+            if expected_sha is None:
+                log(f"{name}: UNVERIFIED sha256 of {spec.archive}: {digest} -- after checking the data, record "
+                    f"it in {checksums_path} as `{spec.archive}: {digest}`")
+            raw, move = work / "raw", True
+            raw.mkdir()
+            unpack_archive(archive_path, raw)
+            if archive is None:
+                archive_path.unlink()  # free the space before normalising
+        counts = materialise(plan_pairs(spec, raw), tmp, move=move)
+        for split, wanted in spec.expected_pairs.items():
+            if counts.get(split, 0) != wanted:
+                raise UserError(f"{name}: found {counts.get(split, 0)} {split} pairs in {origin}, expected "
+                                f"{wanted}: an incomplete or different copy of the dataset")
+        shutil.rmtree(work)
+        file_count = sum(1 for p in tmp.rglob("*") if p.is_file())
+        manifest = {
+            "dataset": name,
+            "layout": spec.layout,
+            "source": origin,
+            "source_kind": kind,
+            "archive": None if source is not None else spec.archive,
+            "archive_sha256": digest,
+            "sha256_verified": expected_sha is not None and digest == expected_sha,
+            "file_count": file_count,
+            "pairs": counts,
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        write_json(tmp / "manifest.json", manifest)
+    log(f"{name}: {sum(counts.values())} pairs {counts} -> {out_dir}")
+    return manifest
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = ("Archives are verified against pipelines/checksums.yaml; a null entry needs "
+                     "--trust-unverified.\nRealBlur (Google Drive): download RealBlur.tar.gz from "
+                     "http://cg.postech.ac.kr/research/realblur/\nand run `blurdm-bench fetch realblur_j "
+                     "--archive RealBlur.tar.gz`.")
+    parser.add_argument("dataset", nargs="?", help="a dataset of params fetch.datasets (gopro, hide, realblur_j, realblur_r)")
+    parser.add_argument("--all", action="store_true", help="fetch every dataset in the profile's fetch.active")
+    parser.add_argument("--archive", type=Path, help="an archive you downloaded yourself (verified like a download)")
+    parser.add_argument("--source", type=Path, help="an already-unpacked copy (needs --trust-unverified)")
+    parser.add_argument("--out", type=Path, help="output folder (default: the dataset's out_dir in params)")
+    parser.add_argument("--trust-unverified", action="store_true",
+                        help="accept an archive whose sha256 is unknown (null) or an unpacked --source")
+    parser.add_argument("--force", action="store_true", help="replace an existing output folder")
+    parser.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds (default 60)")
+    parser.add_argument("--params", type=Path, help="params file (default: the repo's params.yaml)")
+    parser.add_argument("--profile", choices=PROFILE_NAMES, help="profile to use (default: params' profile)")
+    parser.add_argument("--checksums", type=Path, help=f"checksums file (default: {CHECKSUMS_PATH.name} in pipelines/)")
+
+
+def run(args: argparse.Namespace) -> int:
+    params = load_params(args.params, profile=args.profile)
+    datasets = params.fetch.datasets
+    if bool(args.all) == bool(args.dataset):
+        raise UserError("name one dataset or pass --all (not both)")
+    if args.all:
+        if args.archive or args.source or args.out:
+            raise UserError("--archive, --source and --out need one named dataset, not --all")
+        names = list(params.fetch.active)
+        if not names:
+            raise UserError(f"fetch.active is empty in profile {params.profile!r}: name a dataset "
+                            f"(blurdm-bench fetch gopro) or use --profile paper")
+    else:
+        names = [args.dataset]
+    for name in names:
+        if name not in datasets:
+            allowed = ", ".join(sorted(datasets)) or "(none configured in params fetch.datasets)"
+            raise UserError(f"unknown dataset {name!r}; allowed: {allowed}")
+    for name in names:
+        spec = datasets[name]
+        out_dir = args.out if args.out is not None else params.resolve_path(spec.out_dir)
+        fetch_dataset(name, spec, out_dir, archive=args.archive, source=args.source,
+                      trust_unverified=args.trust_unverified, force=args.force, timeout=args.timeout,
+                      checksums_path=args.checksums)
+    return 0

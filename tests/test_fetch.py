@@ -1,0 +1,485 @@
+"""``blurdm-bench fetch`` against a local HTTP server on 127.0.0.1 (no test touches the internet)."""
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import json
+import socket
+import stat
+import tarfile
+import threading
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from pipelines.cli import UserError, main
+from pipelines.config import PROFILE_NAMES, DatasetSource, load_params
+from pipelines.fetch import fetch_dataset, load_checksums
+
+pytestmark = pytest.mark.timeout(60)
+
+REPO = Path(__file__).resolve().parent.parent
+
+# GoPro-style archive content: 2 train pairs (scene A) + 1 test pair (scene B), plus blur_gamma copies
+# that the normaliser must leave out.
+GOPRO_FILES = {
+    f"GOPRO_Large/{split}/{scene}/{kind}/{frame}.png": (split, scene, kind, frame)
+    for split, scene, frames in (("train", "GOPR0001_11_00", ("000001", "000002")),
+                                 ("test", "GOPR0002_11_00", ("000001",)))
+    for kind in ("blur", "blur_gamma", "sharp")
+    for frame in frames
+}
+
+
+def png_bytes(seed: int) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, size=(4, 5, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def layout_bytes(files: dict[str, object]) -> dict[str, bytes]:
+    return {name: png_bytes(i) for i, name in enumerate(sorted(files))}
+
+
+def make_tar(path: Path, files: dict[str, bytes], extra=()) -> Path:
+    """A tar.gz of ``files``; ``extra`` holds (TarInfo, bytes | None) members appended at the end."""
+    with tarfile.open(path, "w:gz") as tf:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+        for info, data in extra:
+            tf.addfile(info, io.BytesIO(data) if data is not None else None)
+    return path
+
+
+def make_zip(path: Path, files: dict[str, bytes], extra=()) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+        for info, data in extra:
+            zf.writestr(info, data)
+    return path
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_checksums(path: Path, table: dict) -> Path:
+    path.write_text(yaml.safe_dump(table))
+    return path
+
+
+def spec(url: str = "http://127.0.0.1:9/unused", archive: str = "GOPRO_Large.zip", **kw) -> DatasetSource:
+    return DatasetSource(url=url, archive=archive, out_dir="unused", **kw)
+
+
+def quiet(_msg: str) -> None:
+    pass
+
+
+def assert_nothing_left(out: Path) -> None:
+    assert not out.exists()
+    if out.parent.exists():
+        assert [p.name for p in out.parent.iterdir()] == [], f"stray files next to {out}"
+
+
+@pytest.fixture
+def server():
+    """A ThreadingHTTPServer on 127.0.0.1:<free port>: ``routes[path] = (body, headers)``;
+    ``truncated[path] = body`` announces len(body) but sends only half; ``hits`` counts requests."""
+    routes: dict[str, tuple[bytes, dict]] = {}
+    truncated: dict[str, bytes] = {}
+    hits: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        timeout = 5  # bounds every socket read of the handler
+
+        def do_GET(self):
+            hits.append(self.path)
+            if self.path in truncated:
+                body = truncated[self.path]
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[: len(body) // 2])
+                self.close_connection = True
+                return
+            if self.path not in routes:
+                self.send_error(404, "not found")
+                return
+            body, headers = routes[self.path]
+            self.send_response(200)
+            for key, value in {"Content-Type": "application/octet-stream", **headers}.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        yield type("Server", (), {"base": base, "routes": routes, "truncated": truncated, "hits": hits})
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture
+def gopro_files():
+    return layout_bytes(GOPRO_FILES)
+
+
+def check_gopro_output(out: Path, files: dict[str, bytes]) -> None:
+    for name, data in files.items():
+        rel = Path(name).relative_to("GOPRO_Large")
+        dst = out / rel
+        if rel.parts[2] == "blur_gamma":
+            assert not dst.exists()
+        else:
+            assert dst.read_bytes() == data, name
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["pairs"] == {"train": 2, "test": 1}
+    assert manifest["file_count"] == 6
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "test", "train"]
+    assert reader_pairs(out / "train") == ["GOPR0001_11_00/000001.png", "GOPR0001_11_00/000002.png"]
+    assert reader_pairs(out / "test") == ["GOPR0002_11_00/000001.png"]
+
+
+def reader_pairs(root: Path) -> list[str]:
+    """What the data reader sees: the fetch output must be in one of its layouts."""
+    from pipelines.data import find_pairs
+
+    return [pair.name for pair in find_pairs(root)]
+
+
+# --------------------------------------------------------------------------------------- downloads
+@pytest.mark.parametrize("fmt", ["tar.gz", "zip"])
+def test_download_verify_unpack_normalise(tmp_path, server, gopro_files, fmt):
+    archive = (make_tar if fmt == "tar.gz" else make_zip)(tmp_path / f"gopro.{fmt}", gopro_files)
+    server.routes[f"/gopro.{fmt}"] = (archive.read_bytes(), {})
+    sums = write_checksums(tmp_path / "sums.yaml", {f"GOPRO_Large.{fmt}": sha256(archive)})
+    out = tmp_path / "data" / "gopro"
+    manifest = fetch_dataset("gopro", spec(f"{server.base}/gopro.{fmt}", f"GOPRO_Large.{fmt}",
+                                           expected_pairs={"train": 2, "test": 1}),
+                             out, checksums_path=sums, log=quiet)
+    check_gopro_output(out, gopro_files)
+    assert manifest == json.loads((out / "manifest.json").read_text())
+    assert manifest["dataset"] == "gopro"
+    assert manifest["source"] == f"{server.base}/gopro.{fmt}" and manifest["source_kind"] == "download"
+    assert manifest["archive_sha256"] == sha256(archive) and manifest["sha256_verified"] is True
+    assert manifest["date"][:4].isdigit()
+    assert [p.name for p in out.parent.iterdir()] == ["gopro"]  # no temp dirs, no downloaded archive
+
+
+def test_wrong_checksum_is_refused_and_leaves_nothing(tmp_path, server, gopro_files):
+    archive = make_tar(tmp_path / "gopro.tar.gz", gopro_files)
+    server.routes["/gopro.tar.gz"] = (archive.read_bytes(), {})
+    sums = write_checksums(tmp_path / "sums.yaml", {"GOPRO_Large.tar.gz": "0" * 64})
+    out = tmp_path / "data" / "gopro"
+    with pytest.raises(UserError) as err:
+        fetch_dataset("gopro", spec(f"{server.base}/gopro.tar.gz", "GOPRO_Large.tar.gz"), out,
+                      checksums_path=sums, log=quiet)
+    msg = str(err.value)
+    assert "checksum mismatch for GOPRO_Large.tar.gz" in msg
+    assert f"expected sha256 {'0' * 64}" in msg and f"got {sha256(archive)}" in msg
+    assert_nothing_left(out)
+
+
+def test_truncated_download_is_refused(tmp_path, server, gopro_files):
+    archive = make_tar(tmp_path / "gopro.tar.gz", gopro_files)
+    server.truncated["/gopro.tar.gz"] = archive.read_bytes()
+    sums = write_checksums(tmp_path / "sums.yaml", {"GOPRO_Large.tar.gz": sha256(archive)})
+    out = tmp_path / "data" / "gopro"
+    url = f"{server.base}/gopro.tar.gz"
+    with pytest.raises(UserError, match="truncated download") as err:
+        fetch_dataset("gopro", spec(url, "GOPRO_Large.tar.gz"), out, checksums_path=sums, log=quiet)
+    assert url in str(err.value) and f"of {archive.stat().st_size} bytes" in str(err.value)
+    assert_nothing_left(out)
+
+
+def test_network_failure_names_the_url(tmp_path):
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/gopro.zip"
+    sums = write_checksums(tmp_path / "sums.yaml", {"GOPRO_Large.zip": "a" * 64})
+    out = tmp_path / "data" / "gopro"
+    with pytest.raises(UserError, match="network failure") as err:
+        fetch_dataset("gopro", spec(url), out, checksums_path=sums, timeout=5, log=quiet)
+    assert url in str(err.value)
+    assert_nothing_left(out)
+
+
+def test_http_error_and_web_page_are_refused(tmp_path, server):
+    sums = write_checksums(tmp_path / "sums.yaml", {"GOPRO_Large.zip": "a" * 64})
+    out = tmp_path / "data" / "gopro"
+    with pytest.raises(UserError, match="HTTP 404") as err:
+        fetch_dataset("gopro", spec(f"{server.base}/missing.zip"), out, checksums_path=sums, log=quiet)
+    assert f"{server.base}/missing.zip" in str(err.value)
+    server.routes["/landing"] = (b"<html>sign in</html>", {"Content-Type": "text/html; charset=utf-8"})
+    with pytest.raises(UserError, match="web page.*--archive"):
+        fetch_dataset("gopro", spec(f"{server.base}/landing"), out, checksums_path=sums, log=quiet)
+    assert_nothing_left(out)
+
+
+def test_null_checksum_refuses_unless_trusted(tmp_path, server, gopro_files, capsys):
+    archive = make_zip(tmp_path / "gopro.zip", gopro_files)
+    server.routes["/gopro.zip"] = (archive.read_bytes(), {})
+    sums = write_checksums(tmp_path / "sums.yaml", {"GOPRO_Large.zip": None})
+    out = tmp_path / "data" / "gopro"
+    with pytest.raises(UserError, match="no sha256 is recorded for GOPRO_Large.zip.*--trust-unverified"):
+        fetch_dataset("gopro", spec(f"{server.base}/gopro.zip"), out, checksums_path=sums, log=quiet)
+    assert server.hits == []  # refused before downloading anything
+    assert_nothing_left(out)
+
+    manifest = fetch_dataset("gopro", spec(f"{server.base}/gopro.zip"), out, checksums_path=sums,
+                             trust_unverified=True)
+    assert manifest["archive_sha256"] == sha256(archive) and manifest["sha256_verified"] is False
+    assert sha256(archive) in capsys.readouterr().out  # printed so the user can record it
+    check_gopro_output(out, gopro_files)
+
+
+def test_repo_checksums_file_covers_every_configured_archive():
+    table = load_checksums()
+    params = load_params(REPO / "params.yaml", profile="paper")
+    for name, ds in params.fetch.datasets.items():
+        assert ds.archive in table, f"{name}: {ds.archive} missing from pipelines/checksums.yaml"
+    assert all(v is None or len(v) == 64 for v in table.values())
+
+
+def test_bad_checksum_entry_is_rejected(tmp_path):
+    sums = write_checksums(tmp_path / "sums.yaml", {"GOPRO_Large.zip": "not-a-hash"})
+    with pytest.raises(ValueError, match="GOPRO_Large.zip: expected 64 hex digits"):
+        load_checksums(sums)
+
+
+# ------------------------------------------------------------------------------- malicious archives
+def _tar_member(name, kind, link=""):
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = link
+    return info
+
+
+def _zip_symlink(name, target):
+    info = zipfile.ZipInfo(name)
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    return info, target
+
+
+def _file(name, data=b"owned"):
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    return info, data
+
+
+MALICIOUS = {
+    "tar-dotdot": ("tar", [_file("GOPRO_Large/" + "../" * 12 + "evil")], "GOPRO_Large/" + "../" * 12 + "evil", "'..' path component"),
+    "tar-absolute": ("tar", [_file("/tmp/evil")], "/tmp/evil", "absolute path"),
+    "tar-symlink": ("tar", [(_tar_member("GOPRO_Large/passwd", tarfile.SYMTYPE, "/etc/passwd"), None)],
+                    "GOPRO_Large/passwd", "symlink pointing outside"),
+    "tar-relative-symlink": ("tar", [(_tar_member("GOPRO_Large/up", tarfile.SYMTYPE, "../../.."), None)],
+                             "GOPRO_Large/up", "symlink pointing outside"),
+    "tar-hardlink": ("tar", [(_tar_member("GOPRO_Large/hl", tarfile.LNKTYPE, "../outside"), None)],
+                     "GOPRO_Large/hl", "hard link pointing outside"),
+    "tar-hardlink-absolute": ("tar", [(_tar_member("GOPRO_Large/hl", tarfile.LNKTYPE, "/etc/passwd"), None)],
+                              "GOPRO_Large/hl", "hard link pointing outside"),
+    "tar-device": ("tar", [(_tar_member("GOPRO_Large/null", tarfile.CHRTYPE), None)],
+                   "GOPRO_Large/null", "device file"),
+    "zip-dotdot": ("zip", [("GOPRO_Large/" + "../" * 12 + "evil", b"owned")], "GOPRO_Large/" + "../" * 12 + "evil", "'..' path component"),
+    "zip-absolute": ("zip", [("/tmp/evil", b"owned")], "/tmp/evil", "absolute path"),
+    "zip-symlink": ("zip", [_zip_symlink("GOPRO_Large/passwd", "/etc/passwd")], "GOPRO_Large/passwd",
+                    "symbolic link"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALICIOUS))
+def test_malicious_archive_is_refused(tmp_path, gopro_files, case):
+    fmt, extra, member, problem = MALICIOUS[case]
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    suffix = "tar.gz" if fmt == "tar" else "zip"
+    archive = (make_tar if fmt == "tar" else make_zip)(downloads / f"evil.{suffix}", gopro_files, extra)
+    sums = write_checksums(downloads / "sums.yaml", {"GOPRO_Large.zip": sha256(archive)})
+    out = tmp_path / "work" / "data" / "gopro"
+    with pytest.raises(UserError) as err:
+        fetch_dataset("gopro", spec(), out, archive=archive, checksums_path=sums, log=quiet)
+    msg = str(err.value)
+    assert f"refusing to unpack {archive}" in msg and repr(member) in msg and problem in msg, msg
+    assert_nothing_left(out)
+    assert not list(tmp_path.rglob("evil")) and not list(tmp_path.rglob("passwd"))
+
+
+def test_broken_archive_is_refused(tmp_path, gopro_files):
+    good = make_tar(tmp_path / "good.tar.gz", gopro_files).read_bytes()
+    archive = tmp_path / "cut.tar.gz"
+    archive.write_bytes(good[: len(good) * 2 // 3])
+    sums = write_checksums(tmp_path / "sums.yaml", {"GOPRO_Large.zip": sha256(archive)})
+    out = tmp_path / "data" / "gopro"
+    with pytest.raises(UserError, match=f"broken or truncated archive {archive}"):
+        fetch_dataset("gopro", spec(), out, archive=archive, checksums_path=sums, log=quiet)
+    assert_nothing_left(out)
+
+
+# ------------------------------------------------------------------------------- --archive / --source
+def write_params(tmp_path: Path, datasets: dict, active: list[str]) -> Path:
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["fetch"] = {"active": active, "datasets": datasets}
+    raw["profiles"]["cpu"] = {}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_cli_archive_and_source(tmp_path, gopro_files, capsys):
+    archive = make_zip(tmp_path / "GOPRO_Large.zip", gopro_files)
+    sums = write_checksums(tmp_path / "sums.yaml", {"GOPRO_Large.zip": sha256(archive)})
+    out = tmp_path / "data" / "gopro"
+    params = write_params(tmp_path, {"gopro": {"url": "http://127.0.0.1:9/x", "archive": "GOPRO_Large.zip",
+                                               "out_dir": str(out), "expected_pairs": {"train": 2, "test": 1}}}, [])
+    common = ["--params", str(params), "--profile", "cpu", "--checksums", str(sums)]
+    assert main(["fetch", "gopro", "--archive", str(archive), *common]) == 0
+    check_gopro_output(out, gopro_files)
+    assert json.loads((out / "manifest.json").read_text())["source"] == str(archive.resolve())
+
+    # an already-fetched folder is left alone; --source (unpacked copy) needs --trust-unverified
+    unpacked = tmp_path / "unpacked"
+    zipfile.ZipFile(archive).extractall(unpacked)
+    out2 = tmp_path / "data" / "gopro2"
+    capsys.readouterr()
+    assert main(["fetch", "gopro", "--source", str(unpacked), "--out", str(out2), *common]) == 2
+    assert "--trust-unverified" in capsys.readouterr().err
+    assert not out2.exists()
+    assert main(["fetch", "gopro", "--source", str(unpacked), "--out", str(out2), "--trust-unverified", *common]) == 0
+    check_gopro_output(out2, gopro_files)
+    manifest = json.loads((out2 / "manifest.json").read_text())
+    assert manifest["source_kind"] == "source" and manifest["archive_sha256"] is None
+    assert (unpacked / "GOPRO_Large/train/GOPR0001_11_00/blur/000001.png").is_file()  # source untouched
+
+
+def test_cli_unknown_dataset_and_all(tmp_path, server, gopro_files, capsys):
+    archive = make_tar(tmp_path / "gopro.tar.gz", gopro_files)
+    server.routes["/gopro.tar.gz"] = (archive.read_bytes(), {})
+    sums = write_checksums(tmp_path / "sums.yaml", {"GOPRO_Large.tar.gz": sha256(archive), "HIDE.zip": "b" * 64})
+    data = tmp_path / "data"
+    datasets = {
+        "gopro": {"url": f"{server.base}/gopro.tar.gz", "archive": "GOPRO_Large.tar.gz", "out_dir": str(data / "gopro")},
+        "hide": {"url": f"{server.base}/hide.zip", "archive": "HIDE.zip", "layout": "flat", "out_dir": str(data / "hide")},
+    }
+    params = write_params(tmp_path, datasets, ["gopro"])
+    common = ["--params", str(params), "--profile", "cpu", "--checksums", str(sums)]
+    assert main(["fetch", "nope", *common]) == 2
+    assert "unknown dataset 'nope'; allowed: gopro, hide" in capsys.readouterr().err
+    assert main(["fetch", "--all", *common]) == 0
+    assert (data / "gopro" / "manifest.json").is_file()
+    assert not (data / "hide").exists()  # not in fetch.active
+    assert server.hits == ["/gopro.tar.gz"]
+    assert main(["fetch", "--all", *common]) == 0  # already fetched: no second download
+    assert server.hits == ["/gopro.tar.gz"]
+
+
+def test_manual_dataset_needs_archive(tmp_path):
+    sums = write_checksums(tmp_path / "sums.yaml", {"RealBlur.tar.gz": None})
+    out = tmp_path / "data" / "realblur_j"
+    page = "http://cg.postech.ac.kr/research/realblur/"
+    with pytest.raises(UserError, match="download RealBlur.tar.gz from it by hand.*--archive"):
+        fetch_dataset("realblur_j", spec(page, "RealBlur.tar.gz", manual=True, layout="realblur"), out,
+                      checksums_path=sums, trust_unverified=True, log=quiet)
+    assert_nothing_left(out)
+
+
+# ----------------------------------------------------------------------------------- HIDE, RealBlur
+def test_hide_official_layout_to_flat_test(tmp_path):
+    root = tmp_path / "HIDE_dataset"
+    files = {"GT/a.png": 1, "GT/b.png": 2, "GT/t.png": 3, "test/test-close-ups/a.png": 4,
+             "test/test-long-shot/b.png": 5, "train/t.png": 6}
+    for rel, seed in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(png_bytes(seed))
+    out = tmp_path / "data" / "hide"
+    manifest = fetch_dataset("hide", spec(archive="HIDE_dataset.zip", layout="flat", expected_pairs={"test": 2}),
+                             out, source=tmp_path, trust_unverified=True,
+                             checksums_path=write_checksums(tmp_path / "s.yaml", {}), log=quiet)
+    assert manifest["pairs"] == {"test": 2}
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == [
+        "test/input/a.png", "test/input/b.png", "test/target/a.png", "test/target/b.png"]
+    assert (out / "test/input/b.png").read_bytes() == png_bytes(5)
+    assert (out / "test/target/b.png").read_bytes() == png_bytes(2)
+    assert reader_pairs(out / "test") == ["a.png", "b.png"]
+
+
+def test_realblur_list_files_and_expected_pairs(tmp_path):
+    scene_dir = "RealBlur-J_ECC_IMCORR_centroid_itensity_ref"
+    files = {}
+    for scene, idx in (("scene001", 1), ("scene001", 2), ("scene002", 1)):
+        for role in ("blur", "gt"):
+            files[f"RealBlur/{scene_dir}/{scene}/{role}/{role}_{idx}.png"] = png_bytes(hash((scene, idx, role)) % 1000)
+    files["RealBlur/RealBlur_J_train_list.txt"] = (
+        f"{scene_dir}/scene001/gt/gt_1.png {scene_dir}/scene001/blur/blur_1.png\n"
+        f"{scene_dir}/scene001/gt/gt_2.png {scene_dir}/scene001/blur/blur_2.png\n").encode()
+    files["RealBlur/RealBlur_J_test_list.txt"] = f"{scene_dir}/scene002/gt/gt_1.png {scene_dir}/scene002/blur/blur_1.png\n".encode()
+    archive = make_tar(tmp_path / "RealBlur.tar.gz", files)
+    sums = write_checksums(tmp_path / "sums.yaml", {"RealBlur.tar.gz": sha256(archive)})
+    lists = {"train": "RealBlur_J_train_list.txt", "test": "RealBlur_J_test_list.txt"}
+    out = tmp_path / "data" / "realblur_j"
+    bad = spec("http://x/", "RealBlur.tar.gz", manual=True, layout="realblur", lists=lists,
+               expected_pairs={"train": 3758, "test": 980})
+    with pytest.raises(UserError, match="found 2 train pairs .* expected 3758"):
+        fetch_dataset("realblur_j", bad, out, archive=archive, checksums_path=sums, log=quiet)
+    assert not out.exists()
+
+    good = spec("http://x/", "RealBlur.tar.gz", manual=True, layout="realblur", lists=lists,
+                expected_pairs={"train": 2, "test": 1})
+    manifest = fetch_dataset("realblur_j", good, out, archive=archive, checksums_path=sums, log=quiet)
+    assert manifest["pairs"] == {"train": 2, "test": 1}
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == sorted(
+        f"{split}/{kind}/{scene}/{i}.png" for split, scene, i in
+        (("train", "scene001", 1), ("train", "scene001", 2), ("test", "scene002", 1)) for kind in ("blur", "sharp"))
+    assert (out / "test/sharp/scene002/1.png").read_bytes() == files[f"RealBlur/{scene_dir}/scene002/gt/gt_1.png"]
+    assert (out / "test/blur/scene002/1.png").read_bytes() == files[f"RealBlur/{scene_dir}/scene002/blur/blur_1.png"]
+
+    assert reader_pairs(out / "train") == ["scene001/1.png", "scene001/2.png"]
+
+    # the normalised {blur,sharp}/<scene>/ layout is accepted back as a --source
+    out2 = tmp_path / "data" / "copy"
+    again = fetch_dataset("realblur_j", good, out2, source=out, trust_unverified=True, checksums_path=sums, log=quiet)
+    assert again["pairs"] == manifest["pairs"]
+
+
+@pytest.mark.parametrize("missing, message", [
+    ("GOPRO_Large/train/GOPR0001_11_00/sharp/000002.png", "unpaired images.*without a sharp partner.*000002.png"),
+    ("GOPRO_Large/test/GOPR0002_11_00/sharp/000001.png", "unpaired scene.*GOPR0002_11_00/blur has no sibling sharp"),
+])
+def test_unpaired_images_fail_cleanly(tmp_path, gopro_files, missing, message):
+    del gopro_files[missing]
+    archive = make_zip(tmp_path / "a.zip", gopro_files)
+    sums = write_checksums(tmp_path / "sums.yaml", {"GOPRO_Large.zip": sha256(archive)})
+    out = tmp_path / "out" / "gopro"
+    with pytest.raises(UserError, match=message):
+        fetch_dataset("gopro", spec(), out, archive=archive, checksums_path=sums, log=quiet)
+    assert_nothing_left(out)
+
+
+# ------------------------------------------------------------------------------------------ params
+@pytest.mark.parametrize("profile", PROFILE_NAMES)
+def test_every_profile_validates(profile):
+    params = load_params(REPO / "params.yaml", profile=profile)
+    assert set(params.fetch.datasets) == {"gopro", "hide", "realblur_j", "realblur_r"}
+    assert params.fetch.active == (["gopro", "hide"] if profile == "paper" else [])
+    for ds in params.fetch.datasets.values():
+        assert ds.url.startswith(("http://", "https://"))
