@@ -20,6 +20,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "profile": ("pipelines.profile", "parameters, MACs, FLOPs and latency of every model"),
     "report": ("reports.build", "render the HTML report"),
     "deblur": ("pipelines.deblur", "restore your own photos with a trained checkpoint"),
+    "study": ("pipelines.study", "run one DVC stage of the study (all seeds of the active profile)"),
+    "tables": ("pipelines.tables", "gather evaluations into the metric tables (metrics/*.json)"),
     "check": ("pipelines.check", "compare metric tables against a committed reference"),
 }
 
@@ -67,4 +69,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m pipelines.cli` (e.g. under torchrun): run the package's module so that the
+    # UserError raised by subcommands is the class main() catches.
+    from pipelines.cli import main as _main
+
+    sys.exit(_main())

@@ -151,6 +151,8 @@ class EvaluateConfig(Strict):
     lpips: bool = True
     save_images: bool = False
     max_images: int | None = Field(None, ge=1)
+    crop_images: int = Field(4, ge=0)  # fixed centre crops (blur/restored/sharp) of the first N images
+    crop_size: int = Field(96, ge=8)
 
 
 class CostConfig(Strict):
@@ -224,6 +226,12 @@ def params_path(path: str | os.PathLike | None = None) -> Path:
     return Path(env) if env else repo_root() / "params.yaml"
 
 
+# Keys that shape the DVC DAG (dvc.yaml's foreach lists read the base block of params.yaml): a
+# profile overlay may not change them, or the pipeline and the tables would disagree.
+DAG_KEYS = (("models", "backbones"), ("models", "ablation_backbone"), ("ablations", "priors"),
+            ("ablations", "stages"), ("ablations", "t_sweep"))
+
+
 def resolve_raw(raw: dict, profile: str | None = None, source: str = "params.yaml") -> dict:
     """Apply the profile overlay to the raw YAML mapping (no validation)."""
     if not isinstance(raw, dict):
@@ -235,7 +243,12 @@ def resolve_raw(raw: dict, profile: str | None = None, source: str = "params.yam
         raise ParamsError(f"{source}: profile: unknown profile {name!r}; allowed: {', '.join(PROFILE_NAMES)}")
     if name not in profiles and profiles:
         raise ParamsError(f"{source}: profiles: no block for profile {name!r}; defined: {', '.join(profiles)}")
-    resolved = deep_merge(raw, profiles.get(name, {}))
+    overlay = profiles.get(name, {}) or {}
+    for section, key in DAG_KEYS:
+        if key in (overlay.get(section) or {}):
+            raise ParamsError(f"{source}: profiles.{name}.{section}.{key}: a profile may not change this key "
+                              f"(it shapes the DVC pipeline); edit {section}.{key} in the base block instead")
+    resolved = deep_merge(raw, overlay)
     resolved["profile"] = name
     return resolved
 

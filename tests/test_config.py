@@ -81,3 +81,10 @@ def test_missing_or_broken_params_file_names_the_file(tmp_path):
     bad.write_text("profile: [unclosed\n")
     with pytest.raises(ParamsError, match="bad.yaml.*not valid YAML"):
         load_params(bad)
+
+
+def test_profiles_may_not_change_the_dag_shape(raw):
+    raw = copy.deepcopy(raw)
+    raw["profiles"]["smoke"]["ablations"] = {"t_sweep": [1]}
+    with pytest.raises(ParamsError, match="profiles.smoke.ablations.t_sweep"):
+        resolve_raw(raw, "smoke")

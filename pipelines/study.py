@@ -1,0 +1,223 @@
+"""``blurdm-bench study``: the DVC-facing drivers of the whole study, and the ONE home of its layout.
+
+Each DVC stage runs one ``study`` action: it loops over the training seeds of the active profile
+in one process (no per-seed interpreter start-up) and calls the same functions as
+``blurdm-bench train`` / ``evaluate``. Runs land in a fixed layout (:func:`train_dir`,
+:func:`eval_dir`), which the tables stage (:mod:`pipelines.tables`) reads back.
+
+Actions::
+
+    study train  --study table1 --backbone B --stage {stage1,stage2,stage3,baseline}
+    study train  --study ablation-prior  --prior {ddpm,rddm}           # stage2 + stage3 on models.ablation_backbone
+    study train  --study ablation-stages --variant {s3_only,s1_s2,s1_s3}
+    study train  --study t-sweep --T N                                  # stage2 + stage3 with T = N
+    study evaluate --study table1 --backbone B                          # baseline and +BlurDM on every test set
+    study evaluate --study ablations                                    # oracle, priors, stage variants, T sweep
+
+Layout (``runs/`` and ``eval/`` at the repo root)::
+
+    runs/table1/<backbone>/<stage>/seed<k>/            model.pt, last.pt, metrics.json, sample.png
+    runs/ablation-prior/<prior>/<stage>/seed<k>/       stage1 reused from table1/<ablation_backbone>
+    runs/ablation-stages/<variant>/stage3/seed<k>/
+    runs/t-sweep/T<N>/<stage>/seed<k>/
+    eval/table1/<backbone>/<dataset>/<method>/seed<k>/ scores.csv, summary.json, crops/
+    eval/ablations/<dataset>/<variant>/seed<k>/
+
+The BlurDM / T = prior.T / s1_s2_s3 run of the ablation backbone is the Table-1 run: the ablations
+reuse it rather than training it twice.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pipelines.config import DIFFUSION_PRIORS, STAGE_COMBOS, Params, load_params, repo_root
+
+TABLE1_METHODS = ("baseline", "blurdm")
+
+
+# ---------------------------------------------------------------------------------------------
+# layout
+# ---------------------------------------------------------------------------------------------
+def runs_root() -> Path:
+    return repo_root() / "runs"
+
+
+def eval_root() -> Path:
+    return repo_root() / "eval"
+
+
+def train_dir(study: str, key: str, stage: str, seed: int) -> Path:
+    return runs_root() / study / key / stage / f"seed{seed}"
+
+
+def eval_dir(study: str, *parts: str, seed: int) -> Path:
+    return eval_root().joinpath(study, *parts, f"seed{seed}")
+
+
+def t_key(T: int) -> str:
+    return f"T{T}"
+
+
+def ablation_variants(params: Params) -> dict[str, dict]:
+    """Every ablation model: variant name -> how to find its final model and what it is."""
+    bb = params.models.ablation_backbone
+    T = params.prior.T
+    out: dict[str, dict] = {
+        "none": dict(study="table1", key=bb, stage="baseline", kind="prior", oracle=False),
+        "oracle": dict(study="table1", key=bb, stage="stage1", kind="both", oracle=True),
+        "blurdm": dict(study="table1", key=bb, stage="stage3", kind="both", oracle=False, T=T),
+    }
+    for prior in params.ablations.priors:
+        out[prior] = dict(study="ablation-prior", key=prior, stage="stage3", kind="prior", oracle=False)
+    for variant in params.ablations.stages:
+        out[variant] = dict(study="ablation-stages", key=variant, stage="stage3", kind="stages", oracle=False)
+    for t in params.ablations.t_sweep:
+        if t != T:
+            out[f"T={t}"] = dict(study="t-sweep", key=t_key(t), stage="stage3", kind="t", oracle=False, T=t)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+# ---------------------------------------------------------------------------------------------
+def _train(params: Params, *, study: str, backbone: str, stage: str, seed: int, out: Path,
+           prior: str | None = None, T: int | None = None, variant: str = "s1_s2_s3",
+           stage1: Path | None = None, stage2: Path | None = None, group: str, dvc_stage: str | None,
+           progress: bool = True) -> dict:
+    from pipelines.train import TrainJob, train
+
+    job = TrainJob(stage=stage, backbone=backbone, out_dir=out, prior=prior or params.prior.name,
+                   T=T if T is not None else params.prior.T, variant=variant, seed=seed,
+                   stage1=str(stage1) if stage1 else None, stage2=str(stage2) if stage2 else None,
+                   data=None, steps=None, resume=True, study=study, group=group, dvc_stage=dvc_stage,
+                   mlflow=True)
+    print(f"[study] {study}: {backbone} {stage} prior={job.prior} T={job.T} variant={variant} seed={seed} -> {out}",
+          flush=True)
+    return train(job, params, progress=progress)
+
+
+def train_action(params: Params, args) -> None:
+    seeds = params.train.seeds
+    bb_ab = params.models.ablation_backbone
+    for seed in seeds:
+        common = dict(seed=seed, dvc_stage=args.dvc_stage, progress=args.progress)
+        if args.study == "table1":
+            if not args.backbone or not args.stage:
+                raise ValueError("study train --study table1 needs --backbone and --stage")
+            bb, stage = args.backbone, args.stage
+            group = f"table1/{bb}/seed{seed}"
+            prev = {"stage2": dict(stage1=train_dir("table1", bb, "stage1", seed)),
+                    "stage3": dict(stage1=train_dir("table1", bb, "stage1", seed),
+                                   stage2=train_dir("table1", bb, "stage2", seed))}.get(stage, {})
+            _train(params, study="table1", backbone=bb, stage=stage, out=train_dir("table1", bb, stage, seed),
+                   group=group, **prev, **common)
+        elif args.study == "ablation-prior":
+            prior = _required(args.prior, "--prior", DIFFUSION_PRIORS)
+            s1 = train_dir("table1", bb_ab, "stage1", seed)
+            s2 = train_dir("ablation-prior", prior, "stage2", seed)
+            group = f"ablation-prior/{prior}/seed{seed}"
+            _train(params, study="ablation-prior", backbone=bb_ab, stage="stage2", prior=prior, stage1=s1,
+                   out=s2, group=group, **common)
+            _train(params, study="ablation-prior", backbone=bb_ab, stage="stage3", prior=prior, stage1=s1,
+                   stage2=s2, out=train_dir("ablation-prior", prior, "stage3", seed), group=group, **common)
+        elif args.study == "ablation-stages":
+            variant = _required(args.variant, "--variant", STAGE_COMBOS)
+            s1 = train_dir("table1", bb_ab, "stage1", seed)
+            s2 = train_dir("table1", bb_ab, "stage2", seed)
+            links = {"s3_only": {}, "s1_s3": dict(stage1=s1), "s1_s2": dict(stage1=s1, stage2=s2),
+                     "s1_s2_s3": dict(stage1=s1, stage2=s2)}[variant]
+            _train(params, study="ablation-stages", backbone=bb_ab, stage="stage3", variant=variant,
+                   out=train_dir("ablation-stages", variant, "stage3", seed),
+                   group=f"ablation-stages/{variant}/seed{seed}", **links, **common)
+        elif args.study == "t-sweep":
+            if args.T is None or args.T < 1:
+                raise ValueError("study train --study t-sweep needs --T >= 1")
+            s1 = train_dir("table1", bb_ab, "stage1", seed)
+            s2 = train_dir("t-sweep", t_key(args.T), "stage2", seed)
+            group = f"t-sweep/{t_key(args.T)}/seed{seed}"
+            _train(params, study="t-sweep", backbone=bb_ab, stage="stage2", T=args.T, stage1=s1, out=s2,
+                   group=group, **common)
+            _train(params, study="t-sweep", backbone=bb_ab, stage="stage3", T=args.T, stage1=s1, stage2=s2,
+                   out=train_dir("t-sweep", t_key(args.T), "stage3", seed), group=group, **common)
+        else:
+            raise ValueError(f"unknown study {args.study!r}")
+
+
+def _required(value, flag: str, allowed):
+    if value not in allowed:
+        raise ValueError(f"{flag} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation
+# ---------------------------------------------------------------------------------------------
+def _evaluate(params: Params, model_dir: Path, out: Path, dataset: str, *, oracle: bool = False) -> dict:
+    from models.deblur_model import load_deblur_model
+    from pipelines.data import find_pairs
+    from pipelines.evaluate import evaluate_model, model_file
+    from pipelines.metrics import LPIPSScorer
+
+    cfg = params.evaluate
+    root = params.resolve_path(params.data.test[dataset])
+    pairs = find_pairs(root)
+    if cfg.max_images is not None:
+        pairs = pairs[: cfg.max_images]
+    checkpoint = model_file(model_dir)
+    model, spec = load_deblur_model(checkpoint, prior_mode="sharp_encoder" if oracle else None)
+    lpips = LPIPSScorer() if cfg.lpips else None
+    print(f"[study] evaluate {checkpoint} on {dataset}{' (oracle)' if oracle else ''} -> {out}", flush=True)
+    return evaluate_model(model, pairs, out, dataset=dataset, data_root=root, spec=spec, checkpoint=checkpoint,
+                          eval_seeds=cfg.eval_seeds, oracle=oracle, lpips=lpips,
+                          lpips_reason=None if cfg.lpips else "LPIPS switched off (evaluate.lpips: false)",
+                          realblur_mode="authors" if dataset.lower().startswith("realblur") else None,
+                          save_images=cfg.save_images, crop_images=cfg.crop_images, crop_size=cfg.crop_size,
+                          device=__import__("torch").device("cpu"))
+
+
+def evaluate_action(params: Params, args) -> None:
+    for seed in params.train.seeds:
+        for dataset in params.data.test:
+            if args.study == "table1":
+                bb = args.backbone
+                if not bb:
+                    raise ValueError("study evaluate --study table1 needs --backbone")
+                for method, stage in (("baseline", "baseline"), ("blurdm", "stage3")):
+                    _evaluate(params, train_dir("table1", bb, stage, seed),
+                              eval_dir("table1", bb, dataset, method, seed=seed), dataset)
+            elif args.study == "ablations":
+                for variant, where in ablation_variants(params).items():
+                    if where["study"] == "table1" and variant != "oracle":
+                        continue  # none / blurdm are evaluated by the table1 stage of the ablation backbone
+                    _evaluate(params, train_dir(where["study"], str(where["key"]), where["stage"], seed),
+                              eval_dir("ablations", dataset, variant, seed=seed), dataset, oracle=where["oracle"])
+            else:
+                raise ValueError(f"unknown evaluation study {args.study!r}; use table1 or ablations")
+
+
+# ---------------------------------------------------------------------------------------------
+# command line
+# ---------------------------------------------------------------------------------------------
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=("train", "evaluate"))
+    parser.add_argument("--study", required=True,
+                        choices=("table1", "ablation-prior", "ablation-stages", "t-sweep", "ablations"))
+    parser.add_argument("--backbone", default=None)
+    parser.add_argument("--stage", default=None, choices=("stage1", "stage2", "stage3", "baseline"))
+    parser.add_argument("--prior", default=None)
+    parser.add_argument("--variant", default=None)
+    parser.add_argument("--T", type=int, default=None)
+    parser.add_argument("--profile", default=None, help="params profile (default: params.yaml's)")
+    parser.add_argument("--params", default=None, help="params file (default: the repo's params.yaml)")
+    parser.add_argument("--dvc-stage", default=None, help="DVC stage name for MLflow tags (default $DVC_STAGE)")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+
+
+def run(args) -> int:
+    params = load_params(args.params, profile=args.profile)
+    if args.action == "train":
+        train_action(params, args)
+    else:
+        evaluate_action(params, args)
+    return 0

@@ -1,0 +1,223 @@
+"""``blurdm-bench tables``: gather the evaluations of the study into the metric tables.
+
+Reads the layout of :mod:`pipelines.study` and writes, atomically, under ``metrics/`` (DVC metrics
+files, and the input of the report and of ``blurdm-bench check``):
+
+* ``table1.json``: per dataset x backbone, baseline and +BlurDM means, and the gain of every metric
+  with a paired bootstrap 95% CI over images (per-image values averaged over training seeds and
+  evaluation seeds) and the spread over training seeds;
+* ``ablation_prior.json``, ``ablation_stages.json``, ``t_sweep.json``: one row per variant, with its
+  PSNR gain over the no-prior baseline of the same backbone, paired on the same images.
+
+Only what was run appears; a missing evaluation is left out (the report says "not run").
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+from pipelines.config import Params, load_params, repo_root
+from pipelines.io import write_json
+from pipelines.study import ablation_variants, eval_dir, eval_root, train_dir
+
+METRICS = ("psnr", "ssim", "ssim3d", "lpips")
+ABLATION_ORDER = {
+    "ablation_prior": ["none", "ddpm", "rddm", "blurdm", "oracle"],
+    "ablation_stages": ["s3_only", "s1_s2", "s1_s3", "s1_s2_s3", "oracle"],
+}
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_root(), capture_output=True, text=True,
+                             timeout=10, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def meta(params: Params) -> dict:
+    import torch
+
+    return {
+        "profile": params.profile, "scale": params.models.scale, "train_seeds": list(params.train.seeds),
+        "eval_seeds": list(params.evaluate.eval_seeds),
+        "bootstrap": {"resamples": params.evaluate.bootstrap.resamples, "seed": params.evaluate.bootstrap.seed,
+                      "confidence": 0.95},
+        "git_commit": git_commit(), "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "device": "cpu",
+                    "threads": torch.get_num_threads(), "torch": torch.__version__},
+    }
+
+
+def _rel(path: Path) -> str:
+    try:
+        return str(path.relative_to(repo_root()))
+    except ValueError:
+        return str(path)
+
+
+def _run_ids(study: str, key: str, stage: str, seeds) -> list[str]:
+    ids = []
+    for seed in seeds:
+        f = train_dir(study, key, stage, seed) / "metrics.json"
+        if f.is_file():
+            run_id = json.loads(f.read_text()).get("mlflow_run_id")
+            if run_id:
+                ids.append(run_id)
+    return ids
+
+
+def _lpips_reason(summary_dirs: list[Path]) -> str | None:
+    for d in summary_dirs:
+        f = d / "summary.json"
+        if f.is_file():
+            s = json.loads(f.read_text())
+            if not s.get("lpips_available", False):
+                return s.get("lpips_reason") or "LPIPS unavailable"
+    return None
+
+
+def _gain(method: list[Path], baseline: list[Path], metric: str, params: Params) -> dict | None:
+    from pipelines.evaluate import compare_runs
+
+    try:
+        result = compare_runs(method, baseline, metric, resamples=params.evaluate.bootstrap.resamples,
+                              seed=params.evaluate.bootstrap.seed)
+    except ValueError as err:
+        if "is NA" in str(err):
+            return None  # metric unavailable (LPIPS offline): reported with its reason, never as 0
+        raise
+    seeds = result["training_seeds"]
+    gain = {"mean": result["mean_gain"], "ci_low": result["ci_low"], "ci_high": result["ci_high"],
+            "seed_std": seeds.get("gain", {}).get("std", 0.0) if "gain" in seeds else 0.0,
+            "n_images": result["n"], "n_seeds": len(method)}
+    return {"gain": gain, "method_mean": result["method_mean"], "baseline_mean": result["baseline_mean"]}
+
+
+def _crops(folder: Path) -> dict:
+    crops = folder / "crops"
+    if not crops.is_dir():
+        return {}
+    out: dict[str, list[str]] = {"blurred": [], "restored": [], "sharp": []}
+    for f in sorted(crops.glob("*_blur.png")):
+        stem = f.name[: -len("_blur.png")]
+        out["blurred"].append(_rel(f))
+        out["restored"].append(_rel(crops / f"{stem}_restored.png"))
+        out["sharp"].append(_rel(crops / f"{stem}_sharp.png"))
+    return out
+
+
+def table1(params: Params) -> dict:
+    seeds = params.train.seeds
+    rows, average = [], {}
+    for dataset in params.data.test:
+        gains_by_metric: dict[str, list[float]] = {m: [] for m in METRICS}
+        for bb in params.models.backbones:
+            dirs = {m: [eval_dir("table1", bb, dataset, m, seed=s) for s in seeds] for m in ("baseline", "blurdm")}
+            if not all((d / "scores.csv").is_file() for ds in dirs.values() for d in ds):
+                continue
+            row = {"dataset": dataset, "backbone": bb, "baseline": {}, "blurdm": {}, "gain": {}}
+            for metric in METRICS:
+                g = _gain(dirs["blurdm"], dirs["baseline"], metric, params)
+                row["baseline"][metric] = None if g is None else g["baseline_mean"]
+                row["blurdm"][metric] = None if g is None else g["method_mean"]
+                row["gain"][metric] = None if g is None else g["gain"]
+                if g is not None:
+                    gains_by_metric[metric].append(g["gain"]["mean"])
+            row["lpips_reason"] = _lpips_reason(dirs["blurdm"]) if row["gain"]["lpips"] is None else None
+            row["per_image"] = {m: _rel(dirs[m][0] / "scores.csv") for m in dirs}
+            base_crops, method_crops = _crops(dirs["baseline"][0]), _crops(dirs["blurdm"][0])
+            row["crops"] = ({"blurred": method_crops["blurred"], "baseline": base_crops["restored"],
+                             "blurdm": method_crops["restored"], "sharp": method_crops["sharp"]}
+                            if base_crops and method_crops else {})
+            row["runs"] = {"baseline": _run_ids("table1", bb, "baseline", seeds),
+                           "blurdm": _run_ids("table1", bb, "stage3", seeds)}
+            row["dvc_stages"] = {"baseline": f"train_baseline@{bb}", "blurdm": f"train_stage3@{bb}",
+                                 "evaluation": f"evaluate_table1@{bb}"}
+            rows.append(row)
+        if any(gains_by_metric.values()):
+            average[dataset] = {m: (sum(v) / len(v) if v else None) for m, v in gains_by_metric.items()}
+    return {"meta": meta(params), "rows": rows, "average_gain": average}
+
+
+def _variant_dirs(params: Params, dataset: str, variant: str) -> list[Path]:
+    seeds = params.train.seeds
+    bb = params.models.ablation_backbone
+    if variant == "none":
+        return [eval_dir("table1", bb, dataset, "baseline", seed=s) for s in seeds]
+    if variant in ("blurdm", "s1_s2_s3") or variant == f"T={params.prior.T}":
+        return [eval_dir("table1", bb, dataset, "blurdm", seed=s) for s in seeds]
+    return [eval_dir("ablations", dataset, variant, seed=s) for s in seeds]
+
+
+def _variant_training(params: Params, variant: str) -> tuple[list[str], str]:
+    bb = params.models.ablation_backbone
+    seeds = params.train.seeds
+    where = ablation_variants(params).get(variant)
+    if variant in ("blurdm", "s1_s2_s3") or variant == f"T={params.prior.T}":
+        return _run_ids("table1", bb, "stage3", seeds), f"train_stage3@{bb}"
+    if where is None:
+        return [], ""
+    key = where["key"]
+    name = {"table1": f"train_{where['stage']}@{bb}", "ablation-prior": f"ablation_prior@{key}",
+            "ablation-stages": f"ablation_stages@{key}", "t-sweep": f"t_sweep@{where.get('T')}"}[where["study"]]
+    return _run_ids(where["study"], str(where["key"]), where["stage"], seeds), name
+
+
+def ablation_table(params: Params, variants: list[str], dataset: str) -> dict:
+    reference = _variant_dirs(params, dataset, "none")
+    rows = []
+    if all((d / "scores.csv").is_file() for d in reference):
+        for variant in variants:
+            dirs = _variant_dirs(params, dataset, variant)
+            if not all((d / "scores.csv").is_file() for d in dirs):
+                continue
+            row: dict = {"variant": variant}
+            for metric in METRICS:
+                g = _gain(dirs, reference, metric, params)
+                row[metric] = None if g is None else g["method_mean"]
+                if metric == "psnr":
+                    row["gain"] = g["gain"]
+            runs, stage = _variant_training(params, variant)
+            row["runs"], row["dvc_stage"] = runs, stage
+            if variant.startswith("T="):
+                row["T"] = int(variant[2:])
+            rows.append(row)
+    return {"meta": meta(params), "dataset": dataset, "backbone": params.models.ablation_backbone, "rows": rows}
+
+
+def build_tables(params: Params, out_dir: Path) -> dict[str, dict]:
+    dataset = next(iter(params.data.test))
+    sweep = sorted(set(params.ablations.t_sweep) | {params.prior.T})
+    tables = {
+        "table1": table1(params),
+        "ablation_prior": ablation_table(params, ABLATION_ORDER["ablation_prior"], dataset),
+        "ablation_stages": ablation_table(params, ABLATION_ORDER["ablation_stages"], dataset),
+        "t_sweep": ablation_table(params, [f"T={t}" for t in sweep], dataset),
+    }
+    for name, table in tables.items():
+        write_json(out_dir / f"{name}.json", table)
+    return tables
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default=None, help="output folder (default metrics/)")
+    parser.add_argument("--profile", default=None)
+    parser.add_argument("--params", default=None)
+
+
+def run(args) -> int:
+    params = load_params(args.params, profile=args.profile)
+    if not eval_root().is_dir():
+        raise FileNotFoundError(f"{eval_root()}: no evaluations yet (run the evaluate stages first)")
+    out = Path(args.out) if args.out else repo_root() / "metrics"
+    tables = build_tables(params, out)
+    for name, table in tables.items():
+        print(f"{name}: {len(table['rows'])} row(s) -> {out / (name + '.json')}")
+    return 0
