@@ -1,0 +1,367 @@
+"""``blurdm-bench profile``: parameters, MACs, FLOPs and (optionally) latency of every model.
+
+For every backbone of :data:`models.backbones.BACKBONES` in two variants, ``baseline`` (built without
+prior fusion) and ``blurdm`` (fusion layers + the BlurDM prior: ``backbone(x, BlurDM(x))``), and for
+the BlurDM module alone (Blur Encoder + both estimators, the whole reverse chain):
+
+* ``params``; ``flops`` / ``macs`` / ``fft_flops`` from :func:`models.costs.count_costs` at
+  1x3x256x256 on the ``meta`` device (complete: convolutions, linear layers, attention matmuls and
+  FFTs counted as 5 N log2 N real FLOPs per complex transform, half for real transforms;
+  ``macs = flops / 2``);
+* ``thop_macs`` from :func:`models.costs.count_layer_macs` (conv/linear layers only), the way the
+  published "GFLOPs" were obtained, compared with ``models/published_costs.yaml``;
+* the overhead BlurDM adds per backbone (parameters, MACs, FLOPs, latency), beside the paper's
+  claims (``overhead`` block of the paper YAML: ~4 GFLOPs = 4.16 GMACs, < 8 %, ~9 ms).
+
+``--latency`` times full-image inference (:func:`models.inference.restore_full`: padding, LoFormer's
+tiles) at every size of ``params.cost.sizes``: ``warmup`` untimed runs, then the median and IQR of
+``repeats`` timed runs (``time.perf_counter`` on CPU; CUDA events + ``synchronize`` on a GPU).
+Timings are measurements of this machine: nothing here is asserted in tests.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+from tqdm import tqdm
+
+from models.backbones import BACKBONES
+from models.costs import count_costs, count_layer_macs, count_params
+from models.deblur_model import build_deblur_model
+from models.priors import build_prior
+
+COST_INPUT_SHAPE = (1, 3, 256, 256)
+VARIANTS = ("baseline", "blurdm")
+PUBLISHED_COSTS = Path(__file__).resolve().parent.parent / "models" / "published_costs.yaml"
+PAPER_YAML_NAME = "blurdm-neurips2025.yaml"
+# our backbone name -> key in backbones_published (LoFormer: we build the S variant)
+PUBLISHED_KEYS = {"loformer": "loformer_s"}
+
+COUNTING_NOTES = {
+    "flops": "torch.utils.flop_counter.FlopCounterMode (convolutions, linear layers, attention matmuls, "
+             "batched matmuls) plus FFTs; one forward pass at batch 1 on the meta device",
+    "fft": "5 N log2 N real FLOPs per complex transform of N points (radix-2 estimate), half of that for "
+           "real-input / real-output transforms (rfft, irfft); reported as fft_flops, included in flops",
+    "macs": "flops / 2 (including fft_flops / 2)",
+    "thop_macs": "thop-style: forward hooks on nn.Conv*/nn.ConvTranspose*/nn.Linear only (misses attention "
+                 "matmuls, FFTs and elementwise ops); this is how the published 'GFLOPs' were counted",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# published numbers
+# ---------------------------------------------------------------------------------------------
+def _paper_yaml_candidates() -> list[Path]:
+    from pipelines.config import repo_root
+
+    root = repo_root()
+    return [root / "reports" / "published" / PAPER_YAML_NAME, root.parent / "shared" / "paper" / PAPER_YAML_NAME]
+
+
+def load_published(published_costs: str | Path | None = None, paper_yaml: str | Path | None = None) -> dict:
+    """``{"backbones": {...} | None, "overhead": {...} | None, "sources": {...}}``.
+
+    Backbone costs come from ``models/published_costs.yaml`` (in the package); the overhead claims
+    from the paper YAML (``reports/published/`` or the shared folder). A missing file gives ``None``
+    and its reason, never a made-up number.
+    """
+    out: dict = {"backbones": None, "overhead": None, "sources": {}}
+    costs_path = Path(published_costs) if published_costs else PUBLISHED_COSTS
+    if costs_path.is_file():
+        data = yaml.safe_load(costs_path.read_text()) or {}
+        out["backbones"] = data.get("backbones_published")
+        out["sources"]["backbones"] = str(costs_path)
+    else:
+        out["sources"]["backbones"] = f"not found: {costs_path}"
+    candidates = [Path(paper_yaml)] if paper_yaml else _paper_yaml_candidates()
+    for path in candidates:
+        if path.is_file():
+            data = yaml.safe_load(path.read_text()) or {}
+            out["overhead"] = data.get("overhead")
+            if out["backbones"] is None:
+                out["backbones"] = data.get("backbones_published")
+                out["sources"]["backbones"] = str(path)
+            out["sources"]["overhead"] = str(path)
+            break
+    else:
+        out["sources"]["overhead"] = "not found: " + ", ".join(str(p) for p in candidates)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# counting
+# ---------------------------------------------------------------------------------------------
+def variant_spec(backbone: str, variant: str, scale: str, T: int) -> dict:
+    """The :mod:`models.deblur_model` spec of a profiled model: the baseline backbone (no fusion
+    layers), or the backbone fed by the BlurDM prior (what evaluation of a stage-3 model runs)."""
+    if variant == "baseline":
+        return {"backbone": backbone, "scale": scale, "prior_mode": "none"}
+    if variant == "blurdm":
+        return {"backbone": backbone, "scale": scale, "prior_mode": "diffusion", "prior": "blurdm", "T": T}
+    raise ValueError(f"unknown variant {variant!r}; allowed: {', '.join(VARIANTS)}")
+
+
+def build_variant(backbone: str, variant: str, scale: str, T: int) -> nn.Module:
+    return build_deblur_model(variant_spec(backbone, variant, scale, T))
+
+
+def _cost_entry(module: nn.Module, x: torch.Tensor) -> dict:
+    costs = count_costs(module, x, device="meta")
+    return {
+        "params": int(costs["params"]),
+        "flops": int(costs["flops"]),
+        "macs": float(costs["macs"]),
+        "fft_flops": int(costs["fft_flops"]),
+        "thop_macs": int(count_layer_macs(module, x, device="meta")),
+    }
+
+
+def _ratio(new: float, old: float) -> float | None:
+    return None if not old else (new - old) / old
+
+
+def count_all(backbones: list[str], scale: str, T: int, progress: bool = True) -> dict:
+    """Costs of every backbone x variant and of the BlurDM module alone at 1x3x256x256."""
+    x = torch.zeros(COST_INPUT_SHAPE, device="meta")
+    jobs = [(name, variant) for name in backbones for variant in VARIANTS]
+    results: dict = {"backbones": {}}
+    with torch.device("meta"):
+        prior = build_prior("blurdm", T, scale)
+    module_entry = _cost_entry(prior, x)
+    module_entry["components"] = {
+        "blur_encoder": {"params": count_params(prior.encoder),
+                         "macs": float(count_costs(prior.encoder, x, x, device="meta")["macs"])},
+        "estimators": {"params": count_params(prior.estimators)},
+    }
+    module_entry["components"]["estimators"]["macs"] = module_entry["macs"] - module_entry["components"]["blur_encoder"]["macs"]
+    results["blurdm_module"] = module_entry
+    for name, variant in tqdm(jobs, desc=f"counting costs ({scale})", disable=not progress, unit="model"):
+        with torch.device("meta"):  # no real weights: paper-scale models cost no memory
+            model = build_variant(name, variant, scale, T)
+        results["backbones"].setdefault(name, {})[variant] = _cost_entry(model, x)
+    for name, entry in results["backbones"].items():
+        base, with_prior = entry["baseline"], entry["blurdm"]
+        entry["overhead"] = {
+            "params": with_prior["params"] - base["params"],
+            "macs": with_prior["macs"] - base["macs"],
+            "params_ratio": _ratio(with_prior["params"], base["params"]),
+            "macs_ratio": _ratio(with_prior["macs"], base["macs"]),
+            "flops_ratio": _ratio(with_prior["flops"], base["flops"]),
+            "thop_macs_ratio": _ratio(with_prior["thop_macs"], base["thop_macs"]),
+            "module_macs_share": module_entry["macs"] / base["macs"] if base["macs"] else None,
+        }
+    return results
+
+
+def compare_published(results: dict, published: dict | None, scale: str) -> None:
+    """Add ``published`` (params_m, gmacs and our thop-style numbers) to each backbone entry."""
+    for name, entry in results["backbones"].items():
+        key = PUBLISHED_KEYS.get(name, name)
+        pub = (published or {}).get(key)
+        if pub is None:
+            entry["published"] = None
+            continue
+        base = entry["baseline"]
+        ours_params_m = base["params"] / 1e6
+        ours_gmacs = base["thop_macs"] / 1e9
+        entry["published"] = {
+            "key": key,
+            "params_m": pub.get("params_m"),
+            "gmacs": pub.get("gmacs"),
+            "ours_params_m": ours_params_m,
+            "ours_thop_gmacs": ours_gmacs,
+            "ours_complete_gmacs": base["macs"] / 1e9,
+            "params_rel_diff": _ratio(ours_params_m, pub["params_m"]) if pub.get("params_m") else None,
+            "gmacs_rel_diff": _ratio(ours_gmacs, pub["gmacs"]) if pub.get("gmacs") else None,
+            "comparable": scale == "paper",
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# latency
+# ---------------------------------------------------------------------------------------------
+def _pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+    return torch.device(name)
+
+
+def time_callable(fn, device: torch.device, warmup: int, repeats: int) -> list[float]:
+    """Milliseconds of ``repeats`` calls of ``fn()`` after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        for _ in range(repeats):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize(device)
+            times.append(float(start.elapsed_time(end)))
+    else:
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1000.0)
+    return times
+
+
+def summarise_times(times_ms: list[float]) -> dict:
+    q25, median, q75 = np.percentile(np.asarray(times_ms, dtype=np.float64), [25, 50, 75])
+    return {"median_ms": float(median), "iqr_ms": float(q75 - q25), "q25_ms": float(q25), "q75_ms": float(q75),
+            "times_ms": [float(t) for t in times_ms]}
+
+
+def measure_latency(backbones: list[str], scale: str, T: int, sizes: list[tuple[int, int]], warmup: int,
+                    repeats: int, device: torch.device, seed: int = 0, progress: bool = True) -> dict:
+    """Median / IQR latency of full-image inference per backbone x variant x size, and of BlurDM alone."""
+    from pipelines.evaluate import restore_tensor
+
+    torch.manual_seed(seed)
+    jobs = [("blurdm_module", None, size) for size in sizes]
+    jobs += [(name, variant, size) for name in backbones for variant in VARIANTS for size in sizes]
+    rows = []
+    cache: dict = {}
+    for name, variant, (h, w) in tqdm(jobs, desc="timing", disable=not progress, unit="run"):
+        key = (name, variant)
+        if key not in cache:
+            cache.clear()  # one model in memory at a time
+            torch.manual_seed(seed)
+            if name == "blurdm_module":
+                cache[key] = build_prior("blurdm", T, scale).to(device).eval()
+            else:
+                cache[key] = build_variant(name, variant, scale, T).to(device).eval()
+        model = cache[key]
+        generator = torch.Generator().manual_seed(seed)
+        x = torch.rand((1, 3, h, w), generator=generator).to(device)
+        if name == "blurdm_module":
+            # BE needs multiples of 4: time it on the largest such crop (the sizes used are multiples of 4)
+            xin = x[..., : h - h % 4, : w - w % 4]
+
+            def fn(m=model, xin=xin):
+                return m(xin)
+        else:
+            def fn(m=model, x=x):
+                return restore_tensor(m, x, generator=torch.Generator().manual_seed(seed))
+        with torch.inference_mode():
+            times = time_callable(fn, device, warmup, repeats)
+        rows.append({"model": name, "variant": variant, "size": [h, w], **summarise_times(times)})
+    medians = {(r["model"], r["variant"], tuple(r["size"])): r["median_ms"] for r in rows}
+    overhead = []
+    for name in backbones:
+        for size in sizes:
+            base = medians.get((name, "baseline", tuple(size)))
+            with_prior = medians.get((name, "blurdm", tuple(size)))
+            overhead.append({"model": name, "size": list(size), "baseline_ms": base, "blurdm_ms": with_prior,
+                             "added_ms": with_prior - base, "latency_ratio": _ratio(with_prior, base)})
+    return {
+        "results": rows,
+        "overhead": overhead,
+        "warmup": warmup,
+        "repeats": repeats,
+        "timer": "cuda events + synchronize" if device.type == "cuda" else "time.perf_counter",
+        "what": "full-image inference (pipelines.evaluate.restore_tensor: reflect padding, LoFormer tiles) at "
+                "batch 1 under torch.inference_mode; blurdm_module = BE + the whole reverse chain",
+        **environment(device),
+    }
+
+
+def environment(device: torch.device) -> dict:
+    """Where a timing was taken: device, threads, versions."""
+    return {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+def profile_models(scale: str = "tiny", backbones: list[str] | None = None, T: int = 5, latency: bool = False,
+                   sizes: list[tuple[int, int]] | None = None, warmup: int = 3, repeats: int = 10,
+                   device: str = "auto", published_costs: str | Path | None = None,
+                   paper_yaml: str | Path | None = None, progress: bool = True) -> dict:
+    """Everything ``blurdm-bench profile`` writes, as a dict (see the module doc)."""
+    backbones = list(backbones or BACKBONES)
+    unknown = [b for b in backbones if b not in BACKBONES]
+    if unknown:
+        raise ValueError(f"unknown backbone(s) {unknown}; allowed: {', '.join(BACKBONES)}")
+    published = load_published(published_costs, paper_yaml)
+    results = count_all(backbones, scale, T, progress=progress)
+    compare_published(results, published["backbones"], scale)
+    claims = published["overhead"]
+    module = results["blurdm_module"]
+    report = {
+        "scale": scale,
+        "T": T,
+        "input_shape": list(COST_INPUT_SHAPE),
+        "counting": COUNTING_NOTES,
+        "blurdm_module": module,
+        "backbones": results["backbones"],
+        "paper_claims": {
+            "overhead": claims,
+            "source": published["sources"].get("overhead"),
+            "ours": {
+                "blurdm_module_gmacs": module["macs"] / 1e9,
+                "blurdm_module_thop_gmacs": module["thop_macs"] / 1e9,
+                "blurdm_module_params_m": module["params"] / 1e6,
+                "max_macs_ratio": max((e["overhead"]["macs_ratio"] for e in results["backbones"].values()
+                                       if e["overhead"]["macs_ratio"] is not None), default=None),
+            },
+            "comparable": scale == "paper",
+        },
+        "published_backbones_source": published["sources"].get("backbones"),
+        "environment": {"counting_device": "meta", "torch_version": torch.__version__,
+                        "python_version": platform.python_version()},
+    }
+    if latency:
+        dev = _pick_device(device)
+        lat = measure_latency(backbones, scale, T, [tuple(s) for s in (sizes or [(256, 256)])], warmup, repeats,
+                              dev, progress=progress)
+        report["latency"] = lat
+        module_rows = [r for r in lat["results"] if r["model"] == "blurdm_module"]
+        report["paper_claims"]["ours"]["blurdm_module_latency_ms"] = {
+            f"{r['size'][0]}x{r['size'][1]}": r["median_ms"] for r in module_rows}
+    return report
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scale", choices=("paper", "tiny"), default=None,
+                        help="model scale (default: params.models.scale)")
+    parser.add_argument("--out", required=True, type=Path, help="output JSON file")
+    parser.add_argument("--backbones", nargs="+", default=None, choices=list(BACKBONES),
+                        help="backbones to profile (default: all)")
+    parser.add_argument("--latency", action="store_true", help="also time inference (params.cost)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="device for --latency (auto: CUDA when present)")
+    parser.add_argument("--profile", default=None, help="params profile (smoke, cpu, paper)")
+    parser.add_argument("--params", default=None, help="params.yaml to read (default: the repo's)")
+
+
+def run(args) -> int:
+    from pipelines.config import load_params
+    from pipelines.io import write_json
+
+    params = load_params(args.params, profile=args.profile)
+    scale = args.scale or params.models.scale
+    report = profile_models(
+        scale=scale, backbones=args.backbones, T=params.prior.T, latency=args.latency,
+        sizes=[tuple(s) for s in params.cost.sizes], warmup=params.cost.warmup, repeats=params.cost.repeats,
+        device=args.device,
+    )
+    report["params_profile"] = params.profile
+    write_json(args.out, report)
+    print(f"wrote {args.out}")
+    return 0
+
