@@ -552,6 +552,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="accept an archive whose sha256 is unknown (null) or an unpacked --source")
     parser.add_argument("--force", action="store_true", help="replace an existing output folder")
     parser.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds (default 60)")
+    parser.add_argument("--if-active", action="store_true",
+                        help="DVC stage mode: fetch only when the dataset is in the profile's fetch.active; "
+                             "otherwise write OUT/NOT_FETCHED.txt saying why")
     parser.add_argument("--params", type=Path, help="params file (default: the repo's params.yaml)")
     parser.add_argument("--profile", choices=PROFILE_NAMES, help="profile to use (default: params' profile)")
     parser.add_argument("--checksums", type=Path, help=f"checksums file (default: {CHECKSUMS_PATH.name} in pipelines/)")
@@ -578,6 +581,13 @@ def run(args: argparse.Namespace) -> int:
     for name in names:
         spec = datasets[name]
         out_dir = args.out if args.out is not None else params.resolve_path(spec.out_dir)
+        if getattr(args, "if_active", False) and name not in params.fetch.active:
+            with atomic_dir(out_dir) as tmp:
+                (tmp / "NOT_FETCHED.txt").write_text(
+                    f"{name} is not in fetch.active of profile {params.profile!r}: not downloaded.\n"
+                    f"Use the paper profile (dvc exp run -S profile=paper) or add it to fetch.active.\n")
+            print(f"{name}: not active in profile {params.profile!r}; skipped ({out_dir}/NOT_FETCHED.txt)")
+            continue
         fetch_dataset(name, spec, out_dir, archive=args.archive, source=args.source,
                       trust_unverified=args.trust_unverified, force=args.force, timeout=args.timeout,
                       checksums_path=args.checksums)

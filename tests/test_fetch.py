@@ -483,3 +483,13 @@ def test_every_profile_validates(profile):
     assert params.fetch.active == (["gopro", "hide"] if profile == "paper" else [])
     for ds in params.fetch.datasets.values():
         assert ds.url.startswith(("http://", "https://"))
+
+
+def test_if_active_skips_datasets_outside_the_profile(tmp_path, capsys):
+    """The DVC fetch stage of an inactive dataset downloads nothing and says why."""
+    from pipelines import cli
+
+    out = tmp_path / "gopro"
+    assert cli.main(["fetch", "gopro", "--if-active", "--profile", "cpu", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["NOT_FETCHED.txt"]
+    assert "not in fetch.active of profile 'cpu'" in (out / "NOT_FETCHED.txt").read_text()
