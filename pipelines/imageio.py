@@ -75,6 +75,31 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, ImageInfo]:
     return decode_image(data, str(path))
 
 
+def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """``(width, height)`` of an image file as :func:`read_image` would return it (EXIF orientation
+    applied), from its header only: cheap enough to check a whole dataset before work starts. A
+    missing or unrecognisable file raises :class:`ImageReadError`; pixel data is not decoded, so a
+    truncated file is only detected when it is read."""
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as image:
+                width, height = image.size
+                try:
+                    orientation = image.getexif().get(0x0112, 1)
+                except Exception:  # noqa: BLE001 - a broken EXIF block: read_image ignores it too
+                    orientation = 1
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: image file does not exist") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(f"{path}: not an image file (format not recognised)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
+        raise ImageReadError(f"{path}: corrupt or unreadable image header ({str(err).strip() or type(err).__name__})") \
+            from None
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
 def decode_image(data: bytes, name: str = "<bytes>") -> tuple[np.ndarray, ImageInfo]:
     """Decode encoded image bytes (``name`` is used in error messages)."""
     previous = ImageFile.LOAD_TRUNCATED_IMAGES

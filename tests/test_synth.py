@@ -1,0 +1,221 @@
+"""pipelines.synth: the embedded motion-blur dataset (determinism, layout, physics, atomicity)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+
+import numpy as np
+import pytest
+
+from pipelines import synth
+from pipelines.config import ParamsError, SynthConfig, load_params
+from pipelines.data import find_pairs
+from pipelines.imageio import read_rgb_uint8
+
+
+def tiny_cfg(**overrides) -> SynthConfig:
+    base = {"train_sources": ["astronaut", "coffee"], "test_sources": ["chelsea"], "n_train": 3, "n_test": 2,
+            "crop_size": 32, "subframes": 5, "blur_length": [3.0, 8.0], "max_rotation_deg": 1.0,
+            "kernel_fraction": 0.34, "noise": {"shot": 5e-4, "read": 5e-4}, "save_exposures": True, "seed": 7}
+    base.update(overrides)
+    return SynthConfig(**base)
+
+
+def _files(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_two_runs_are_byte_identical(tmp_path):
+    cfg = tiny_cfg()
+    m1 = synth.generate(cfg, tmp_path / "a", progress=False)
+    m2 = synth.generate(cfg, tmp_path / "b", progress=False)
+    a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
+    a.pop("manifest.json"), b.pop("manifest.json")
+    assert a == b and len(a) > 10
+    m1["summary"].pop("generation_seconds"), m2["summary"].pop("generation_seconds")
+    assert m1 == m2
+    m3 = synth.generate(tiny_cfg(seed=8), tmp_path / "c", progress=False)
+    assert [s["sha256"] for s in m3["samples"]] != [s["sha256"] for s in m1["samples"]]
+
+
+def test_samples_do_not_depend_on_generation_order(tmp_path):
+    small = synth.generate(tiny_cfg(n_train=1, save_exposures=False), tmp_path / "a", progress=False)
+    large = synth.generate(tiny_cfg(n_train=4, save_exposures=False), tmp_path / "b", progress=False)
+    test_a = [s["sha256"] for s in small["samples"] if s["split"] == "test"]
+    test_b = [s["sha256"] for s in large["samples"] if s["split"] == "test"]
+    assert test_a == test_b
+
+
+def test_layout_manifest_and_hashes(tmp_path):
+    cfg = tiny_cfg()
+    out = tmp_path / "ds"
+    manifest = synth.generate(cfg, out, progress=False)
+    on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    listed = set()
+    for sample in manifest["samples"]:
+        for rel, digest in sample["sha256"].items():
+            assert hashlib.sha256((out / rel).read_bytes()).hexdigest() == digest
+            listed.add(rel)
+        split, scene = sample["split"], sample["scene"]
+        assert sample["blur"] == f"{split}/{scene}/blur/{sample['index']:06d}.png"
+        assert sample["sharp"] == f"{split}/{scene}/sharp/{sample['index']:06d}.png"
+        assert scene in (cfg.train_sources if split == "train" else cfg.test_sources)
+        x0, y0, x1, y1 = sample["crop_box_xyxy"]
+        assert x1 - x0 == y1 - y0 == cfg.crop_size
+        sharp = read_rgb_uint8(out / sample["sharp"])
+        source = synth.load_source(scene).rgb
+        np.testing.assert_array_equal(sharp, source[y0:y1, x0:x1])  # ground truth = the unwarped crop
+        if sample["family"] == "trajectory":
+            assert len(sample["exposures"]) == cfg.subframes and len(sample["subframes"]) == cfg.subframes
+        else:
+            assert sample["kernel_id"] in {f"k{i}" for i in range(1, 9)} and sample["exposures"] == []
+    assert on_disk == listed | {"manifest.json"}
+    assert json.loads((out / "manifest.json").read_text())["params"] == cfg.model_dump(mode="json")
+    counts = manifest["summary"]["counts"]
+    assert counts["train"] == {"pairs": 3, "kernel": 1} and counts["test"] == {"pairs": 2, "kernel": 1}
+    assert manifest["summary"]["psnr_blur_vs_sharp"]["test"]["n"] == 2
+    train_pairs, test_pairs = find_pairs(out / "train"), find_pairs(out / "test")
+    assert len(train_pairs) == 3 and len(test_pairs) == 2
+    assert not {p.name.split("/")[0] for p in train_pairs} & {p.name.split("/")[0] for p in test_pairs}
+
+
+def test_zero_length_trajectory_without_noise_is_the_sharp_image():
+    cfg = tiny_cfg(blur_length=[0.0, 0.0], max_rotation_deg=0.0, kernel_fraction=0.0,
+                   noise={"shot": 0.0, "read": 0.0})
+    for index in range(3):
+        sample = synth.render_sample(cfg, "train", index, use_kernel=False)
+        assert synth.psnr_uint8(sample.blur, sample.sharp) == math.inf
+
+
+def _edge_scene():
+    source = synth.load_source("astronaut")
+    return source, (200, 150)
+
+
+def test_longer_trajectory_gives_lower_psnr():
+    source, crop_xy = _edge_scene()
+    sharp = source.rgb[crop_xy[1]:crop_xy[1] + 48, crop_xy[0]:crop_xy[0] + 48]
+    psnrs = []
+    for length in (1.0, 4.0, 12.0):
+        traj = synth.sample_trajectory(np.random.default_rng(3), (length, length), 0.0, 9)
+        frames = synth.render_subframes(source.linear, crop_xy, 48, traj)
+        blur = synth.linear_to_srgb_uint8(synth.accumulate_exposure(frames))
+        psnrs.append(synth.psnr_uint8(blur, sharp))
+    assert psnrs[0] > psnrs[1] > psnrs[2]
+    assert psnrs[2] < 30.0
+
+
+def test_trajectory_is_a_smooth_path_of_the_requested_length():
+    traj = synth.sample_trajectory(np.random.default_rng(0), (10.0, 10.0), 2.0, 101)
+    assert traj.path_length_px == 10.0
+    steps = np.linalg.norm(np.diff(traj.offsets, axis=0), axis=1)
+    assert abs(steps.sum() - 10.0) < 0.1  # arc length of the sampled path
+    assert steps.max() < 0.5  # continuous: no jumps between neighbouring instants
+    assert np.allclose(traj.offsets[traj.middle], 0) and traj.angles_deg[traj.middle] == 0
+    assert np.abs(traj.angles_deg).max() <= 2.0 + 1e-9
+
+
+def test_linear_light_average_differs_from_gamma_space_average():
+    source, crop_xy = _edge_scene()
+    traj = synth.sample_trajectory(np.random.default_rng(1), (10.0, 10.0), 0.0, 9)
+    frames = synth.render_subframes(source.linear, crop_xy, 48, traj)
+    linear = synth.linear_to_srgb_uint8(synth.accumulate_exposure(frames)).astype(int)
+    encoded = np.stack([synth.linear_to_srgb_uint8(f) for f in frames]).astype(np.float64)
+    gamma = np.rint(encoded.mean(axis=0)).astype(int)
+    assert np.abs(linear - gamma).max() >= 4
+    assert (linear >= gamma - 1).all()  # x ** (1 / 2.2) is concave: the linear mean is never darker
+
+
+def test_final_cumulative_exposure_is_the_noise_free_blur():
+    cfg = tiny_cfg(noise={"shot": 0.0, "read": 0.0})
+    sample = synth.render_sample(cfg, "train", 0, use_kernel=False, with_exposures=True)
+    assert len(sample.exposures) == cfg.subframes
+    assert np.abs(sample.exposures[-1].astype(int) - sample.blur.astype(int)).max() <= 1
+    noisy = synth.render_sample(tiny_cfg(), "train", 0, use_kernel=False)
+    assert not np.array_equal(noisy.blur, sample.blur)
+    np.testing.assert_array_equal(noisy.sharp, sample.sharp)
+
+
+def test_sensor_noise_is_poisson_gaussian_in_linear_light():
+    x = np.full((200, 200, 3), 0.25, np.float32)
+    noisy = synth.add_sensor_noise(x, np.random.default_rng(0), shot=1e-3, read=2e-3)
+    assert abs(noisy.mean() - 0.25) < 1e-3
+    assert noisy.var() == pytest.approx(1e-3 * 0.25 + 2e-3**2, rel=0.05)
+    np.testing.assert_array_equal(synth.add_sensor_noise(x, np.random.default_rng(0), 0.0, 0.0), x)
+
+
+def test_kernel_convolution_places_the_kernel_at_its_centre_of_mass():
+    kernels = synth.load_kernels()
+    assert len(kernels) == 8 and all(abs(k.sum() - 1) < 1e-9 and k.min() >= 0 for k in kernels)
+    kernel = synth.transform_kernel(kernels[3], 5)
+    source = np.zeros((120, 120, 3), np.float32)
+    source[60, 61] = 1.0  # a point light in linear light
+    out = synth.convolve_kernel(source, (30, 30), 64, kernel)
+    cx, cy = synth.kernel_centroid(kernel)
+    ax, ay = round(cx), round(cy)
+    kh, kw = kernel.shape
+    y0, x0 = 60 - 30 - ay, 61 - 30 - ax
+    np.testing.assert_allclose(out[y0:y0 + kh, x0:x0 + kw, 0], kernel, atol=1e-6)
+    assert out.sum() == pytest.approx(3.0, rel=1e-4)  # energy preserved (3 channels)
+
+
+def test_kernel_sample_is_blurred_and_recorded():
+    cfg = tiny_cfg(noise={"shot": 0.0, "read": 0.0})
+    sample = synth.render_sample(cfg, "test", 0, use_kernel=True)
+    assert sample.family == "kernel" and sample.meta["kernel_id"].startswith("k")
+    def gradient_energy(image):
+        image = image.astype(np.float64)
+        return (np.diff(image, axis=0) ** 2).mean() + (np.diff(image, axis=1) ** 2).mean()
+
+    assert gradient_energy(sample.blur) < 0.7 * gradient_energy(sample.sharp)  # blur removes fine detail
+    assert sample.meta["blur_extent_px"] > 5
+
+
+def test_failure_midway_leaves_no_output_and_keeps_the_old_one(tmp_path, monkeypatch):
+    cfg = tiny_cfg(save_exposures=False)
+    real = synth.render_sample
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("killed mid-way")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(synth, "render_sample", flaky)
+    with pytest.raises(RuntimeError):
+        synth.generate(cfg, tmp_path / "ds", progress=False)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(synth, "render_sample", real)
+    before = synth.generate(cfg, tmp_path / "ds", progress=False)
+    calls["n"] = 0
+    monkeypatch.setattr(synth, "render_sample", flaky)
+    with pytest.raises(RuntimeError):
+        synth.generate(tiny_cfg(save_exposures=False, seed=99), tmp_path / "ds", progress=False)
+    assert [p.name for p in tmp_path.iterdir()] == ["ds"]
+    kept = json.loads((tmp_path / "ds" / "manifest.json").read_text())
+    assert kept["samples"] == before["samples"]
+
+
+def test_bad_sources_are_rejected_before_work(tmp_path, repo_root):
+    with pytest.raises(ParamsError, match="train_sources"):
+        load_params(repo_root / "params.yaml", overrides={"synth": {"train_sources": ["lily"]}})
+    with pytest.raises(ParamsError, match="disjoint"):
+        load_params(repo_root / "params.yaml", overrides={"synth": {"test_sources": ["astronaut"]}})
+    with pytest.raises(ValueError, match="lily"):
+        synth.load_source("lily")
+    with pytest.raises(ValueError, match="too small"):
+        synth.generate(tiny_cfg(crop_size=400, save_exposures=False), tmp_path / "big", progress=False)
+    assert not (tmp_path / "big").exists()
+
+
+def test_cli_smoke_profile(tmp_path, repo_root, capsys):
+    from pipelines.cli import main
+
+    assert main(["synth", "--params", str(repo_root / "params.yaml"), "--profile", "smoke",
+                 "--out", str(tmp_path / "s"), "--no-progress"]) == 0
+    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    smoke = load_params(repo_root / "params.yaml", profile="smoke").synth
+    assert len(manifest["samples"]) == smoke.n_train + smoke.n_test
+    assert "median" in capsys.readouterr().out
