@@ -1,0 +1,144 @@
+"""Full-resolution inference helpers: padding, cropping, tiling with one prior per tile, blending."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from models.backbones import build_backbone
+from models.inference import crop_back, pad_to_multiple, restore_full, tile_starts
+
+
+class Identity(nn.Module):
+    """Returns its input; records the shapes it saw and the priors it got."""
+
+    def __init__(self, pad_multiple=1, tile=None):
+        super().__init__()
+        self.pad_multiple = pad_multiple
+        self.tile = tile
+        self.seen = []
+
+    def forward(self, x, prior=None):
+        assert x.shape[-2] % self.pad_multiple == 0 and x.shape[-1] % self.pad_multiple == 0
+        self.seen.append((tuple(x.shape), prior))
+        return [x[:, :, ::2, ::2], x.clone()]
+
+
+class CountingPrior:
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, window):
+        self.calls.append(tuple(window.shape))
+        return torch.full((window.shape[0], 256), float(len(self.calls)))
+
+
+@pytest.mark.parametrize("size", [(37, 53), (1, 9), (64, 64), (31, 33)])
+def test_pad_crop_round_trip_odd_sizes(size):
+    x = torch.randn(2, 3, *size)
+    padded, original = pad_to_multiple(x, 8)
+    assert original == size
+    assert padded.shape[-2] % 8 == 0 and padded.shape[-1] % 8 == 0
+    assert padded.shape[-2] - size[0] < 8 and padded.shape[-1] - size[1] < 8
+    torch.testing.assert_close(crop_back(padded, original), x)
+
+
+def test_pad_is_reflect_when_possible_and_replicate_otherwise():
+    x = torch.arange(5 * 7, dtype=torch.float32).reshape(1, 1, 5, 7)
+    padded, _ = pad_to_multiple(x, 8)
+    torch.testing.assert_close(padded[..., 5, :7], x[..., 3, :])  # reflect: row 5 mirrors row 3
+    small = torch.randn(1, 3, 3, 5)
+    padded, _ = pad_to_multiple(small, 16)  # pad larger than the image: replicate
+    assert padded.shape[-2:] == (16, 16)
+    torch.testing.assert_close(padded[..., 15, 15], small[..., 2, 4])
+
+
+def test_tile_starts_cover_axis_with_overlap():
+    starts = tile_starts(1280, 384, 32)
+    assert starts[0] == 0 and starts[-1] == 1280 - 384
+    assert all(b - a <= 384 - 32 for a, b in zip(starts, starts[1:]))
+    assert tile_starts(384, 384, 32) == [0]
+
+
+def test_untiled_pads_to_multiple_and_crops_back():
+    model = Identity(pad_multiple=8)
+    x = torch.rand(2, 3, 37, 50)
+    prior_fn = CountingPrior()
+    out = restore_full(model, x, prior_fn)
+    assert out.shape == x.shape
+    torch.testing.assert_close(out, x)
+    assert prior_fn.calls == [(2, 3, 40, 56)]  # one prior for the padded image
+    assert model.seen[0][1].shape == (2, 256)
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 70, 45), (2, 3, 100, 100), (1, 3, 20, 30)])
+def test_tiling_identity_reproduces_input(shape):
+    model = Identity(pad_multiple=8, tile=(32, 8))
+    x = torch.rand(*shape)
+    out = restore_full(model, x)
+    assert out.shape == x.shape
+    torch.testing.assert_close(out, x, atol=1e-6, rtol=0)
+    assert all(s[0][-2:] == (32, 32) for s in model.seen)
+
+
+def test_tiling_calls_prior_fn_once_per_tile():
+    model = Identity(pad_multiple=8, tile=(32, 8))
+    prior_fn = CountingPrior()
+    x = torch.rand(2, 3, 70, 45)
+    restore_full(model, x, prior_fn)
+    # rows start at 0, 24, 38; columns at 0, 13 -> 6 tiles
+    assert len(prior_fn.calls) == 6
+    assert all(call == (2, 3, 32, 32) for call in prior_fn.calls)
+    # each model call got the prior computed for its own tile
+    assert [int(prior[0, 0]) for _, prior in model.seen] == list(range(1, 7))
+
+
+class PriorOffset(nn.Module):
+    """Adds the prior's first value to the image: shows which tile produced each pixel."""
+
+    pad_multiple = 8
+    tile = (32, 8)
+
+    def forward(self, x, prior=None):
+        return [x + prior[:, :1, None, None]]
+
+
+def test_tiling_blends_overlaps_and_keeps_single_covered_pixels():
+    x = torch.zeros(1, 3, 56, 32)  # rows start at 0 and 24: overlap rows 24..31
+    out = restore_full(PriorOffset(), x, CountingPrior())  # tile 1 adds 1, tile 2 adds 2
+    torch.testing.assert_close(out[..., :20, :], torch.ones(1, 3, 20, 32))
+    torch.testing.assert_close(out[..., 36:, :], torch.full((1, 3, 20, 32), 2.0))
+    middle = out[0, 0, 24:32, 0]
+    assert torch.all((middle > 1) & (middle < 2)) and torch.all(middle[1:] > middle[:-1])  # cross-fade
+
+
+def test_tile_size_must_fit_pad_multiple():
+    with pytest.raises(ValueError, match="pad_multiple"):
+        restore_full(Identity(pad_multiple=16, tile=(40, 8)), torch.rand(1, 3, 50, 50))
+
+
+def test_rejects_non_4d_input():
+    with pytest.raises(ValueError, match="B, C, H, W"):
+        restore_full(Identity(), torch.rand(3, 32, 32))
+
+
+def test_tiny_fftformer_end_to_end():
+    torch.manual_seed(0)
+    model = build_backbone("fftformer", "tiny", 256).eval()
+    prior_fn = CountingPrior()
+    x = torch.rand(1, 3, 50, 70)
+    out = restore_full(model, x, prior_fn)
+    assert out.shape == x.shape and torch.isfinite(out).all()
+    assert prior_fn.calls == [(1, 3, 64, 96)]
+
+
+def test_tiny_loformer_end_to_end_tiled():
+    torch.manual_seed(0)
+    model = build_backbone("loformer", "tiny", 256).eval()
+    size, overlap = model.tile
+    prior_fn = CountingPrior()
+    x = torch.rand(1, 3, 90, 100)
+    out = restore_full(model, x, prior_fn)
+    assert out.shape == x.shape and torch.isfinite(out).all()
+    expected = len(tile_starts(90, size, overlap)) * len(tile_starts(100, size, overlap))
+    assert len(prior_fn.calls) == expected and all(c == (1, 3, size, size) for c in prior_fn.calls)
