@@ -1,0 +1,194 @@
+"""A deblurring model = backbone + a source for its 256-d prior (the contract training and evaluation share).
+
+``prior_mode`` picks the source:
+
+* ``"none"``: the baseline, a backbone built without fusion layers; no prior.
+* ``"sharp_encoder"``: ``SE(blur, sharp)`` (stage 1; at test time this is the *oracle*).
+* ``"diffusion"``: ``prior(blur, generator)`` from a diffusion prior (BlurDM / RDDM / DDPM).
+
+A model is described by a plain dict, its *spec*::
+
+    {"backbone": "mimo_unet", "scale": "tiny", "prior_mode": "diffusion",
+     "prior": "blurdm" | None, "T": 5 | None, "fusion": True, "sharp_encoder": False}
+
+``fusion`` says whether the backbone has prior-fusion layers (``False`` only for the baseline),
+``sharp_encoder`` whether an SE module is present, ``prior`` (with ``T``) whether a diffusion prior
+is present. Both an SE and a diffusion prior may be present (the stage-2 model): ``prior_mode`` then
+chooses which one feeds the backbone.
+
+A model file (``model.pt``) is a dict of tensors and plain values only::
+
+    {"format": "blurdm-bench/model", "version": 1, "spec": {...}, "model": state_dict, "meta": {...}}
+
+:func:`load_deblur_model` reads it with ``torch.load(weights_only=True)`` (see
+:mod:`pipelines.checkpoint`); a crafted pickle is refused.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+PRIOR_MODES = ("none", "sharp_encoder", "diffusion")
+PRIOR_DIM = 256
+MODEL_FORMAT = "blurdm-bench/model"
+MODEL_FORMAT_VERSION = 1
+SPEC_KEYS = ("backbone", "scale", "prior_mode", "prior", "T", "fusion", "sharp_encoder")
+
+
+class DeblurModel(nn.Module):
+    """``forward(blur, sharp=None, generator=None) -> list[Tensor]`` (coarse to fine, last = full res)."""
+
+    def __init__(self, backbone: nn.Module, prior_mode: str = "none", sharp_encoder: nn.Module | None = None,
+                 prior: nn.Module | None = None, spec: dict | None = None):
+        super().__init__()
+        self.backbone = backbone
+        self.sharp_encoder = sharp_encoder
+        self.prior = prior
+        self.spec = dict(spec or {})
+        self.prior_mode = prior_mode  # validated by the setter
+
+    @property
+    def prior_mode(self) -> str:
+        return self._prior_mode
+
+    @prior_mode.setter
+    def prior_mode(self, mode: str) -> None:
+        if mode not in PRIOR_MODES:
+            raise ValueError(f"unknown prior_mode {mode!r}; allowed: {', '.join(PRIOR_MODES)}")
+        if mode == "sharp_encoder" and self.sharp_encoder is None:
+            raise ValueError("prior_mode 'sharp_encoder' needs a sharp encoder (a stage-1 or stage-2 model)")
+        if mode == "diffusion" and self.prior is None:
+            raise ValueError("prior_mode 'diffusion' needs a diffusion prior (a stage-2 or stage-3 model)")
+        has_fusion = getattr(self.backbone, "prior_dim", PRIOR_DIM) is not None
+        if mode == "none" and has_fusion:
+            raise ValueError("prior_mode 'none' is only for a backbone built without fusion layers (the baseline)")
+        if mode != "none" and not has_fusion:
+            raise ValueError(f"prior_mode {mode!r} needs a backbone with fusion layers; this one has none (baseline)")
+        self._prior_mode = mode
+        self.spec["prior_mode"] = mode
+
+    # Attributes the evaluator needs, forwarded from the backbone.
+    @property
+    def value_range(self) -> str:
+        return self.backbone.value_range
+
+    @property
+    def pad_multiple(self) -> int:
+        return self.backbone.pad_multiple
+
+    @property
+    def tile(self):
+        return self.backbone.tile
+
+    def prior_vector(self, blur: torch.Tensor, sharp: torch.Tensor | None = None,
+                     generator: torch.Generator | None = None) -> torch.Tensor | None:
+        """The (B, 256) prior for ``blur`` under ``prior_mode`` (``None`` for the baseline)."""
+        if self.prior_mode == "none":
+            return None
+        if self.prior_mode == "sharp_encoder":
+            if sharp is None:
+                raise ValueError("prior_mode 'sharp_encoder' (stage 1 / oracle) needs the sharp image: "
+                                 "call prior_vector(blur, sharp) / model(blur, sharp)")
+            return self.sharp_encoder(blur, sharp)
+        return self.prior(blur, generator=generator)
+
+    def forward(self, blur: torch.Tensor, sharp: torch.Tensor | None = None,
+                generator: torch.Generator | None = None) -> list[torch.Tensor]:
+        return self.backbone(blur, self.prior_vector(blur, sharp, generator))
+
+    def extra_repr(self) -> str:
+        return f"prior_mode={self.prior_mode!r}"
+
+
+def normalise_spec(spec: dict, source: str = "model spec") -> dict:
+    """Fill defaults and check a spec dict; errors name ``source`` and the key."""
+    if not isinstance(spec, dict):
+        raise ValueError(f"{source}: spec must be a dict, got {type(spec).__name__}")
+    unknown = sorted(set(spec) - set(SPEC_KEYS))
+    if unknown:
+        raise ValueError(f"{source}: unknown spec keys {unknown}; allowed: {', '.join(SPEC_KEYS)}")
+    for key in ("backbone", "scale"):
+        if not isinstance(spec.get(key), str):
+            raise ValueError(f"{source}: spec needs {key!r} (a string)")
+    mode = spec.get("prior_mode", "none")
+    if mode not in PRIOR_MODES:
+        raise ValueError(f"{source}: unknown prior_mode {mode!r}; allowed: {', '.join(PRIOR_MODES)}")
+    prior = spec.get("prior")
+    out = {
+        "backbone": spec["backbone"],
+        "scale": spec["scale"],
+        "prior_mode": mode,
+        "prior": prior,
+        "T": spec.get("T") if prior is not None else None,
+        "fusion": bool(spec.get("fusion", mode != "none")),
+        "sharp_encoder": bool(spec.get("sharp_encoder", mode == "sharp_encoder")),
+    }
+    if mode == "diffusion" and prior is None:
+        raise ValueError(f"{source}: prior_mode 'diffusion' needs 'prior' (blurdm, rddm or ddpm) and 'T'")
+    if prior is not None and not isinstance(out["T"], int):
+        raise ValueError(f"{source}: a diffusion prior needs an integer 'T', got {out['T']!r}")
+    if mode == "sharp_encoder" and not out["sharp_encoder"]:
+        raise ValueError(f"{source}: prior_mode 'sharp_encoder' but the model has no sharp encoder")
+    if (mode == "none") == out["fusion"]:
+        raise ValueError(f"{source}: prior_mode {mode!r} does not match fusion={out['fusion']} "
+                         "(only the baseline, prior_mode 'none', has no fusion layers)")
+    return out
+
+
+def build_deblur_model(spec: dict) -> DeblurModel:
+    """A freshly initialised :class:`DeblurModel` from a spec dict (see module docstring)."""
+    from models.backbones import build_backbone
+
+    spec = normalise_spec(spec)
+    backbone = build_backbone(spec["backbone"], spec["scale"], prior_dim=PRIOR_DIM if spec["fusion"] else None)
+    sharp = None
+    if spec["sharp_encoder"]:
+        from models.encoder import sharp_encoder
+
+        sharp = sharp_encoder(spec["scale"])
+    prior = None
+    if spec["prior"] is not None:
+        from models.priors import build_prior
+
+        prior = build_prior(spec["prior"], spec["T"], spec["scale"])
+    return DeblurModel(backbone, spec["prior_mode"], sharp_encoder=sharp, prior=prior, spec=spec)
+
+
+def model_payload(model: DeblurModel, meta: dict | None = None) -> dict:
+    """The ``model.pt`` dict for ``model`` (tensors on CPU, contiguous)."""
+    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    return {"format": MODEL_FORMAT, "version": MODEL_FORMAT_VERSION, "spec": dict(model.spec),
+            "model": state, "meta": dict(meta or {})}
+
+
+def load_deblur_model(path: str | os.PathLike, prior_mode: str | None = None,
+                      map_location: str | torch.device = "cpu") -> tuple[DeblurModel, dict]:
+    """Read a ``model.pt`` (weights only) and return ``(model in eval mode, spec)``.
+
+    ``prior_mode`` overrides the stored mode: ``"sharp_encoder"`` on a stage-1 (or stage-2) model
+    is the oracle; ``"diffusion"`` needs a model that holds a diffusion prior.
+    """
+    from pipelines.checkpoint import CheckpointError, load_checkpoint
+
+    path = Path(path)
+    payload = load_checkpoint(path, map_location=map_location)
+    if payload.get("format") != MODEL_FORMAT or not isinstance(payload.get("model"), dict):
+        raise CheckpointError(f"{path}: not a blurdm-bench model file (format {payload.get('format')!r}; "
+                              f"expected {MODEL_FORMAT!r} with 'spec' and 'model')")
+    spec = dict(payload.get("spec") or {})
+    if prior_mode is not None:
+        spec["prior_mode"] = prior_mode
+    try:
+        spec = normalise_spec(spec, source=str(path))
+        model = build_deblur_model(spec)
+    except ValueError as err:
+        raise CheckpointError(f"{path}: {err}" if str(path) not in str(err) else str(err)) from None
+    try:
+        model.load_state_dict(payload["model"], strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: weights do not match the spec {spec}: {err}") from None
+    model.eval()
+    return model, spec

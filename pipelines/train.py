@@ -1,0 +1,793 @@
+"""``blurdm-bench train``: one training job = stage x backbone x prior x T x variant x seed.
+
+Usage::
+
+    blurdm-bench train --stage stage1 --backbone mimo_unet --out runs/mimo/stage1
+    blurdm-bench train --stage stage2 --backbone mimo_unet --prior blurdm --T 5 \\
+        --stage1 runs/mimo/stage1 --out runs/mimo/stage2
+    blurdm-bench train --stage stage3 --backbone mimo_unet --prior blurdm --T 5 \\
+        --stage2 runs/mimo/stage2 --out runs/mimo/stage3
+    blurdm-bench train --stage baseline --backbone mimo_unet --out runs/mimo/baseline
+    torchrun --nproc_per_node 2 -m pipelines.cli train --stage stage1 ...      # DDP, same flags
+
+Other flags: ``--variant {s1_s2_s3,s3_only,s1_s2,s1_s3}``, ``--seed N``, ``--profile NAME``,
+``--params FILE``, ``--data DIR`` (training pairs, default ``data.train``), ``--steps N`` (override
+the stage's step count), ``--resume/--no-resume`` (default: resume from ``OUT/last.pt``),
+``--study NAME`` (MLflow experiment), ``--group NAME``, ``--dvc-stage NAME`` (default ``$DVC_STAGE``),
+``--no-mlflow``, ``--no-progress``.
+
+Stages (shared/spec/blurdm-method.md):
+
+* ``stage1``: backbone + Sharp Encoder trained together, prior ``SE(blur, sharp)``; loss
+  :func:`pipelines.losses.image_loss` (Charbonnier on every output scale + 0.1 x Charbonnier of their
+  2-D FFTs). ``steps.stage1`` steps.
+* ``stage2``: needs ``--stage1`` (its ``model.pt``). Backbone and SE frozen (SE in eval mode); the
+  chosen diffusion prior (Blur Encoder + estimators) is trained through the whole reverse chain with
+  ``Charbonnier(z_0, SE(blur, sharp))``. Its ``model.pt`` holds backbone + SE + prior (prior mode
+  ``diffusion``): that is already the ``s1_s2`` model, and with ``prior_mode="sharp_encoder"`` the oracle.
+* ``stage3``: backbone + diffusion prior trained jointly with the stage-1 image loss, prior from the
+  diffusion. Variants: ``s1_s2_s3`` (needs ``--stage2``; backbone from ``--stage1`` if given, else the
+  stage-1 backbone inside the stage-2 model), ``s1_s3`` (needs ``--stage1``; untrained prior),
+  ``s3_only`` (fresh backbone + fresh prior), ``s1_s2`` (needs ``--stage2``; 0 steps: the final model
+  is the stage-1 backbone + stage-2 prior, validated and written like any other stage-3 output).
+* ``baseline``: backbone without fusion layers or prior, stage-1 loss, ``steps.stage1 + steps.stage3``
+  steps (the same image-loss budget as stage 1 + stage 3; recorded as ``steps_rule``).
+
+Every stage: Adam, cosine schedule ``lr -> lr_min`` over the stage's steps, random crops with flips
+and 90-degree rotations (``pipelines.data``), global batch ``train.batch_size``; validation PSNR on a
+held-out split of the TRAINING pairs (``split_train_val`` with the global ``seed``), never test data.
+
+Outputs in ``--out``, each written atomically: ``last.pt`` (resume state: model, optimiser, scheduler,
+RNG states, step, logs), ``model.pt`` (final weights + spec, see :mod:`models.deblur_model`),
+``sample.png`` (blur | restored | sharp of one validation crop), ``metrics.json`` (written last).
+
+Exact resume: the data order, augmentation, diffusion noise and every other draw of step ``s`` are
+pure functions of ``(seed, s, rank)``, so a run killed at any moment (even SIGKILL) and restarted
+finishes with bit-identical weights and metrics on CPU. A NaN/inf loss stops the run with a clear
+message; ``last.pt`` then still holds the last good state.
+
+DDP: under ``torchrun`` (``WORLD_SIZE > 1``) the job runs with DistributedDataParallel (gloo on CPU,
+nccl on GPU, ``train.gpus > 0``); the global batch is split evenly across ranks; only rank 0
+validates and writes files and MLflow records.
+
+Speed: ``train.threads`` torch threads (0 = all cores, divided between local ranks); on the CPU
+``train.channels_last`` stores weights and batches channels-last (measured 10-25 % faster for the
+convolutional backbones at tiny scale, neutral for FFTformer / LoFormer). Progress: a tqdm bar with
+loss, learning rate, it/s and ETA; MLflow (:mod:`pipelines.tracking`) gets the loss of every step.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset, Sampler
+
+from pipelines.cli import UserError
+from pipelines.config import BACKBONE_NAMES, DIFFUSION_PRIORS, STAGE_COMBOS, STAGE_NAMES
+
+DEFAULT_VARIANT = "s1_s2_s3"
+VARIANT_STAGES: dict[str, tuple[str, ...]] = {
+    "s1_s2_s3": ("stage1", "stage2", "stage3"),
+    "s3_only": ("stage3",),
+    "s1_s2": ("stage1", "stage2", "stage3"),  # stage3 = 0 steps: stage-1 backbone + stage-2 prior
+    "s1_s3": ("stage1", "stage3"),
+}
+VARIANTS = tuple(VARIANT_STAGES)
+assert set(VARIANTS) == set(STAGE_COMBOS)
+STUDIES = ("table1", "ablation-prior", "ablation-stages", "t-sweep")
+TRAIN_STATE_FORMAT = "blurdm-bench/train-state"
+SAMPLE_CROP = 128
+
+# purpose tags mixed into the per-step seeds
+_TAG_ORDER, _TAG_NOISE, _TAG_TORCH = 1, 2, 3
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class TrainJob:
+    """One training job. Paths may be folders holding ``model.pt`` or the files themselves."""
+
+    stage: str
+    backbone: str
+    out_dir: Path
+    prior: str = "blurdm"
+    T: int = 5
+    variant: str = DEFAULT_VARIANT
+    seed: int = 0
+    stage1: Path | None = None
+    stage2: Path | None = None
+    data: Path | None = None  # training pairs root; default params.data.train
+    steps: int | None = None  # override of the stage's step count
+    resume: bool = True
+    # DVC keeps train outputs (persist: true) so a killed stage resumes; when params changed since,
+    # the stale state is discarded and the job starts over instead of refusing.
+    restart_if_changed: bool = False
+    study: str = "table1"
+    group: str | None = None
+    dvc_stage: str | None = None
+    mlflow: bool = True
+    extra_tags: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.out_dir = Path(self.out_dir)
+        self.stage1 = Path(self.stage1) if self.stage1 is not None else None
+        self.stage2 = Path(self.stage2) if self.stage2 is not None else None
+        self.data = Path(self.data) if self.data is not None else None
+        if self.stage not in STAGE_NAMES:
+            raise UserError(f"unknown stage {self.stage!r}; allowed: {', '.join(STAGE_NAMES)}")
+        if self.variant not in VARIANTS:
+            raise UserError(f"unknown variant {self.variant!r}; allowed: {', '.join(VARIANTS)}")
+        if self.stage != "baseline" and self.stage not in VARIANT_STAGES[self.variant]:
+            raise UserError(f"variant {self.variant} has no {self.stage} (its stages: "
+                            f"{', '.join(VARIANT_STAGES[self.variant])})")
+        if self.backbone not in BACKBONE_NAMES:
+            raise UserError(f"unknown backbone {self.backbone!r}; allowed: {', '.join(BACKBONE_NAMES)}")
+        if self.prior not in DIFFUSION_PRIORS:
+            raise UserError(f"unknown prior {self.prior!r}; allowed: {', '.join(DIFFUSION_PRIORS)}")
+        if isinstance(self.T, bool) or not isinstance(self.T, int) or self.T < 1:
+            raise UserError(f"--T must be an integer >= 1, got {self.T!r}")
+        if self.steps is not None and self.steps < 0:
+            raise UserError(f"--steps must be >= 0, got {self.steps}")
+        if self.study not in STUDIES:
+            raise UserError(f"unknown study {self.study!r}; allowed: {', '.join(STUDIES)}")
+
+    @property
+    def uses_prior(self) -> bool:
+        return self.stage in ("stage2", "stage3")
+
+    def describe(self) -> dict:
+        """The job's identity (what MLflow tags and ``metrics.json`` record). ``variant`` is set for
+        stage 3 only: stages 1 and 2 are shared by every variant that contains them."""
+        return {"stage": self.stage, "backbone": self.backbone,
+                "prior": self.prior if self.uses_prior else ("sharp_encoder" if self.stage == "stage1" else "none"),
+                "T": self.T if self.uses_prior else None,
+                "variant": self.variant if self.stage == "stage3" else None, "seed": self.seed}
+
+
+# --------------------------------------------------------------------------------------------------
+# steps, seeds, data order
+
+def stage_steps(job: TrainJob, params) -> tuple[int, str]:
+    """``(steps, rule)`` of the job: the stage's budget from params (or ``job.steps``)."""
+    s = params.train.steps
+    if job.steps is not None:
+        return job.steps, "--steps override"
+    if job.stage == "baseline":
+        return s.stage1 + s.stage3, "steps.stage1 + steps.stage3 (same image-loss budget as stage 1 + stage 3)"
+    if job.stage == "stage3" and job.variant == "s1_s2":
+        return 0, "variant s1_s2 has no stage 3: stage-1 backbone + stage-2 prior, no training"
+    return getattr(s, job.stage), f"steps.{job.stage}"
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed that is a pure function of the non-negative integers ``parts``."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+class StepBatchSampler(Sampler):
+    """Batches of ``(epoch, index)`` for steps ``start .. end-1``: a pure function of ``(seed, step)``.
+
+    Sample position ``p = step * global_batch + j`` of an endless stream of epochs, each epoch a
+    seeded permutation of the items; rank ``r`` of ``world_size`` takes its contiguous share of
+    each global batch. Resuming at any step therefore continues the exact same order.
+    """
+
+    def __init__(self, n_items: int, global_batch: int, seed: int, start: int, end: int,
+                 rank: int = 0, world_size: int = 1):
+        if n_items < 1:
+            raise ValueError("StepBatchSampler: no training items")
+        if global_batch % world_size:
+            raise UserError(f"train.batch_size={global_batch} is not divisible by the {world_size} DDP processes")
+        self.n, self.global_batch, self.seed = n_items, global_batch, seed
+        self.start, self.end, self.rank, self.world = start, end, rank, world_size
+        self._cache: tuple[int, list[int]] | None = None
+
+    def _perm(self, epoch: int) -> list[int]:
+        if self._cache is None or self._cache[0] != epoch:
+            gen = torch.Generator().manual_seed(derive_seed(self.seed, _TAG_ORDER, epoch))
+            self._cache = (epoch, torch.randperm(self.n, generator=gen).tolist())
+        return self._cache[1]
+
+    def batch(self, step: int) -> list[tuple[int, int]]:
+        """This rank's ``(epoch, index)`` items of global step ``step``."""
+        local = self.global_batch // self.world
+        first = step * self.global_batch + self.rank * local
+        out = []
+        for p in range(first, first + local):
+            epoch, offset = divmod(p, self.n)
+            out.append((epoch, self._perm(epoch)[offset]))
+        return out
+
+    def __iter__(self):
+        for step in range(self.start, self.end):
+            yield self.batch(step)
+
+    def __len__(self) -> int:
+        return max(0, self.end - self.start)
+
+
+class EpochIndexed(Dataset):
+    """``dataset[(epoch, index)]``: sets the dataset's epoch (its augmentation RNG) for that item."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        epoch, index = key
+        self.dataset.set_epoch(epoch)
+        return self.dataset[index]
+
+
+# --------------------------------------------------------------------------------------------------
+# distributed / device set-up
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    initialised: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls, gpus: int) -> Distributed:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        use_cuda = gpus > 0 and torch.cuda.is_available()
+        if gpus > 0 and not torch.cuda.is_available():
+            warnings.warn(f"train.gpus={gpus} but CUDA is not available: training on the CPU", stacklevel=2)
+        device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+        if use_cuda:
+            torch.cuda.set_device(device)
+        ctx = cls(rank, world, local_rank, device)
+        if world > 1:
+            import torch.distributed as dist
+
+            if not dist.is_initialized():
+                dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+            ctx.initialised = True
+        return ctx
+
+    def mean(self, value: torch.Tensor) -> float:
+        """Mean of a scalar over all ranks, as a float (synchronises)."""
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            value = value.detach().clone().float()
+            dist.all_reduce(value)
+            value = value / self.world_size
+        return float(value)
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            if self.device.type == "cuda":
+                dist.barrier(device_ids=[self.local_rank])
+            else:
+                dist.barrier()
+
+    def close(self) -> None:
+        if self.initialised:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+            self.initialised = False
+
+
+def configure_torch(train_cfg, dist: Distributed) -> int:
+    """Threads (0 = all cores, shared between local ranks) and deterministic algorithms."""
+    threads = train_cfg.threads or max(1, (os.cpu_count() or 1) // max(1, dist.world_size))
+    torch.set_num_threads(threads)
+    if dist.device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    return threads
+
+
+# --------------------------------------------------------------------------------------------------
+# models per stage
+
+def _model_file(path: Path) -> Path:
+    return path / "model.pt" if path.is_dir() or path.suffix != ".pt" else path
+
+
+def _read_source(kind: str, path: Path | None, job: TrainJob, scale: str) -> tuple[Path, dict]:
+    """Read the ``model.pt`` of an earlier stage and check it fits this job."""
+    from pipelines.checkpoint import load_checkpoint, sha256_file
+
+    flag = "--stage1" if kind == "stage1" else "--stage2"
+    if path is None:
+        raise UserError(f"{job.stage} (variant {job.variant}) needs a {kind} checkpoint: pass {flag} DIR "
+                        f"(the --out folder of a finished `blurdm-bench train --stage {kind}` run)")
+    file = _model_file(path)
+    if not file.is_file():
+        raise UserError(f"{job.stage} needs a finished {kind} checkpoint, but {file} does not exist: run "
+                        f"`blurdm-bench train --stage {kind} --backbone {job.backbone} --out {path}` first")
+    payload = load_checkpoint(file)
+    spec = payload.get("spec") or {}
+    if spec.get("backbone") != job.backbone or spec.get("scale") != scale:
+        raise UserError(f"{file}: holds backbone {spec.get('backbone')!r} at scale {spec.get('scale')!r}, "
+                        f"but this job trains {job.backbone!r} at scale {scale!r}")
+    if kind == "stage1" and not spec.get("sharp_encoder"):
+        raise UserError(f"{file}: not a stage-1 model (it has no sharp encoder; spec {spec})")
+    if kind == "stage2":
+        if spec.get("prior") is None:
+            raise UserError(f"{file}: not a stage-2 model (it has no diffusion prior; spec {spec})")
+        if (spec.get("prior"), spec.get("T")) != (job.prior, job.T):
+            raise UserError(f"{file}: trained prior {spec.get('prior')} with T={spec.get('T')}, but this job asks "
+                            f"for prior {job.prior} with T={job.T}")
+    payload["_source"] = {"path": str(file.resolve()), "sha256": sha256_file(file)}
+    return file, payload
+
+
+def _copy_parts(model: nn.Module, payload: dict, parts: tuple[str, ...], file: Path) -> None:
+    state = payload["model"]
+    for part in parts:
+        prefix = f"{part}."
+        sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if not sub:
+            raise UserError(f"{file}: has no {part} weights")
+        try:
+            getattr(model, part).load_state_dict(sub, strict=True)
+        except RuntimeError as err:
+            raise UserError(f"{file}: {part} weights do not fit this model: {err}") from None
+
+
+def build_stage_model(job: TrainJob, params) -> tuple[nn.Module, list[nn.Module], dict]:
+    """``(DeblurModel, frozen submodules, init record)`` for the job; fresh parts seeded by ``job.seed``."""
+    from models.deblur_model import build_deblur_model
+
+    scale = params.models.scale
+    base = {"backbone": job.backbone, "scale": scale}
+    torch.manual_seed(job.seed)
+    if job.stage == "baseline":
+        return build_deblur_model({**base, "prior_mode": "none"}), [], {}
+    if job.stage == "stage1":
+        return build_deblur_model({**base, "prior_mode": "sharp_encoder"}), [], {}
+    diffusion = {**base, "prior_mode": "diffusion", "prior": job.prior, "T": job.T}
+    if job.stage == "stage2":
+        file, payload = _read_source("stage1", job.stage1, job, scale)
+        model = build_deblur_model({**diffusion, "sharp_encoder": True})
+        _copy_parts(model, payload, ("backbone", "sharp_encoder"), file)
+        frozen = [model.backbone, model.sharp_encoder]
+        for module in frozen:
+            module.requires_grad_(False)
+        return model, frozen, {"stage1": payload["_source"]}
+    # stage3
+    model = build_deblur_model(diffusion)
+    init: dict = {}
+    stage2_parent = None  # sha256 of the stage-1 model the stage-2 prior was trained against
+    if job.variant in ("s1_s2_s3", "s1_s2"):
+        file2, payload = _read_source("stage2", job.stage2, job, scale)
+        _copy_parts(model, payload, ("backbone", "prior"), file2)
+        init["stage2"] = payload["_source"]
+        stage2_parent = ((payload.get("meta") or {}).get("init_sha256") or {}).get("stage1")
+    if job.variant == "s1_s3" or (job.stage1 is not None and job.variant != "s3_only"):
+        file, payload = _read_source("stage1", job.stage1, job, scale)
+        if stage2_parent is not None and stage2_parent != payload["_source"]["sha256"]:
+            raise UserError(f"{file2} was trained from another stage-1 model than {file} (sha256 differs): "
+                            "pass the matching --stage1, or leave it out")
+        _copy_parts(model, payload, ("backbone",), file)
+        init["stage1"] = payload["_source"]
+    return model, [], init
+
+
+class StageObjective(nn.Module):
+    """The training loss of a stage as a module (what DDP wraps): ``forward(blur, sharp, generator)``.
+
+    ``kind="image"`` (stage1/stage3/baseline): :func:`pipelines.losses.image_loss` of the model's
+    outputs. ``kind="latent"`` (stage2): Charbonnier between the diffusion prior's ``z_0`` and the
+    frozen ``SE(blur, sharp)``. ``frozen`` submodules stay in eval mode whatever ``train()`` says.
+    """
+
+    def __init__(self, model: nn.Module, kind: str, eps: float = 1e-3, fft_weight: float = 0.1,
+                 frozen: list[nn.Module] | None = None):
+        super().__init__()
+        if kind not in ("image", "latent"):
+            raise ValueError(f"unknown objective kind {kind!r}")
+        self.model, self.kind, self.eps, self.fft_weight = model, kind, eps, fft_weight
+        self._frozen = list(frozen or [])
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for module in self._frozen:
+            module.eval()
+        return self
+
+    def forward(self, blur: torch.Tensor, sharp: torch.Tensor, generator: torch.Generator | None = None):
+        from pipelines.losses import image_loss, latent_loss
+
+        if self.kind == "latent":
+            with torch.no_grad():
+                target = self.model.sharp_encoder(blur, sharp)
+            return latent_loss(self.model.prior(blur, generator=generator), target, self.eps)
+        return image_loss(self.model(blur, sharp, generator), sharp, self.eps, self.fft_weight)
+
+
+# --------------------------------------------------------------------------------------------------
+# validation
+
+@torch.no_grad()
+def validate(model: nn.Module, dataset, device: torch.device, seed: int, latent: bool = False) -> dict:
+    """Mean PSNR (8-bit RGB) over ``dataset`` with the evaluator's full-resolution inference
+    (:func:`pipelines.evaluate.restore_tensor`: padding, LoFormer tiles, per-image noise seed
+    :func:`pipelines.evaluate.image_seed`) and, with ``latent``, the stage-2 latent loss."""
+    from models.inference import pad_to_multiple
+    from pipelines.data import to_uint8_image
+    from pipelines.evaluate import image_seed, restore_tensor
+    from pipelines.losses import latent_loss
+    from pipelines.metrics import psnr
+
+    was_training = model.training
+    model.eval()
+    psnrs, latents = [], []
+    try:
+        for i in range(len(dataset)):
+            item = dataset[i]
+            blur = item["blur"][None].to(device)
+            sharp = item["sharp"][None].to(device)
+            gen = torch.Generator().manual_seed(image_seed(seed, item["name"]))
+            out = restore_tensor(model, blur, sharp if model.prior_mode == "sharp_encoder" else None, gen)
+            psnrs.append(psnr(to_uint8_image(out[0], model.value_range),
+                              to_uint8_image(item["sharp"], model.value_range)))
+            if latent:
+                multiple = math.lcm(int(model.pad_multiple), 4)
+                b, s = pad_to_multiple(blur, multiple)[0], pad_to_multiple(sharp, multiple)[0]
+                gen = torch.Generator().manual_seed(image_seed(seed, item["name"]))
+                latents.append(float(latent_loss(model.prior(b, generator=gen), model.sharp_encoder(b, s))))
+    finally:
+        model.train(was_training)
+    finite = [p for p in psnrs if math.isfinite(p)]
+    return {"psnr": float(np.mean(finite)) if finite else None,
+            "latent_loss": float(np.mean(latents)) if latents else None,
+            "images": len(psnrs)}
+
+
+@torch.no_grad()
+def sample_image(model: nn.Module, item: dict, device: torch.device, seed: int) -> np.ndarray:
+    """``blur | restored | sharp`` of a centre crop of one validation item, as HxWx3 uint8."""
+    from pipelines.data import to_uint8_image
+    from pipelines.evaluate import image_seed, restore_tensor
+
+    was_training = model.training
+    model.eval()
+    try:
+        blur, sharp = item["blur"], item["sharp"]
+        h, w = blur.shape[-2:]
+        ch, cw = min(h, SAMPLE_CROP), min(w, SAMPLE_CROP)
+        top, left = (h - ch) // 2, (w - cw) // 2
+        blur, sharp = blur[:, top:top + ch, left:left + cw], sharp[:, top:top + ch, left:left + cw]
+        gen = torch.Generator().manual_seed(image_seed(seed, item["name"]))
+        out = restore_tensor(model, blur[None].to(device),
+                             sharp[None].to(device) if model.prior_mode == "sharp_encoder" else None, gen)
+        return np.concatenate([to_uint8_image(t, model.value_range) for t in (blur, out[0], sharp)], axis=1)
+    finally:
+        model.train(was_training)
+
+
+# --------------------------------------------------------------------------------------------------
+# the training job
+
+def _fingerprint(job: TrainJob, params, steps: int, init: dict) -> dict:
+    """What must not change between a run and its resumption."""
+    train = params.train.model_dump(mode="json")
+    for volatile in ("threads", "log_every", "val_every", "checkpoint_every", "gpus", "seeds"):
+        train.pop(volatile, None)
+    data = params.data.model_dump(mode="json")
+    data.pop("num_workers", None)
+    data.pop("test", None)
+    data["train"] = str(job.data or params.resolve_path(params.data.train))
+    return {"job": {**job.describe(), "steps": steps}, "train": train, "data": data,
+            "scale": params.models.scale, "split_seed": params.seed,
+            "init": {k: v["sha256"] for k, v in init.items()}}
+
+
+def _diff_keys(a: dict, b: dict) -> list[str]:
+    from pipelines.tracking import flatten
+
+    fa, fb = flatten(a), flatten(b)
+    return sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k))
+
+
+def _dataset_name(root: Path) -> str:
+    return root.parent.name if root.name in ("train", "training") else root.name
+
+
+def train(job: TrainJob, params, progress: bool = True) -> dict:
+    """Run (or resume) one training job; return the final metrics (rank 0; others get ``{}``)."""
+    saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled())
+    dist = Distributed.from_env(params.train.gpus)
+    try:
+        return _train(job, params, dist, progress)
+    finally:
+        dist.close()
+        torch.set_num_threads(saved[0])  # leave the caller's process as it was (tests run in-process)
+        torch.use_deterministic_algorithms(saved[1], warn_only=saved[2])
+
+
+def _train(job: TrainJob, params, dist: Distributed, progress: bool) -> dict:
+    from tqdm import tqdm
+
+    from models.deblur_model import model_payload
+    from pipelines.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, sha256_file
+    from pipelines.data import PairedImageDataset, find_pairs, split_train_val
+    from pipelines.imageio import write_png
+    from pipelines.io import remove_orphaned_temporaries, write_json
+    from pipelines.tracking import Tracker, git_commit
+
+    cfg = params.train
+    out = job.out_dir
+    device = dist.device
+    threads = configure_torch(cfg, dist)
+    total_steps, steps_rule = stage_steps(job, params)
+
+    # ---- model
+    model, frozen, init = build_stage_model(job, params)
+    crop = params.data.crop_size
+    multiple = math.lcm(int(model.pad_multiple), 4)
+    if crop % multiple:
+        raise UserError(f"data.crop_size={crop} must be a multiple of {multiple} for {job.backbone} "
+                        f"(its pad_multiple is {model.pad_multiple})")
+    model.to(device)
+    channels_last = cfg.channels_last and device.type == "cpu"  # faster for the CNNs on CPU, neutral otherwise
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    kind = "latent" if job.stage == "stage2" else "image"
+    objective = StageObjective(model, kind, cfg.charbonnier_eps, cfg.fft_loss_weight, frozen)
+    objective.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=cfg.lr)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1), eta_min=cfg.lr_min)
+
+    # ---- data: validation is a held-out split of the TRAINING pairs (same split for every job)
+    root = job.data or params.resolve_path(params.data.train)
+    pairs = find_pairs(root)
+    train_pairs, val_pairs = split_train_val(pairs, params.data.val_fraction, params.seed)
+    if not train_pairs:
+        raise UserError(f"{root}: no training pairs left after the validation split")
+    train_set = PairedImageDataset(train_pairs, crop_size=crop, augment=params.data.augment,
+                                   value_range=model.value_range, seed=job.seed)
+    val_set = (PairedImageDataset(val_pairs, crop_size=None, augment=False, value_range=model.value_range, seed=0)
+               if val_pairs else None)
+    eval_seed = params.evaluate.eval_seeds[0] if params.evaluate.eval_seeds else 0
+
+    # ---- resume
+    last = out / "last.pt"
+    fingerprint = _fingerprint(job, params, total_steps, init)
+    state = {"step": 0, "loss_log": [], "window": [], "val_log": [], "elapsed": 0.0, "train_seconds": 0.0,
+             "mlflow_run_id": None}
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ("last.pt", "model.pt", "metrics.json", "sample.png"):
+            remove_orphaned_temporaries(out / name)  # left by a killed earlier session
+        if not job.resume:
+            for name in ("last.pt", "model.pt", "metrics.json", "sample.png"):
+                (out / name).unlink(missing_ok=True)
+    dist.barrier()
+    resumed_from = saved_step = None
+    if job.resume and last.is_file():
+        ckpt = load_checkpoint(last)
+        if ckpt.get("format") != TRAIN_STATE_FORMAT:
+            raise UserError(f"{last}: not a training state file (format {ckpt.get('format')!r})")
+        changed = _diff_keys(ckpt.get("fingerprint", {}), fingerprint)
+        if changed and job.restart_if_changed:
+            print(f"{last}: configuration changed ({', '.join(changed[:8])}); starting this job over", flush=True)
+            if dist.is_main:
+                for name in ("last.pt", "model.pt", "metrics.json", "sample.png"):
+                    (out / name).unlink(missing_ok=True)
+            dist.barrier()
+            ckpt = None
+        elif changed:
+            raise UserError(f"{last}: was written by a different configuration (changed: {', '.join(changed[:8])}); "
+                            "rerun with --no-resume to start over, or use another --out")
+        if ckpt is not None:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            set_rng_state(ckpt["rng"])
+            state = {k: ckpt[k] for k in state}
+            resumed_from = saved_step = state["step"]
+
+    # ---- tracking (rank 0 only)
+    tracker = Tracker(params.mlflow_tracking_uri, enabled=job.mlflow and dist.is_main)
+    describe = job.describe()
+    tags = {**describe, "scale": params.models.scale, "dataset": _dataset_name(Path(root)),
+            "git_commit": git_commit(), "dvc_stage": job.dvc_stage or os.environ.get("DVC_STAGE"),
+            "group": job.group or f"{job.study}/{job.backbone}/seed{job.seed}", "study": job.study,
+            "profile": params.profile, "world_size": dist.world_size, "steps": total_steps,
+            "steps_rule": steps_rule, **job.extra_tags}
+    run_name = "-".join(str(x) for x in (job.backbone, job.stage, describe["prior"],
+                                         f"T{job.T}" if job.uses_prior else None, describe["variant"],
+                                         f"seed{job.seed}") if x)
+    job_params = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(job).items()
+                  if k not in ("resume", "restart_if_changed", "mlflow", "extra_tags")}
+    state["mlflow_run_id"] = tracker.start(job.study, run_name, tags,
+                                           {"job": job_params, "params": params.model_dump(mode="json")},
+                                           run_id=state["mlflow_run_id"])
+
+    # ---- DDP + data loader from the current step on
+    wrapped: nn.Module = objective
+    if dist.world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        wrapped = DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None)
+    sampler = StepBatchSampler(len(train_set), cfg.batch_size, job.seed, state["step"], total_steps,
+                               dist.rank, dist.world_size)
+    loader = torch.utils.data.DataLoader(EpochIndexed(train_set), batch_sampler=sampler,
+                                         num_workers=params.data.num_workers, pin_memory=device.type == "cuda")
+
+    def save_state() -> None:
+        if dist.is_main:
+            save_checkpoint(last, {
+                "format": TRAIN_STATE_FORMAT, "version": 1, "fingerprint": fingerprint, "spec": dict(model.spec),
+                "total_steps": total_steps, "model": {k: v.detach().cpu().contiguous() for k, v in
+                                                      model.state_dict().items()},
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(),
+                **state})
+        dist.barrier()
+
+    def run_validation(step: int) -> None:
+        if dist.is_main and val_set is not None:
+            result = validate(model, val_set, device, eval_seed, latent=kind == "latent")
+            state["val_log"].append([step, result["psnr"], result["latent_loss"]])
+            tracker.log_metrics({"val_psnr": result["psnr"], "val_latent_loss": result["latent_loss"]}, step)
+        dist.barrier()
+
+    # ---- the loop
+    bar = tqdm(total=total_steps, initial=state["step"], desc=f"{job.backbone} {job.stage}", unit="it",
+               disable=not (progress and dist.is_main), dynamic_ncols=True, file=sys.stderr)
+    run_started = tick = time.perf_counter()
+    steps_here, seconds_here = 0, 0.0
+    try:
+        for batch in loader:
+            step = state["step"]
+            torch.manual_seed(derive_seed(job.seed, _TAG_TORCH, step, dist.rank))
+            blur = batch["blur"].to(device, non_blocking=True)
+            sharp = batch["sharp"].to(device, non_blocking=True)
+            if channels_last:
+                blur = blur.contiguous(memory_format=torch.channels_last)
+                sharp = sharp.contiguous(memory_format=torch.channels_last)
+            noise_gen = torch.Generator().manual_seed(derive_seed(job.seed, _TAG_NOISE, step, dist.rank))
+            optimizer.zero_grad(set_to_none=True)
+            loss = wrapped(blur, sharp, noise_gen)
+            loss_value = dist.mean(loss.detach())
+            if not math.isfinite(loss_value):
+                good = f"{last} (step {saved_step})" if saved_step is not None else "none written yet"
+                raise TrainingDiverged(f"{job.backbone} {job.stage}: loss became {loss_value} at step {step + 1}; "
+                                       f"stopped. Last good checkpoint: {good}. Try a lower train.lr.")
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            state["step"] = step = step + 1
+            state["window"] = (state["window"] + [loss_value])[-cfg.log_every:]
+            dt = time.perf_counter() - tick  # data loading included; validation and checkpoints not
+            steps_here, seconds_here = steps_here + 1, seconds_here + dt
+            state["train_seconds"] += dt
+            tracker.log_metrics({"loss": loss_value}, step, flush=False)
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == total_steps:
+                mean_loss = float(np.mean(state["window"]))
+                state["loss_log"].append([step, mean_loss])
+                lr = scheduler.get_last_lr()[0]
+                tracker.log_metrics({"loss_window": mean_loss, "lr": lr, "it_per_s": steps_here / seconds_here}, step)
+                bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}")
+            if step % cfg.val_every == 0 and step != total_steps:
+                run_validation(step)
+            if step % cfg.checkpoint_every == 0 or step == total_steps:
+                state["elapsed"] += time.perf_counter() - run_started
+                run_started = time.perf_counter()
+                save_state()
+                saved_step = step
+            tick = time.perf_counter()
+    except BaseException:
+        tracker.end("FAILED" if not isinstance(sys.exc_info()[1], KeyboardInterrupt) else "KILLED")
+        raise
+    finally:
+        bar.close()
+
+    # ---- final validation and outputs (rank 0)
+    if not state["val_log"] or state["val_log"][-1][0] != total_steps:
+        run_validation(total_steps)
+    state["elapsed"] += time.perf_counter() - run_started
+    metrics: dict = {}
+    if dist.is_main:
+        # sha256 of the source models only (no absolute paths: the same run gives the same bytes anywhere)
+        meta = {**describe, "steps": total_steps, "steps_rule": steps_rule,
+                "init_sha256": {k: v["sha256"] for k, v in init.items()}}
+        model_file = save_checkpoint(out / "model.pt", model_payload(model, meta))
+        model_sha = sha256_file(model_file)
+        if val_set is not None:
+            sample = sample_image(model, val_set[0], device, eval_seed)
+            write_png(out / "sample.png", sample)
+            tracker.log_artifact(out / "sample.png")
+        tracker.log_file_reference(model_file, "model_checkpoint", model_sha, {"stage": job.stage})
+        final_val = state["val_log"][-1] if state["val_log"] else [total_steps, None, None]
+        # steps per second of training (forward, backward, update, data), over all sessions of the run
+        it_per_s = state["step"] / state["train_seconds"] if state["train_seconds"] else None
+        metrics = {
+            **describe, "scale": params.models.scale, "profile": params.profile, "study": job.study,
+            "steps": total_steps, "steps_rule": steps_rule, "batch_size": cfg.batch_size,
+            "world_size": dist.world_size, "device": str(device), "threads": threads,
+            "train_loss": state["loss_log"][-1][1] if state["loss_log"] else None,
+            "val_psnr": final_val[1], "val_latent_loss": final_val[2],
+            "train_pairs": len(train_pairs), "val_pairs": len(val_pairs),
+            "loss_log": state["loss_log"], "val_log": state["val_log"],
+            "it_per_s": it_per_s, "train_seconds": state["train_seconds"], "seconds": state["elapsed"],
+            "resumed_from_step": resumed_from, "mlflow_run_id": state["mlflow_run_id"],
+            "model": "model.pt", "model_sha256": model_sha, "init": init,
+        }
+        tracker.log_metrics({k: metrics[k] for k in ("train_loss", "val_psnr", "it_per_s") if metrics[k] is not None},
+                            total_steps)
+        tracker.end("FINISHED")
+        write_json(out / "metrics.json", metrics)
+    dist.barrier()
+    return metrics
+
+
+# --------------------------------------------------------------------------------------------------
+# CLI
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stage", required=True, choices=STAGE_NAMES)
+    parser.add_argument("--backbone", required=True, choices=BACKBONE_NAMES)
+    parser.add_argument("--prior", default=None, choices=DIFFUSION_PRIORS, help="diffusion prior (default: prior.name)")
+    parser.add_argument("--T", type=int, default=None, help="diffusion steps (default: prior.T)")
+    parser.add_argument("--variant", default=DEFAULT_VARIANT, choices=VARIANTS, help="stage combination")
+    parser.add_argument("--seed", type=int, default=None, help="training seed (default: first of train.seeds)")
+    parser.add_argument("--stage1", default=None, help="folder (or model.pt) of the finished stage-1 run")
+    parser.add_argument("--stage2", default=None, help="folder (or model.pt) of the finished stage-2 run")
+    parser.add_argument("--out", required=True, help="output folder (last.pt, model.pt, metrics.json)")
+    parser.add_argument("--data", default=None, help="training pairs root (default: data.train)")
+    parser.add_argument("--steps", type=int, default=None, help="override the stage's number of steps")
+    parser.add_argument("--profile", default=None, help="params profile (smoke, cpu, paper)")
+    parser.add_argument("--params", default=None, help="params file (default: params.yaml of the repo)")
+    parser.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                        help="continue from OUT/last.pt if present (default: yes)")
+    parser.add_argument("--study", default="table1", choices=STUDIES, help="MLflow experiment")
+    parser.add_argument("--group", default=None, help="MLflow group tag (default: STUDY/BACKBONE/seedN)")
+    parser.add_argument("--dvc-stage", default=None, help="DVC stage name tag (default: $DVC_STAGE)")
+    parser.add_argument("--mlflow", action=argparse.BooleanOptionalAction, default=True, help="track in MLflow")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar")
+
+
+def run(args) -> int:
+    from pipelines.config import load_params
+
+    params = load_params(args.params, profile=args.profile)
+    job = TrainJob(
+        stage=args.stage, backbone=args.backbone, out_dir=Path(args.out),
+        prior=args.prior or params.prior.name, T=args.T if args.T is not None else params.prior.T,
+        variant=args.variant, seed=args.seed if args.seed is not None else params.train.seeds[0],
+        stage1=args.stage1, stage2=args.stage2, data=args.data, steps=args.steps, resume=args.resume,
+        study=args.study, group=args.group, dvc_stage=args.dvc_stage, mlflow=args.mlflow)
+    metrics = train(job, params, progress=args.progress)
+    if metrics:
+        psnr = metrics["val_psnr"]
+        print(f"{job.backbone} {job.stage}: {metrics['steps']} steps, train loss {metrics['train_loss']}, "
+              f"val PSNR {psnr if psnr is None else round(psnr, 3)} dB, "
+              f"{metrics['it_per_s'] or 0:.2f} it/s -> {job.out_dir / 'model.pt'}")
+    return 0

@@ -1,0 +1,176 @@
+"""Checkpoints: plain-values-only files, crafted pickles refused, the model file contract, RNG states,
+and exact resume after SIGKILL (subprocess)."""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from _train_fixtures import make_dataset, write_params_file
+from models.deblur_model import DeblurModel, build_deblur_model, load_deblur_model, model_payload
+from pipelines.checkpoint import (CheckpointError, check_plain, load_checkpoint, rng_state, save_checkpoint,
+                                  set_rng_state, sha256_file)
+
+REPO = Path(__file__).resolve().parents[1]
+STAGE1_SPEC = {"backbone": "mimo_unet", "scale": "tiny", "prior_mode": "sharp_encoder"}
+
+
+class _Payload:
+    """Unpickling this runs ``open(marker, "w")``: what a malicious checkpoint could do."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_roundtrip_and_plain_values_only(tmp_path):
+    payload = {"step": 3, "name": "x", "t": torch.arange(4), "nested": {"a": [1, 2.5, None, (True, "y")]}}
+    path = save_checkpoint(tmp_path / "c.pt", payload)
+    back = load_checkpoint(path)
+    assert back["step"] == 3 and torch.equal(back["t"], torch.arange(4)) and back["nested"]["a"][3] == (True, "y")
+    again = save_checkpoint(tmp_path / "d.pt", payload)
+    assert again.read_bytes() == path.read_bytes()  # byte-reproducible whatever the (temporary) file name
+    with pytest.raises(TypeError, match=r"c\.pt\.p: PosixPath is not allowed"):
+        save_checkpoint(tmp_path / "c.pt", {"p": tmp_path})
+    with pytest.raises(TypeError, match="ndarray"):
+        check_plain({"a": np.zeros(2)})
+    assert not list(tmp_path.glob(".c.pt.*"))  # the refused write left nothing behind
+
+
+def test_crafted_pickle_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    torch.save({"model": {}, "x": _Payload(marker)}, evil)
+    with pytest.raises(CheckpointError, match=r"evil\.pt: refused to load"):
+        load_checkpoint(evil)
+    with pytest.raises(CheckpointError, match="refused to load"):
+        load_deblur_model(evil)
+    raw = tmp_path / "raw.pt"  # a plain pickle (not torch's zip format) with the same payload
+    raw.write_bytes(pickle.dumps(_Payload(marker), protocol=2))
+    with pytest.raises(CheckpointError, match="raw.pt"):
+        load_checkpoint(raw)
+    assert not marker.exists()
+
+
+def test_corrupt_and_missing_files(tmp_path):
+    path = save_checkpoint(tmp_path / "c.pt", {"t": torch.ones(1000)})
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(CheckpointError, match=r"c\.pt: not a readable checkpoint"):
+        load_checkpoint(path)
+    with pytest.raises(FileNotFoundError, match="nope.pt"):
+        load_checkpoint(tmp_path / "nope.pt")
+    save_checkpoint(tmp_path / "other.pt", {"format": "something else", "model": {}})
+    with pytest.raises(CheckpointError, match="not a blurdm-bench model file"):
+        load_deblur_model(tmp_path / "other.pt")
+
+
+def test_rng_state_roundtrip_through_a_file(tmp_path):
+    torch.manual_seed(1)
+    random.seed(2)
+    np.random.seed(3)
+    save_checkpoint(tmp_path / "rng.pt", {"rng": rng_state()})
+    first = (torch.rand(3), random.random(), np.random.rand())
+    set_rng_state(load_checkpoint(tmp_path / "rng.pt")["rng"])
+    second = (torch.rand(3), random.random(), np.random.rand())
+    assert torch.equal(first[0], second[0]) and first[1:] == second[1:]
+
+
+def test_model_file_contract(tmp_path):
+    torch.manual_seed(0)
+    model = build_deblur_model(STAGE1_SPEC)
+    assert isinstance(model, DeblurModel)
+    assert (model.value_range, model.pad_multiple, model.tile) == ("half", 8, None)
+    blur, sharp = torch.rand(1, 3, 16, 16) - 0.5, torch.rand(1, 3, 16, 16) - 0.5
+    with pytest.raises(ValueError, match="needs the sharp image"):
+        model(blur)
+    assert model.prior_vector(blur, sharp).shape == (1, 256)
+    save_checkpoint(tmp_path / "model.pt", model_payload(model, {"stage": "stage1"}))
+
+    oracle, spec = load_deblur_model(tmp_path / "model.pt", prior_mode="sharp_encoder")
+    assert spec["prior_mode"] == "sharp_encoder" and not oracle.training
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(blur, sharp)[-1], oracle(blur, sharp)[-1])
+    with pytest.raises(CheckpointError, match=r"model\.pt: .*needs 'prior'"):
+        load_deblur_model(tmp_path / "model.pt", prior_mode="diffusion")
+    with pytest.raises(CheckpointError, match=r"prior_mode 'none' does not match fusion=True"):
+        load_deblur_model(tmp_path / "model.pt", prior_mode="none")
+
+    diffusion = build_deblur_model({"backbone": "mimo_unet", "scale": "tiny", "prior_mode": "diffusion",
+                                    "prior": "blurdm", "T": 2})
+    with torch.no_grad():
+        first = diffusion.prior_vector(blur, generator=torch.Generator().manual_seed(5))
+        again = diffusion.prior_vector(blur, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(first, again)
+    with pytest.raises(ValueError, match="unknown spec keys"):
+        build_deblur_model({**STAGE1_SPEC, "colour": "red"})
+
+
+# ---------------------------------------------------------------------------------------------- SIGKILL
+
+def _train_cmd(params_file: Path, data_root: Path, out: Path, steps: int) -> list[str]:
+    return [sys.executable, "-m", "pipelines.cli", "train", "--stage", "stage1", "--backbone", "mimo_unet",
+            "--params", str(params_file), "--profile", "smoke", "--data", str(data_root), "--out", str(out),
+            "--steps", str(steps), "--no-mlflow", "--no-progress"]
+
+
+def _checkpoint_step(path: Path) -> int:
+    try:
+        return int(torch.load(path, weights_only=True, map_location="cpu")["step"])
+    except (OSError, RuntimeError, EOFError, KeyError, pickle.UnpicklingError):
+        return -1
+
+
+def test_resume_after_sigkill_gives_identical_weights_and_metrics(tmp_path):
+    data_root = make_dataset(tmp_path / "synthetic")
+    params_file = write_params_file(tmp_path / "params.yaml", data_root, {"val_every": 5, "checkpoint_every": 3})
+    steps = 24
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
+    subprocess.run(_train_cmd(params_file, data_root, reference, steps), cwd=REPO, env=env, check=True,
+                   capture_output=True, timeout=300)
+
+    kill_after = random.Random().randint(2, 14)  # a random point; the kill lands mid-step, after this checkpoint
+    proc = subprocess.Popen(_train_cmd(params_file, data_root, resumed, steps), cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    try:
+        while _checkpoint_step(resumed / "last.pt") < kill_after:
+            assert proc.poll() is None, "the training process ended before it could be killed"
+            assert time.monotonic() < deadline, "no checkpoint appeared"
+            time.sleep(0.02)
+        time.sleep(random.Random().uniform(0, 0.3))
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    killed_at = _checkpoint_step(resumed / "last.pt")
+    assert 0 < killed_at < steps and not (resumed / "metrics.json").exists(), f"killed too late (step {killed_at})"
+
+    done = subprocess.run(_train_cmd(params_file, data_root, resumed, steps), cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    ref_model = load_checkpoint(reference / "model.pt")["model"]
+    new_model = load_checkpoint(resumed / "model.pt")["model"]
+    assert ref_model.keys() == new_model.keys()
+    for key in ref_model:
+        assert ref_model[key].numpy().tobytes() == new_model[key].numpy().tobytes(), key
+    assert sha256_file(reference / "model.pt") == sha256_file(resumed / "model.pt")
+    ref_metrics = json.loads((reference / "metrics.json").read_text())
+    new_metrics = json.loads((resumed / "metrics.json").read_text())
+    assert new_metrics["resumed_from_step"] == killed_at
+    for key in ("train_loss", "val_psnr", "loss_log", "val_log", "steps"):
+        assert ref_metrics[key] == new_metrics[key], key
+    assert not list(resumed.glob(".*.tmp"))

@@ -1,0 +1,282 @@
+"""Training: losses, every stage / backbone / prior / variant for a few steps, data order, NaN stop,
+overfitting a fixed batch, MLflow records (tiny models, 32x32 crops, one thread)."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from _train_fixtures import make_dataset, small_params
+from models.deblur_model import load_deblur_model
+from pipelines.checkpoint import load_checkpoint, sha256_file
+from pipelines.cli import UserError
+from pipelines.losses import charbonnier, fft_charbonnier, image_loss, latent_loss
+from pipelines.train import (StageObjective, StepBatchSampler, TrainingDiverged, TrainJob, build_stage_model,
+                             stage_steps, train)
+
+BACKBONES = ["mimo_unet", "mimo_unet_plus", "stripformer", "fftformer", "loformer"]
+PRIORS = ["blurdm", "rddm", "ddpm"]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("synthetic"))
+
+
+@pytest.fixture(scope="module")
+def params(data_root):
+    return small_params(data_root)
+
+
+@pytest.fixture(scope="module")
+def stage1_dir(tmp_path_factory, params):
+    out = tmp_path_factory.mktemp("stage1")
+    train(TrainJob(stage="stage1", backbone="mimo_unet", out_dir=out, mlflow=False), params, progress=False)
+    return out
+
+
+def run_job(params, **kwargs) -> dict:
+    job = TrainJob(mlflow=kwargs.pop("mlflow", False), **kwargs)
+    return train(job, params, progress=False)
+
+
+def states_equal(a: dict, b: dict, prefix: str) -> bool:
+    keys = [k for k in a if k.startswith(prefix)]
+    assert keys, prefix
+    return all(torch.equal(a[k], b[k]) for k in keys)
+
+
+# ---------------------------------------------------------------------------------------------- losses
+
+def test_charbonnier_values():
+    x = torch.zeros(2, 3, 4, 4)
+    assert charbonnier(x, x, eps=1e-3).item() == pytest.approx(1e-3)
+    assert charbonnier(x + 3.0, x, eps=1e-3).item() == pytest.approx(math.sqrt(9 + 1e-6))
+    with pytest.raises(ValueError, match="shapes differ"):
+        charbonnier(x, x[..., :2])
+
+
+def test_fft_loss_is_a_2d_transform():
+    torch.manual_seed(0)
+    a, b = torch.rand(1, 3, 8, 6), torch.rand(1, 3, 8, 6)
+    spec_a, spec_b = torch.fft.fft2(a), torch.fft.fft2(b)
+    expected = torch.sqrt((torch.view_as_real(spec_a) - torch.view_as_real(spec_b)) ** 2 + 1e-6).mean()
+    assert fft_charbonnier(a, b).item() == pytest.approx(expected.item(), rel=1e-5)
+    # a 1-D (last axis only) transform gives a different value: the loss really uses both axes
+    one_d = torch.view_as_real(torch.fft.fft(a)) - torch.view_as_real(torch.fft.fft(b))
+    assert abs(torch.sqrt(one_d ** 2 + 1e-6).mean().item() - expected.item()) > 1e-3
+
+
+def test_image_loss_sums_scales_with_resized_targets():
+    torch.manual_seed(0)
+    sharp = torch.rand(2, 3, 16, 16)
+    full = sharp.clone()
+    half = torch.nn.functional.interpolate(sharp, size=(8, 8), mode="bilinear", antialias=True, align_corners=False)
+    # perfect outputs at both scales: only the eps floor remains (2 scales x (1 + 0.1) x eps)
+    assert image_loss([half, full], sharp, eps=1e-3, fft_weight=0.1).item() == pytest.approx(2 * 1.1e-3, rel=1e-3)
+    worse = image_loss([half + 0.1, full], sharp)
+    assert worse.item() > image_loss([half, full], sharp).item() + 0.05
+    assert latent_loss(torch.ones(2, 256), torch.ones(2, 256)).item() == pytest.approx(1e-3)
+
+
+# ---------------------------------------------------------------------------------------------- data order
+
+def test_step_batches_are_a_pure_function_of_seed_and_step():
+    full = StepBatchSampler(10, 4, seed=3, start=0, end=8)
+    late = StepBatchSampler(10, 4, seed=3, start=5, end=8)
+    assert list(full)[5:] == list(late)
+    items = [i for batch in list(full)[:5] for _, i in batch]  # 20 positions = 2 epochs
+    assert sorted(items[:10]) == list(range(10)) and sorted(items[10:]) == list(range(10))
+    assert items[:10] != items[10:]  # a new permutation each epoch
+    assert list(StepBatchSampler(10, 4, seed=4, start=0, end=8)) != list(full)
+    ranks = [StepBatchSampler(10, 4, seed=3, start=0, end=8, rank=r, world_size=2) for r in (0, 1)]
+    for step in range(8):
+        assert ranks[0].batch(step) + ranks[1].batch(step) == full.batch(step)
+    with pytest.raises(UserError, match="not divisible"):
+        StepBatchSampler(10, 3, seed=0, start=0, end=1, world_size=2)
+
+
+# ---------------------------------------------------------------------------------------------- stages
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_stage1_runs_for_every_backbone(tmp_path, params, backbone):
+    metrics = run_job(params, stage="stage1", backbone=backbone, out_dir=tmp_path)
+    assert metrics["steps"] == 2 and metrics["stage"] == "stage1"
+    assert math.isfinite(metrics["train_loss"]) and math.isfinite(metrics["val_psnr"])
+    assert json.loads((tmp_path / "metrics.json").read_text())["val_psnr"] == metrics["val_psnr"]
+    model, spec = load_deblur_model(tmp_path / "model.pt")
+    assert spec["prior_mode"] == "sharp_encoder" and spec["backbone"] == backbone and not model.training
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == 2
+    assert (tmp_path / "sample.png").is_file()
+
+
+def test_stage2_needs_a_stage1_checkpoint(tmp_path, params):
+    with pytest.raises(UserError, match=r"needs a stage1 checkpoint: pass --stage1"):
+        run_job(params, stage="stage2", backbone="mimo_unet", out_dir=tmp_path / "a")
+    with pytest.raises(UserError, match=r"model\.pt does not exist"):
+        run_job(params, stage="stage2", backbone="mimo_unet", stage1=tmp_path / "missing", out_dir=tmp_path / "b")
+    with pytest.raises(UserError, match="variant s3_only has no stage2"):
+        TrainJob(stage="stage2", backbone="mimo_unet", variant="s3_only", out_dir=tmp_path)
+
+
+@pytest.mark.parametrize("prior", PRIORS)
+def test_stage2_then_stage3_for_every_prior(tmp_path, params, stage1_dir, prior):
+    s2, s3 = tmp_path / "s2", tmp_path / "s3"
+    m2 = run_job(params, stage="stage2", backbone="mimo_unet", prior=prior, T=3, stage1=stage1_dir, out_dir=s2)
+    assert math.isfinite(m2["train_loss"]) and m2["val_latent_loss"] is not None
+    s1_state = load_checkpoint(stage1_dir / "model.pt")["model"]
+    s2_payload = load_checkpoint(s2 / "model.pt")
+    s2_state = s2_payload["model"]
+    # backbone and SE frozen (SE in eval mode: BatchNorm running stats unchanged too)
+    assert states_equal(s1_state, s2_state, "backbone.") and states_equal(s1_state, s2_state, "sharp_encoder.")
+    assert s2_payload["spec"] == {"backbone": "mimo_unet", "scale": "tiny", "prior_mode": "diffusion", "prior": prior,
+                                  "T": 3, "fusion": True, "sharp_encoder": True}
+    fresh = build_stage_model(TrainJob(stage="stage2", backbone="mimo_unet", prior=prior, T=3, stage1=stage1_dir,
+                                       out_dir=s2, mlflow=False), params)[0].state_dict()
+    assert not states_equal(fresh, s2_state, "prior.")  # the prior did train
+    load_deblur_model(s2 / "model.pt", prior_mode="sharp_encoder")  # the oracle loads from stage 2 as well
+
+    m3 = run_job(params, stage="stage3", backbone="mimo_unet", prior=prior, T=3, stage2=s2, out_dir=s3)
+    assert m3["init"]["stage2"]["sha256"] == sha256_file(s2 / "model.pt")
+    assert math.isfinite(m3["train_loss"])
+    model, spec = load_deblur_model(s3 / "model.pt")
+    assert spec["prior_mode"] == "diffusion" and model.sharp_encoder is None
+    out = model(torch.zeros(1, 3, 32, 32), generator=torch.Generator().manual_seed(0))
+    assert out[-1].shape == (1, 3, 32, 32)
+
+
+def test_variants_and_baseline(tmp_path, params, stage1_dir):
+    s2 = tmp_path / "s2"
+    run_job(params, stage="stage2", backbone="mimo_unet", stage1=stage1_dir, out_dir=s2)
+    s2_state = load_checkpoint(s2 / "model.pt")["model"]
+
+    # s1_s2: no stage 3 training, the final model is the stage-1 backbone + the stage-2 prior
+    m = run_job(params, stage="stage3", variant="s1_s2", backbone="mimo_unet", stage2=s2, out_dir=tmp_path / "s1_s2")
+    assert m["steps"] == 0 and "no stage 3" in m["steps_rule"]
+    final = load_checkpoint(tmp_path / "s1_s2" / "model.pt")["model"]
+    assert states_equal(s2_state, final, "backbone.") and states_equal(s2_state, final, "prior.")
+    assert not any(k.startswith("sharp_encoder.") for k in final)
+
+    # s1_s2_s3 given both earlier stages (as the study does): they must belong together
+    m = run_job(params, stage="stage3", backbone="mimo_unet", stage1=stage1_dir, stage2=s2, out_dir=tmp_path / "full")
+    assert set(m["init"]) == {"stage1", "stage2"}
+    other = tmp_path / "other_stage1"
+    run_job(params, stage="stage1", backbone="mimo_unet", seed=1, steps=1, out_dir=other)
+    with pytest.raises(UserError, match="trained from another stage-1 model"):
+        run_job(params, stage="stage3", backbone="mimo_unet", stage1=other, stage2=s2, out_dir=tmp_path / "bad")
+
+    # s1_s3: stage 3 from the stage-1 backbone with an untrained prior
+    m = run_job(params, stage="stage3", variant="s1_s3", backbone="mimo_unet", stage1=stage1_dir,
+                out_dir=tmp_path / "s1_s3")
+    assert set(m["init"]) == {"stage1"} and m["steps"] == 2
+    with pytest.raises(UserError, match="needs a stage1 checkpoint"):
+        run_job(params, stage="stage3", variant="s1_s3", backbone="mimo_unet", out_dir=tmp_path / "x")
+
+    # s3_only: everything fresh
+    m = run_job(params, stage="stage3", variant="s3_only", backbone="mimo_unet", out_dir=tmp_path / "s3_only")
+    assert m["init"] == {} and math.isfinite(m["train_loss"])
+
+    # baseline: no prior, budget = stage1 + stage3 steps
+    steps = params.train.steps
+    m = run_job(params, stage="baseline", backbone="mimo_unet", out_dir=tmp_path / "baseline")
+    assert m["steps"] == steps.stage1 + steps.stage3 and "stage1 + steps.stage3" in m["steps_rule"]
+    model, spec = load_deblur_model(tmp_path / "baseline" / "model.pt")
+    assert spec["prior_mode"] == "none" and model.prior_vector(torch.zeros(1, 3, 32, 32)) is None
+    assert not any("fusion" in k or "prior" in k for k in model.state_dict())
+
+
+def test_resume_refuses_a_changed_configuration(tmp_path, params):
+    run_job(params, stage="stage1", backbone="mimo_unet", out_dir=tmp_path, steps=2)
+    with pytest.raises(UserError, match="different configuration.*--no-resume"):
+        run_job(params, stage="stage1", backbone="mimo_unet", out_dir=tmp_path, steps=3)
+    m = run_job(params, stage="stage1", backbone="mimo_unet", out_dir=tmp_path, steps=3, resume=False)
+    assert m["steps"] == 3 and m["resumed_from_step"] is None
+
+
+def test_nan_loss_stops_with_last_good_checkpoint(tmp_path, params, monkeypatch):
+    from pipelines import losses
+
+    calls = {"n": 0}
+    real = losses.image_loss
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        value = real(*args, **kwargs)
+        return value * float("nan") if calls["n"] == 4 else value
+
+    monkeypatch.setattr(losses, "image_loss", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at step 4.*last\.pt \(step 2\)"):
+        run_job(params, stage="stage1", backbone="mimo_unet", out_dir=tmp_path, steps=6)
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert state["step"] == 2 and all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert not (tmp_path / "model.pt").exists() and not (tmp_path / "metrics.json").exists()
+
+
+def test_overfits_a_fixed_batch(params, data_root):
+    from pipelines.data import PairedImageDataset
+
+    job = TrainJob(stage="stage1", backbone="mimo_unet", out_dir=data_root / "unused", mlflow=False)
+    model, frozen, _ = build_stage_model(job, params)
+    objective = StageObjective(model, "image", frozen=frozen).train()
+    items = [PairedImageDataset(data_root, crop_size=32, value_range=model.value_range)[i] for i in (0, 1)]
+    blur, sharp = torch.stack([it["blur"] for it in items]), torch.stack([it["sharp"] for it in items])
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(50):
+        optimizer.zero_grad()
+        loss = objective(blur, sharp)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    # the untrained residual network returns ~the blurred input; 50 steps must clearly beat that
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5, losses
+
+
+def test_stage_steps_rules(params, tmp_path):
+    job = TrainJob(stage="stage3", variant="s1_s2", backbone="mimo_unet", out_dir=tmp_path)
+    assert stage_steps(job, params)[0] == 0
+    job = TrainJob(stage="stage2", backbone="mimo_unet", out_dir=tmp_path, steps=7)
+    assert stage_steps(job, params) == (7, "--steps override")
+    with pytest.raises(UserError, match="unknown backbone"):
+        TrainJob(stage="stage1", backbone="unet", out_dir=tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------- MLflow
+
+def test_mlflow_run_records_tags_params_metrics_and_artifacts(tmp_path, params, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("DVC_STAGE", "train@mimo_unet")
+    out = tmp_path / "run"
+    metrics = run_job(params, stage="stage1", backbone="mimo_unet", out_dir=out, study="t-sweep", mlflow=True)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("t-sweep")
+    assert experiment.artifact_location == (tmp_path / "mlartifacts" / "t-sweep").as_uri()
+    run = client.get_run(metrics["mlflow_run_id"])
+    tags = run.data.tags
+    assert tags["backbone"] == "mimo_unet" and tags["stage"] == "stage1" and tags["dvc_stage"] == "train@mimo_unet"
+    assert tags["group"] == "t-sweep/mimo_unet/seed0" and tags["scale"] == "tiny" and "git_commit" in tags
+    assert run.data.params["params.train.lr"] == str(params.train.lr)
+    assert run.data.params["params.data.crop_size"] == "32"
+    history = client.get_metric_history(run.info.run_id, "loss")
+    assert [m.step for m in history] == [1, 2]
+    assert run.data.metrics["val_psnr"] == pytest.approx(metrics["val_psnr"])
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"model_checkpoint.json", "sample.png"} <= artifacts
+    ref = json.loads((tmp_path / "mlartifacts" / "t-sweep" / run.info.run_id / "artifacts" /
+                      "model_checkpoint.json").read_text())
+    assert ref["sha256"] == sha256_file(out / "model.pt") and ref["path"] == str((out / "model.pt").resolve())
+    assert run.info.status == "FINISHED"
+
+
+def test_dvc_driven_job_restarts_when_params_changed(tmp_path, params):
+    """Under DVC the outputs persist (so a killed stage resumes); a params change restarts the job."""
+    run_job(params, stage="stage1", backbone="mimo_unet", out_dir=tmp_path, steps=2)
+    m = run_job(params, stage="stage1", backbone="mimo_unet", out_dir=tmp_path, steps=3, restart_if_changed=True)
+    assert m["steps"] == 3 and m["resumed_from_step"] is None
+    # unchanged configuration: resumes (here: already finished) instead of starting over
+    m = run_job(params, stage="stage1", backbone="mimo_unet", out_dir=tmp_path, steps=3, restart_if_changed=True)
+    assert m["resumed_from_step"] == 3
