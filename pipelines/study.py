@@ -31,7 +31,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipelines.config import DIFFUSION_PRIORS, STAGE_COMBOS, Params, load_params, repo_root
+from pipelines.config import BACKBONE_NAMES, DIFFUSION_PRIORS, STAGE_COMBOS, Params, load_params, repo_root
 
 TABLE1_METHODS = ("baseline", "blurdm")
 
@@ -90,16 +90,25 @@ def _train(params: Params, *, study: str, backbone: str, stage: str, seed: int, 
     job = TrainJob(stage=stage, backbone=backbone, out_dir=out, prior=prior or params.prior.name,
                    T=T if T is not None else params.prior.T, variant=variant, seed=seed,
                    stage1=str(stage1) if stage1 else None, stage2=str(stage2) if stage2 else None,
-                   data=None, steps=None, resume=True, study=study, group=group, dvc_stage=dvc_stage,
+                   data=None, steps=None, resume=True, restart_if_changed=True, study=study, group=group, dvc_stage=dvc_stage,
                    mlflow=True)
     print(f"[study] {study}: {backbone} {stage} prior={job.prior} T={job.T} variant={variant} seed={seed} -> {out}",
           flush=True)
     return train(job, params, progress=progress)
 
 
+def check_training_data(params: Params) -> None:
+    """Every training pair readable, paired and at least ``data.crop_size`` big: checked from the image
+    headers before anything is trained, so a bad file cannot stop a long study part-way."""
+    from pipelines.data import check_pairs, find_pairs
+
+    check_pairs(find_pairs(params.resolve_path(params.data.train)), params.data.crop_size)
+
+
 def train_action(params: Params, args) -> None:
     seeds = params.train.seeds
     bb_ab = params.models.ablation_backbone
+    check_training_data(params)
     for seed in seeds:
         common = dict(seed=seed, dvc_stage=args.dvc_stage, progress=args.progress)
         if args.study == "table1":
@@ -203,7 +212,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=("train", "evaluate"))
     parser.add_argument("--study", required=True,
                         choices=("table1", "ablation-prior", "ablation-stages", "t-sweep", "ablations"))
-    parser.add_argument("--backbone", default=None)
+    parser.add_argument("--backbone", default=None, choices=BACKBONE_NAMES)
     parser.add_argument("--stage", default=None, choices=("stage1", "stage2", "stage3", "baseline"))
     parser.add_argument("--prior", default=None)
     parser.add_argument("--variant", default=None)
