@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "study": ("pipelines.study", "run one DVC stage of the study (all seeds of the active profile)"),
     "tables": ("pipelines.tables", "gather evaluations into the metric tables (metrics/*.json)"),
     "check": ("pipelines.check", "compare metric tables against a committed reference"),
+    "ui": ("pipelines.ui", "open the MLflow UI on the study's tracking store (127.0.0.1 only)"),
 }
 
 
@@ -63,6 +64,14 @@ def main(argv: list[str] | None = None) -> int:
         # Bad input: a clear message naming the file / key, no stack trace.
         print(f"blurdm-bench {name}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        from pipelines.io import NOT_WRITABLE
+
+        if err.errno not in NOT_WRITABLE:
+            raise
+        # Disk full / read-only / no permission: the message names the file; outputs stay complete.
+        print(f"blurdm-bench {name}: error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"blurdm-bench {name}: interrupted", file=sys.stderr)
         return 130

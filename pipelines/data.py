@@ -172,7 +172,7 @@ def check_pairs(pairs: Sequence[Pair], crop_size: int | None = None, crop_key: s
         problems.append(f"{crop_key}={crop_size} is larger than {len(small)} image(s): {_listing(small)}; "
                         f"allowed: {crop_key} <= {smallest} (the smallest side in this dataset)")
     if problems:
-        raise ValueError("\n  ".join(["bad training pairs:", *problems]))
+        raise ValueError("\n  ".join(["bad image pairs:", *problems]))
 
 
 # --------------------------------------------------------------------------------------------------

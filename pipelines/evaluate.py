@@ -250,6 +250,9 @@ def evaluate_model(model, pairs, out_dir: str | os.PathLike, *, dataset: str, da
     if realblur_mode is not None and realblur_mode not in ("authors", "official"):
         raise ValueError(f"unknown RealBlur mode {realblur_mode!r}; allowed: authors, official")
     _check_replaceable(out_dir)
+    from pipelines.data import check_pairs
+
+    check_pairs(pairs)  # unreadable or size-mismatched files: refused now, not after hours of inference
     _remove_stale(out_dir)
     device = torch.device(device)
     model = model.to(device).eval()

@@ -2,30 +2,143 @@
 
 A reader (or a later DVC stage) therefore sees either the old file or the complete new one, never a
 partial write, even if the process is killed or the disk fills up half-way.
+
+Temporary siblings are named ``.<name>.<host>.<pid>-<random>.tmp``. One left behind by a process of
+this machine that no longer runs (SIGKILL, power loss) is deleted by the next write of the same
+target, so retries of a large fetch or synthesis do not fill the disk. A write that fails because the
+disk is full, the quota is exhausted or the folder is read-only raises :class:`OSError` naming the
+destination. Outputs get the usual permissions (``0o666`` / ``0o777`` minus the umask), not the
+private ``0o600`` / ``0o700`` of :mod:`tempfile`.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 from pathlib import Path
+
+# errno values that can only mean "the destination cannot be written"
+FULL_OR_READ_ONLY = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+# ... and those that mean it when our own steps (create, chmod, rename) fail
+NOT_WRITABLE = FULL_OR_READ_ONLY + (errno.EACCES, errno.EPERM)
+# free bytes below which a failed file write is reported as a full disk: torch.save, for one, turns
+# ENOSPC into a RuntimeError ("unexpected pos ...") that names neither the file nor the cause
+NEARLY_FULL_BYTES = 1 << 20
+
+
+def _umask() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # no /proc: read it the portable way (briefly sets it)
+    os.umask(mask)
+    return mask
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:24] or "host"
+
+
+def _cannot_write(path: Path, err: OSError) -> OSError:
+    return OSError(err.errno, f"cannot write: {os.strerror(err.errno)}", str(path))
+
+
+@contextlib.contextmanager
+def _naming(path: Path):
+    """Our own steps (create, chmod, rename): a full / read-only / forbidden location names ``path``."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in NOT_WRITABLE:
+            raise
+        raise _cannot_write(path, err) from err
+
+
+def _body_error(path: Path, err: Exception, guess_full: bool) -> Exception:
+    """What to raise when writing ``path`` failed with ``err``: an OSError naming ``path`` when the
+    disk is full or read-only, else ``err`` itself."""
+    if isinstance(err, OSError):
+        return _cannot_write(path, err) if err.errno in FULL_OR_READ_ONLY else err
+    if guess_full:
+        try:
+            free = shutil.disk_usage(path.parent).free
+        except OSError:
+            return err
+        if free < NEARLY_FULL_BYTES:
+            return OSError(errno.ENOSPC, f"cannot write: {os.strerror(errno.ENOSPC)} ({free} bytes free; the "
+                                         f"writer failed with {type(err).__name__}: {err})", str(path))
+    return err
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists but belongs to someone else
+        return True
+    return True
+
+
+def remove_orphaned_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete temporary siblings of ``path`` whose writer (a process of this machine) no longer runs."""
+    path = Path(path)
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.{re.escape(_host())}\.(\d+)-[A-Za-z0-9_]+\.tmp$")
+    removed = []
+    try:
+        siblings = list(path.parent.iterdir())
+    except OSError:
+        return removed
+    for tmp in siblings:
+        match = pattern.match(tmp.name)
+        if not match or int(match.group(1)) == os.getpid() or _pid_alive(int(match.group(1))):
+            continue
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
+
+
+def _prepare(path: Path) -> str:
+    """Create the parent folder, clear orphans; the prefix of this process's temporary sibling."""
+    with _naming(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    remove_orphaned_temporaries(path)
+    return f".{path.name}.{_host()}.{os.getpid()}-"
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None):
     """Yield a temporary path next to ``path``; on success it is renamed onto ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
+    prefix = _prepare(path)
+    with _naming(path):
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix or ".tmp", dir=path.parent)
+        os.close(fd)
+    tmp = Path(name)
     try:
-        yield tmp
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        try:
+            yield tmp
+        except Exception as err:
+            wrapped = _body_error(path, err, guess_full=True)
+            if wrapped is err:
+                raise
+            raise wrapped from err
+        with _naming(path):
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -60,19 +173,27 @@ def _json_default(obj):
 def atomic_dir(path: str | os.PathLike):
     """Yield a temporary directory next to ``path``; on success it replaces ``path`` whole."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    prefix = _prepare(path)
+    with _naming(path):
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=path.parent))
     try:
-        yield tmp
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(path, old)
+        try:
+            yield tmp
+        except Exception as err:
+            wrapped = _body_error(path, err, guess_full=False)
+            if wrapped is err:
+                raise
+            raise wrapped from err
+        old = path.with_name(f".{path.name}.old")
+        with _naming(path):
+            os.chmod(tmp, 0o777 & ~_umask())
+            if path.exists():
+                if old.exists():
+                    shutil.rmtree(old)
+                os.replace(path, old)
             os.replace(tmp, path)
+        if old.exists():  # the previous output (also one parked by a run killed between the renames)
             shutil.rmtree(old)
-        else:
-            os.replace(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -322,8 +322,8 @@ def profile_models(scale: str = "tiny", backbones: list[str] | None = None, T: i
             "comparable": scale == "paper",
         },
         "published_backbones_source": published["sources"].get("backbones"),
-        "environment": {"counting_device": "meta", "torch_version": torch.__version__,
-                        "python_version": platform.python_version()},
+        # where the numbers come from: counts on the meta device, timings (if any) on this device
+        "environment": {"counting_device": "meta", **environment(_pick_device(device))},
     }
     if latency:
         dev = _pick_device(device)

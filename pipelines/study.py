@@ -97,18 +97,9 @@ def _train(params: Params, *, study: str, backbone: str, stage: str, seed: int, 
     return train(job, params, progress=progress)
 
 
-def check_training_data(params: Params) -> None:
-    """Every training pair readable, paired and at least ``data.crop_size`` big: checked from the image
-    headers before anything is trained, so a bad file cannot stop a long study part-way."""
-    from pipelines.data import check_pairs, find_pairs
-
-    check_pairs(find_pairs(params.resolve_path(params.data.train)), params.data.crop_size)
-
-
 def train_action(params: Params, args) -> None:
     seeds = params.train.seeds
     bb_ab = params.models.ablation_backbone
-    check_training_data(params)
     for seed in seeds:
         common = dict(seed=seed, dvc_stage=args.dvc_stage, progress=args.progress)
         if args.study == "table1":

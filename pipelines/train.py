@@ -534,7 +534,7 @@ def _train(job: TrainJob, params, dist: Distributed, progress: bool) -> dict:
 
     from models.deblur_model import model_payload
     from pipelines.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, sha256_file
-    from pipelines.data import PairedImageDataset, find_pairs, split_train_val
+    from pipelines.data import PairedImageDataset, check_pairs, find_pairs, split_train_val
     from pipelines.imageio import write_png
     from pipelines.io import remove_orphaned_temporaries, write_json
     from pipelines.tracking import Tracker, git_commit
@@ -566,6 +566,7 @@ def _train(job: TrainJob, params, dist: Distributed, progress: bool) -> dict:
     # ---- data: validation is a held-out split of the TRAINING pairs (same split for every job)
     root = job.data or params.resolve_path(params.data.train)
     pairs = find_pairs(root)
+    check_pairs(pairs, crop)  # every pair readable, same size, >= the crop: before the first step
     train_pairs, val_pairs = split_train_val(pairs, params.data.val_fraction, params.seed)
     if not train_pairs:
         raise UserError(f"{root}: no training pairs left after the validation split")

@@ -261,7 +261,8 @@ def parse_meta(src: Source, obj, where: str) -> Meta:
         train_seeds=src.items(meta, "train_seeds", w), eval_seeds=src.items(meta, "eval_seeds", w),
         resamples=src.integer(boot, "resamples", wb), bootstrap_seed=src.integer(boot, "seed", wb),
         confidence=src.num(boot, "confidence", wb),
-        git_commit=src.text(meta, "git_commit", w), date=src.text(meta, "date", w),
+        # null: the tables were made outside a git checkout (e.g. an unpacked release archive)
+        git_commit=src.text(meta, "git_commit", w, optional=True) or "unknown", date=src.text(meta, "date", w),
         machine=src.mapping(meta, "machine", w),
     )
 

@@ -98,3 +98,15 @@ def test_cli_writes_json(tmp_path):
     assert report["scale"] == "tiny" and report["input_shape"] == [1, 3, 256, 256]
     assert "latency" not in report and list(report["backbones"]) == ["mimo_unet"]
     assert not list(out.parent.glob(".*tmp"))
+
+
+def test_profile_output_feeds_the_report(tmp_path):
+    """The costs file written by `profile` is accepted by the report's parser (no format drift)."""
+    from pipelines.io import write_json
+    from pipelines.profile import profile_models
+    from reports.build import Source, parse_costs
+
+    costs = profile_models(scale="tiny", backbones=["mimo_unet"], progress=False)
+    write_json(tmp_path / "costs.json", costs)
+    parsed = parse_costs(Source(tmp_path / "costs.json", costs))
+    assert parsed.environment["device"] and "threads" in parsed.environment

@@ -1,0 +1,653 @@
+"""Reliability across the suite (issue #8): bad params and data are refused before work, SIGKILL and a full
+or read-only disk never leave partial outputs where a later stage reads them, unsafe input is refused,
+the MLflow UI stays on 127.0.0.1, and the smoke chain is byte-for-byte reproducible.
+
+Covered elsewhere (not repeated here): params schema -> tests/test_config.py; corrupt / truncated /
+size-mismatched / unpaired / grayscale / RGBA / 16-bit files -> tests/test_data.py, tests/test_imageio.py;
+synth and fetch failing half-way -> tests/test_synth.py, tests/test_fetch.py; SIGKILL during training
+and exact resume -> tests/test_checkpoint.py::test_resume_after_sigkill_gives_identical_weights_and_metrics;
+crafted pickles -> tests/test_checkpoint.py::test_crafted_pickle_is_refused; archive path traversal and
+links -> tests/test_fetch.py::test_malicious_archive_is_refused; exceptions during evaluate / report ->
+tests/test_evaluate.py, tests/test_report.py.
+"""
+from __future__ import annotations
+
+import ast
+import copy
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from pipelines.cli import main
+from pipelines.imageio import write_png
+
+pytestmark = pytest.mark.timeout(180)
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+SMOKE = ["--profile", "smoke"]
+TABLE1 = ["--study", "table1", "--backbone", "mimo_unet"]
+# The reduced smoke chain: the DVC stages of one backbone, then the report.
+CHAIN = [
+    ["synth", *SMOKE, "--no-progress"],
+    *[["study", "train", *TABLE1, "--stage", stage, *SMOKE, "--no-progress"]
+      for stage in ("stage1", "stage2", "stage3", "baseline")],
+    ["study", "evaluate", *TABLE1, *SMOKE, "--no-progress"],
+    ["tables", *SMOKE],
+    ["report"],
+]
+# Runs blurdm-bench commands in a fresh interpreter: argv = [patch, delay, json list of commands]. ``patch``
+# ("module:attr" or "") is replaced by a version that sleeps ``delay`` s first: a slow fake that keeps
+# the command busy long enough to SIGKILL it at a known point.
+DRIVER = r"""
+import importlib, json, sys, time
+patch, delay, commands = sys.argv[1], float(sys.argv[2]), json.loads(sys.argv[3])
+if patch:
+    module, attr = patch.split(":")
+    owner = importlib.import_module(module)
+    *parents, name = attr.split(".")
+    for parent in parents:
+        owner = getattr(owner, parent)
+    real = getattr(owner, name)
+    def slow(*args, **kwargs):
+        time.sleep(delay)
+        return real(*args, **kwargs)
+    setattr(owner, name, slow)
+from pipelines.cli import main
+for command in commands:
+    code = main(command)
+    if code:
+        sys.exit(code)
+"""
+
+
+def _env(root: Path) -> dict:
+    return {**os.environ, "BLURDM_ROOT": str(root), "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db",
+            "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0", "PYTHONPATH": str(REPO)}
+
+
+def _start(root: Path, commands: list[list[str]], patch: str = "", delay: float = 0.0) -> subprocess.Popen:
+    return subprocess.Popen([PYTHON, "-c", DRIVER, patch, str(delay), json.dumps(commands)], cwd=root,
+                            env=_env(root), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+# The smoke profile made smaller still for the chain: fewer pairs and steps (the code paths are the same).
+CHAIN_SMOKE = {"synth": {"n_train": 8, "n_test": 3}, "train": {"steps": {"stage1": 2, "stage2": 1, "stage3": 1}}}
+
+
+def _new_root(folder: Path, smoke_overrides: dict | None = None) -> Path:
+    """A fresh repo root (``$BLURDM_ROOT``) holding a copy of params.yaml, optionally with a smaller smoke."""
+    from pipelines.config import deep_merge
+
+    folder.mkdir(parents=True)
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["profiles"]["smoke"] = deep_merge(raw["profiles"]["smoke"], smoke_overrides or {})
+    (folder / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    return folder
+
+
+def _sigkill_when(proc: subprocess.Popen, ready, what: str, timeout: float = 90) -> None:
+    """Poll ``ready()``; SIGKILL the process as soon as it is true (fails if the process ends first)."""
+    deadline = time.monotonic() + timeout
+    try:
+        while not ready():
+            if proc.poll() is not None:
+                pytest.fail(f"the process ended before {what} (rc {proc.returncode}): {proc.stderr.read()[-2000:]}")
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.02)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stderr.close()
+
+
+def _temporaries(folder: Path, name: str) -> list[Path]:
+    return sorted(folder.glob(f".{name}.*.tmp")) if folder.is_dir() else []
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _copy_root(source: Path, dest: Path, parts=("params.yaml", "data", "runs", "eval", "metrics")) -> Path:
+    dest.mkdir(parents=True)
+    for part in parts:
+        src = source / part
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / part)
+    return dest
+
+
+@pytest.fixture
+def in_root(tmp_path, monkeypatch):
+    """Run ``main`` in-process against a fresh repo root (tmp) with its own MLflow store."""
+    root = _new_root(tmp_path / "root")
+    monkeypatch.setenv("BLURDM_ROOT", str(root))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
+    monkeypatch.chdir(root)  # relative --out paths land where the tests look
+    return root
+
+
+# ------------------------------------------------------------------------------- the smoke chain, twice
+
+@pytest.fixture(scope="module")
+def smoke_chain(tmp_path_factory):
+    """The reduced chain run twice at the same time in two fresh roots (subprocesses); returns both roots."""
+    roots = [_new_root(tmp_path_factory.mktemp("chain") / "root", CHAIN_SMOKE) for _ in range(2)]
+    procs = [_start(root, CHAIN) for root in roots]
+    for proc in procs:
+        _, err = proc.communicate(timeout=170)
+        assert proc.returncode == 0, err[-3000:]
+    return roots
+
+
+def _comparable(table: dict) -> dict:
+    """A metric table without what legitimately differs between two runs: the date, the commit, and the
+    MLflow run ids (random UUIDs; their number is kept)."""
+    table = copy.deepcopy(table)
+    table["meta"].pop("date")
+    table["meta"].pop("git_commit")
+
+    def strip_runs(obj):
+        if isinstance(obj, dict):
+            return {k: (len(v) if k == "runs" else strip_runs(v)) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [strip_runs(v) for v in obj]
+        return obj
+
+    return strip_runs(table)
+
+
+def test_smoke_chain_gives_byte_identical_metric_tables(smoke_chain):
+    first = smoke_chain[0]
+    names = sorted(p.name for p in (first / "metrics").glob("*.json"))
+    assert names == ["ablation_prior.json", "ablation_stages.json", "t_sweep.json", "table1.json"]
+    table1 = json.loads((first / "metrics" / "table1.json").read_text())
+    assert [(r["dataset"], r["backbone"]) for r in table1["rows"]] == [("synthetic", "mimo_unet")]
+    assert all(len(ids) == 1 for ids in table1["rows"][0]["runs"].values())  # tracked in MLflow
+    for name in names:
+        a, b = (json.loads((root / "metrics" / name).read_text()) for root in smoke_chain)
+        a_bytes, b_bytes = (json.dumps(_comparable(t), sort_keys=True, indent=2).encode() for t in (a, b))
+        assert a_bytes == b_bytes, name
+    for rel in ("eval/table1/mimo_unet/synthetic/blurdm/seed0/scores.csv",
+                "runs/table1/mimo_unet/stage3/seed0/model.pt"):
+        if rel.endswith(".csv"):  # the per-image table without its timing column
+            a, b = ([line.rsplit(",", 1)[0] for line in (root / rel).read_text().splitlines()] for root in smoke_chain)
+        else:
+            a, b = (torch.load(root / rel, weights_only=True)["model"] for root in smoke_chain)
+            a, b = ({k: v.numpy().tobytes() for k, v in t.items()} for t in (a, b))
+        assert a == b, rel
+    # outputs get ordinary permissions (umask), not tempfile's private 0600 / 0700
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (first / "metrics" / "table1.json").stat().st_mode & 0o777 == 0o666 & ~mask
+    assert (first / "reports" / "site").stat().st_mode & 0o777 == 0o777 & ~mask
+
+
+# ------------------------------------------------------------------------------- SIGKILL part-way
+
+def _comparable_eval(folder: Path, root: Path) -> tuple[list[str], dict]:
+    scores = [line.rsplit(",", 1)[0] for line in (folder / "scores.csv").read_text().splitlines()]  # no timing
+    summary = json.loads((folder / "summary.json").read_text().replace(str(root), "<root>"))
+    summary["metrics"].pop("seconds")
+    return scores, summary
+
+
+def test_sigkill_during_evaluate_leaves_nothing_or_the_previous_results(smoke_chain, tmp_path, monkeypatch):
+    reference = smoke_chain[0]
+    root = _copy_root(reference, tmp_path / "root", parts=("params.yaml", "data", "runs"))
+    baseline = root / "eval" / "table1" / "mimo_unet" / "synthetic" / "baseline" / "seed0"
+    command = [["study", "evaluate", *TABLE1, *SMOKE, "--no-progress"]]
+
+    def killed_mid_evaluation():
+        proc = _start(root, command, patch="pipelines.evaluate:score_image", delay=1.0)
+        # killed once the first image's crops are written, while the second image is scored
+        _sigkill_when(proc, lambda: any(t.glob("crops/*_sharp.png") for t in _temporaries(baseline.parent, "seed0")),
+                      "the evaluation was half-way")
+
+    killed_mid_evaluation()
+    assert not baseline.exists()  # nothing where the tables stage reads
+    assert _temporaries(baseline.parent, "seed0")  # the killed run's partial folder, hidden
+
+    monkeypatch.setenv("BLURDM_ROOT", str(root))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert main(command[0]) == 0  # the rerun completes ...
+    assert not _temporaries(baseline.parent, "seed0")  # ... removes the leftovers ...
+    for method in ("baseline", "blurdm"):  # ... and gives what an uninterrupted run gave
+        rel = Path("eval/table1/mimo_unet/synthetic") / method / "seed0"
+        assert _comparable_eval(root / rel, root) == _comparable_eval(reference / rel, reference), method
+
+    before = _tree(baseline)
+    killed_mid_evaluation()
+    assert _tree(baseline) == before  # the previous complete results, untouched
+
+
+def test_sigkill_during_report_leaves_nothing_or_the_previous_page(smoke_chain, tmp_path, monkeypatch):
+    reference = smoke_chain[0]
+    root = _copy_root(reference, tmp_path / "root")
+    site = root / "reports" / "site"
+
+    def killed_mid_render():
+        proc = _start(root, [["report"]], patch="reports.build:render_page", delay=30)
+        _sigkill_when(proc, lambda: any((t / "assets").is_dir() for t in _temporaries(site.parent, "site")),
+                      "the report was half-way")
+
+    killed_mid_render()
+    assert not site.exists()
+    monkeypatch.setenv("BLURDM_ROOT", str(root))
+    assert main(["report"]) == 0
+    assert not _temporaries(site.parent, "site")
+    page = (site / "index.html").read_text()
+    assert page.replace(str(root), "<root>") == \
+        (reference / "reports" / "site" / "index.html").read_text().replace(str(reference), "<root>")
+
+    before = _tree(site)
+    killed_mid_render()
+    assert _tree(site) == before
+
+
+def test_sigkill_during_synth_never_leaves_a_half_written_dataset(smoke_chain, tmp_path, monkeypatch):
+    reference = smoke_chain[0] / "data" / "synthetic"
+    root = _new_root(tmp_path / "root", CHAIN_SMOKE)
+    out = root / "data" / "synthetic"
+
+    def killed_mid_synthesis():
+        proc = _start(root, [["synth", *SMOKE, "--no-progress"]], patch="pipelines.synth:render_sample", delay=0.3)
+        _sigkill_when(proc, lambda: any(any(t.rglob("*.png")) for t in _temporaries(out.parent, "synthetic")),
+                      "the dataset was half-written")
+
+    killed_mid_synthesis()
+    assert not out.exists() and _temporaries(out.parent, "synthetic")
+    monkeypatch.setenv("BLURDM_ROOT", str(root))
+    assert main(["synth", *SMOKE, "--no-progress"]) == 0
+    assert not _temporaries(out.parent, "synthetic")  # the partial copy is gone, not piling up
+    produced, expected = _tree(out), _tree(reference)
+    manifests = [json.loads(t.pop("manifest.json")) for t in (produced, expected)]
+    assert produced == expected
+    assert manifests[0]["samples"] == manifests[1]["samples"]  # (generation_seconds differs)
+
+    before = _tree(out)
+    killed_mid_synthesis()
+    assert _tree(out) == before
+
+
+# ------------------------------------------------------------------------------- disk full, read-only
+
+@pytest.fixture(scope="module")
+def tiny_training(tmp_path_factory):
+    from _train_fixtures import make_dataset, small_params
+
+    data = make_dataset(tmp_path_factory.mktemp("synthetic"))
+    return small_params(data, {"steps": {"stage1": 4}, "checkpoint_every": 2})
+
+
+@pytest.mark.parametrize("failure", ["oserror", "torch_runtime_error"])
+def test_disk_full_while_checkpointing_keeps_the_last_good_checkpoint(tiny_training, tmp_path, monkeypatch, failure):
+    """``torch.save`` on a full disk: as an OSError, or as the RuntimeError torch really raises (its stream
+    writer hides ENOSPC); both reach the user as 'No space left on device' naming the file."""
+    import pipelines.io
+    from pipelines.checkpoint import load_checkpoint
+    from pipelines.train import TrainJob, train
+
+    real_save, calls = torch.save, []
+
+    def full_disk(obj, f, *args, **kwargs):
+        calls.append(f)
+        if len(calls) == 2:  # the checkpoint at step 4
+            if hasattr(f, "write"):  # half an archive reached the disk
+                f.write(b"PK\x03\x04 partial")
+            else:
+                Path(f).write_bytes(b"PK\x03\x04 partial")
+            if failure == "oserror":
+                raise OSError(errno.ENOSPC, "No space left on device")
+            monkeypatch.setattr(pipelines.io.shutil, "disk_usage", lambda _p: SimpleNamespace(total=9, used=9, free=0))
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 768 vs 662")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    out = tmp_path / "run"
+    job = {"stage": "stage1", "backbone": "mimo_unet", "out_dir": out, "mlflow": False}
+    with pytest.raises(OSError) as err:
+        train(TrainJob(**job), tiny_training, progress=False)
+    assert err.value.errno == errno.ENOSPC and "No space left on device" in str(err.value)
+    assert str(out / "last.pt") in str(err.value)
+    assert load_checkpoint(out / "last.pt")["step"] == 2  # the last good checkpoint, intact
+    assert sorted(p.name for p in out.iterdir()) == ["last.pt"]  # no partial file, no model.pt
+
+    monkeypatch.undo()  # space freed: the same job resumes and finishes
+    metrics = train(TrainJob(**job), tiny_training, progress=False)
+    assert metrics["resumed_from_step"] == 2 and metrics["steps"] == 4
+
+
+def test_disk_full_writing_the_tables_is_one_clear_line_and_keeps_the_old_table(smoke_chain, tmp_path, monkeypatch,
+                                                                                 capsys):
+    root = _copy_root(smoke_chain[0], tmp_path / "root")
+    before = _tree(root / "metrics")
+    monkeypatch.setenv("BLURDM_ROOT", str(root))
+
+    def full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    assert main(["tables", *SMOKE]) == 1
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and str(root / "metrics" / "table1.json") in err
+    assert "Traceback" not in err
+    assert _tree(root / "metrics") == before  # every table as it was, no temporary file
+
+
+@pytest.mark.parametrize("how", ["chmod", "patched"])
+def test_read_only_output_folder_is_a_clear_error(tmp_path, monkeypatch, capsys, how):
+    parent = tmp_path / "ro"
+    parent.mkdir()
+    if how == "chmod":
+        if os.geteuid() == 0:
+            pytest.skip("running as root: permission bits do not stop root from writing (the patched variant runs)")
+        parent.chmod(0o555)
+    else:
+        import tempfile
+
+        def denied(*_args, **_kwargs):
+            raise PermissionError(errno.EACCES, "Permission denied")
+
+        monkeypatch.setattr(tempfile, "mkdtemp", denied)
+    try:
+        code = main(["synth", "--params", str(REPO / "params.yaml"), *SMOKE, "--out", str(parent / "ds"),
+                     "--no-progress"])
+    finally:
+        parent.chmod(0o755)
+    err = capsys.readouterr().err
+    assert code == 1 and "Permission denied" in err and str(parent / "ds") in err and "Traceback" not in err
+    assert list(parent.iterdir()) == []
+
+
+def test_real_full_filesystem_gives_a_clear_error(tmp_path):
+    """A real ENOSPC (a 256 KiB tmpfs; needs root and mount rights, else skipped)."""
+    from pipelines.checkpoint import load_checkpoint, save_checkpoint
+    from pipelines.io import write_json
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], capture_output=True,
+                             check=False)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (not root / no mount rights)")
+    try:
+        save_checkpoint(disk / "last.pt", {"step": 1, "w": torch.zeros(1000)})
+        write_json(disk / "m.json", {"v": 1})
+        with pytest.raises(OSError, match=r"No space left on device.*last\.pt"):
+            save_checkpoint(disk / "last.pt", {"step": 2, "w": torch.zeros(200_000)})
+        with pytest.raises(OSError, match=r"No space left on device.*m\.json"):
+            write_json(disk / "m.json", {"v": "x" * 400_000})
+        assert load_checkpoint(disk / "last.pt")["step"] == 1
+        assert json.loads((disk / "m.json").read_text()) == {"v": 1}
+        assert sorted(p.name for p in disk.iterdir()) == ["last.pt", "m.json"]
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+
+
+# ------------------------------------------------------------------------------- params and data, via the CLI
+
+def _params_file(folder: Path, mutate=None) -> Path:
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    if mutate:
+        mutate(raw)
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+STUDY_STAGE1 = ["study", "train", *TABLE1, "--stage", "stage1", *SMOKE, "--no-progress"]
+
+
+@pytest.mark.parametrize("mutate,argv,message", [
+    (lambda r: r["prior"].update(T=0), STUDY_STAGE1, "prior.T"),
+    (lambda r: r["profiles"]["smoke"]["train"]["steps"].update(stage1=-5), STUDY_STAGE1, "train.steps.stage1"),
+    (lambda r: r["models"].update(backbones=["mimo_unet", "unet9000"]), STUDY_STAGE1, "'stripformer'"),
+    (None, ["study", "train", *TABLE1, "--stage", "stage1", "--profile", "fast"], "allowed: smoke, cpu, paper"),
+    (None, ["train", "--stage", "stage1", "--backbone", "mimo_unet", "--out", "x", "--T", "0", *SMOKE],
+     "--T must be an integer >= 1"),
+    (None, ["train", "--stage", "stage1", "--backbone", "mimo_unet", "--out", "x", "--steps", "-3", *SMOKE],
+     "--steps must be >= 0"),
+])
+def test_bad_params_are_refused_before_any_work(in_root, capsys, mutate, argv, message):
+    params = _params_file(in_root, mutate)
+    assert main([*argv, "--params", str(params)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert sorted(p.name for p in in_root.iterdir()) == ["params.yaml"]  # no runs/, no MLflow store, no x/
+
+
+@pytest.mark.parametrize("argv", [
+    ["study", "train", "--study", "table1", "--backbone", "unet9000", "--stage", "stage1"],
+    ["study", "train", "--study", "table1", "--backbone", "mimo_unet", "--stage", "stage4"],
+    ["train", "--stage", "stage1", "--backbone", "mimo_unet", "--prior", "ddim", "--out", "x"],
+])
+def test_unknown_names_on_the_command_line_exit_2_listing_the_allowed_values(in_root, capsys, argv):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
+    assert sorted(p.name for p in in_root.iterdir()) == ["params.yaml"]
+
+
+def _pairs(folder: Path, sizes: list[tuple[int, int]]) -> Path:
+    for i, (h, w) in enumerate(sizes):
+        image = np.random.default_rng(i).integers(0, 256, (h, w, 3), dtype=np.uint8)
+        write_png(folder / "input" / f"{i}.png", image)
+        write_png(folder / "target" / f"{i}.png", image)
+    return folder
+
+
+def _data_params(root: Path, data: Path) -> Path:
+    return _params_file(root, lambda r: r["profiles"]["smoke"]["data"].update(train=str(data)))
+
+
+def test_crop_larger_than_the_images_is_refused_before_training(in_root, tmp_path, capsys):
+    # one small image among big ones: found before training, not when the sampler reaches it hours later
+    data = _pairs(tmp_path / "mixed", [(64, 64)] * 5 + [(24, 40)])
+    params = _data_params(in_root, data)
+    assert main([*STUDY_STAGE1, "--params", str(params)]) == 2
+    err = capsys.readouterr().err
+    assert "data.crop_size=32" in err and str(data / "input" / "5.png") in err and "allowed" in err
+    assert sorted(p.name for p in in_root.iterdir()) == ["params.yaml"]  # nothing trained, no MLflow run
+
+    # `blurdm-bench train` on images that are all too small: exit 2 naming the file, no checkpoint
+    small = _pairs(tmp_path / "small", [(24, 24)] * 4)
+    out = tmp_path / "out"
+    assert main(["train", "--stage", "stage1", "--backbone", "mimo_unet", "--out", str(out), "--data", str(small),
+                 *SMOKE, "--params", str(params), "--no-mlflow", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "data.crop_size=32" in err and str(small / "input") in err and "allowed" in err
+    assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.parametrize("case,message", [
+    ("size_mismatch", "size mismatch"),
+    ("not_an_image", "not an image file"),
+    ("unpaired", "no sharp partner"),
+    ("empty", "no images"),
+])
+def test_bad_training_data_is_refused_before_training_naming_the_file(in_root, tmp_path, capsys, case, message):
+    data = _pairs(tmp_path / "ds", [(64, 64)] * 3)
+    culprit = data / "input" / "1.png"
+    if case == "size_mismatch":
+        write_png(culprit, np.zeros((64, 48, 3), np.uint8))
+    elif case == "not_an_image":
+        culprit.write_bytes(b"<html>403 Forbidden</html>")
+    elif case == "unpaired":
+        culprit = data / "input" / "9.png"
+        write_png(culprit, np.zeros((64, 64, 3), np.uint8))
+    else:
+        for f in data.rglob("*.png"):
+            f.unlink()
+        culprit = data
+    assert main([*STUDY_STAGE1, "--params", str(_data_params(in_root, data))]) == 2
+    err = capsys.readouterr().err
+    assert message in err and culprit.name in err and "Traceback" not in err
+    assert sorted(p.name for p in in_root.iterdir()) == ["params.yaml"]
+
+
+@pytest.fixture(scope="module")
+def baseline_checkpoint(tmp_path_factory):
+    from models.deblur_model import build_deblur_model, model_payload
+    from pipelines.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    model = build_deblur_model({"backbone": "mimo_unet", "scale": "tiny", "prior_mode": "none"})
+    return save_checkpoint(tmp_path_factory.mktemp("model") / "model.pt", model_payload(model))
+
+
+def test_truncated_test_image_stops_evaluate_naming_it_with_no_output(baseline_checkpoint, tmp_path, capsys):
+    data = _pairs(tmp_path / "test", [(32, 32)] * 3)
+    truncated = data / "target" / "2.png"
+    truncated.write_bytes(truncated.read_bytes()[:1500])
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--checkpoint", str(baseline_checkpoint), "--data", str(data), "--out", str(out),
+                 "--no-lpips", "--params", str(REPO / "params.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "truncated" in err and str(truncated) in err
+    assert list(tmp_path.iterdir()) == [data]  # no output folder, no temporary one
+
+
+def test_size_mismatch_in_the_test_set_is_refused_before_any_inference(baseline_checkpoint, tmp_path, capsys,
+                                                                       monkeypatch):
+    import pipelines.evaluate as ev
+
+    data = _pairs(tmp_path / "test", [(32, 32)] * 3)
+    write_png(data / "target" / "2.png", np.zeros((32, 24, 3), np.uint8))
+    monkeypatch.setattr(ev, "restore_image", lambda *a, **k: pytest.fail("inference started"))
+    assert main(["evaluate", "--checkpoint", str(baseline_checkpoint), "--data", str(data), "--out",
+                 str(tmp_path / "eval"), "--no-lpips", "--params", str(REPO / "params.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "size mismatch" in err and str(data / "target" / "2.png") in err and "24x32" in err
+    assert list(tmp_path.iterdir()) == [data]
+
+
+# ------------------------------------------------------------------------------- security
+
+class _Exploit:
+    """Unpickling this creates ``marker``: what a malicious checkpoint could do instead."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("command", ["evaluate", "train_stage2", "deblur"])
+def test_every_command_refuses_a_crafted_checkpoint(tmp_path, capsys, command):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "model.pt"
+    torch.save({"format": "blurdm-bench/model", "spec": {}, "model": {}, "x": _Exploit(marker)}, evil)
+    data = _pairs(tmp_path / "data", [(32, 32)])
+    argv = {
+        "evaluate": ["evaluate", "--checkpoint", str(evil), "--data", str(data), "--out", str(tmp_path / "e")],
+        "train_stage2": ["train", "--stage", "stage2", "--backbone", "mimo_unet", "--stage1", str(evil),
+                         "--out", str(tmp_path / "s2"), "--data", str(data), "--no-mlflow", *SMOKE],
+        "deblur": ["deblur", str(data / "input"), "-o", str(tmp_path / "d"), "--checkpoint", str(evil)],
+    }[command]
+    assert main([*argv, "--params", str(REPO / "params.yaml")] if command != "deblur" else argv) == 2
+    err = capsys.readouterr().err
+    assert "refused" in err and str(evil) in err
+    assert not marker.exists()  # the payload never ran
+
+
+def _python_sources() -> list[Path]:
+    folders = ("pipelines", "models", "reports", "tests", "bench")
+    return [p for folder in folders if (REPO / folder).is_dir() for p in sorted((REPO / folder).rglob("*.py"))]
+
+
+def _dotted(node: ast.AST) -> str:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return f"{_dotted(node.value)}.{node.attr}"
+    return ""
+
+
+SHELL_CALLS = {"os.system", "os.popen", "subprocess.getoutput", "subprocess.getstatusoutput", "getoutput",
+               "getstatusoutput", "asyncio.create_subprocess_shell", "create_subprocess_shell", "pty.spawn"}
+
+
+def test_no_shell_is_ever_started():
+    """No ``shell=True`` and no shell-running call anywhere in the source tree (parsed, not grepped, so
+    strings and comments do not count)."""
+    offences = []
+    for path in _python_sources():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.Call):
+                continue
+            where = f"{path.relative_to(REPO)}:{node.lineno}"
+            if _dotted(node.func) in SHELL_CALLS:
+                offences.append(f"{where}: {_dotted(node.func)}()")
+            for kw in node.keywords:
+                if kw.arg == "shell" and not (isinstance(kw.value, ast.Constant) and kw.value.value is False):
+                    offences.append(f"{where}: shell={ast.unparse(kw.value)}")
+    assert len(_python_sources()) > 50
+    assert not offences, offences
+
+
+def test_every_torch_load_is_weights_only():
+    offences, seen = [], 0
+    for path in _python_sources():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call) and _dotted(node.func) == "torch.load":
+                seen += 1
+                weights_only = [kw.value for kw in node.keywords if kw.arg == "weights_only"]
+                if not (weights_only and isinstance(weights_only[0], ast.Constant) and weights_only[0].value is True):
+                    offences.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert seen >= 2
+    assert not offences, offences
+
+
+# ------------------------------------------------------------------------------- blurdm-bench ui
+
+def test_ui_binds_to_loopback_as_an_argument_list(monkeypatch, capsys, tmp_path):
+    from pipelines import ui
+
+    store = f"sqlite:///{tmp_path}/my store; rm -rf ~.db"  # shell metacharacters stay one argument
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    launched = []
+    monkeypatch.setattr(ui.os, "execv", lambda path, argv: launched.append((path, argv)))
+    assert main(["ui", "--params", str(REPO / "params.yaml")]) == 0
+    [(path, argv)] = launched  # exec'd as an argument list: no shell, no child left behind
+    assert isinstance(argv, list) and path == argv[0] and os.access(path, os.X_OK)
+    assert Path(argv[0]).name == "mlflow" or argv[1:3] == ["-m", "mlflow"]
+    tail = argv[argv.index("ui"):]
+    assert tail == ["ui", "--backend-store-uri", store, "--host", "127.0.0.1", "--port", "5000"]
+    assert "WARNING" not in capsys.readouterr().err
+
+    launched.clear()
+    assert main(["ui", "--store", "sqlite:///x.db", "--port", "5123", "--dry-run"]) == 0
+    assert not launched  # printed, not started
+    assert "--host 127.0.0.1 --port 5123" in capsys.readouterr().out
+
+
+def test_ui_refuses_a_non_loopback_host_unless_exposed(monkeypatch, capsys):
+    from pipelines import ui
+
+    monkeypatch.setattr(ui.os, "execv", lambda *a: pytest.fail("must not start"))
+    for host in ("0.0.0.0", "192.168.1.7", "example.org", "::"):
+        assert main(["ui", "--store", "sqlite:///x.db", "--host", host]) == 2
+        assert "--expose" in capsys.readouterr().err
+    for host in ("localhost", "127.0.0.1", "::1"):
+        assert ui.ui_command("sqlite:///x.db", host)[-3] == host
+    assert main(["ui", "--store", "sqlite:///x.db", "--host", "0.0.0.0", "--expose", "--dry-run"]) == 0
+    captured = capsys.readouterr()
+    assert "WARNING" in captured.err and "no authentication" in captured.err
+    assert "--host 0.0.0.0" in captured.out
+    assert main(["ui", "--store=--default-artifact-root=/tmp", "--dry-run"]) == 2  # would be read as an option
+    assert main(["ui", "--store", "sqlite:///x.db", "--port", "70000", "--dry-run"]) == 2
