@@ -29,6 +29,10 @@ reuse it rather than training it twice.
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from pipelines.config import BACKBONE_NAMES, DIFFUSION_PRIORS, STAGE_COMBOS, Params, load_params, repo_root
@@ -84,24 +88,44 @@ def ablation_variants(params: Params) -> dict[str, dict]:
 def _train(params: Params, *, study: str, backbone: str, stage: str, seed: int, out: Path,
            prior: str | None = None, T: int | None = None, variant: str = "s1_s2_s3",
            stage1: Path | None = None, stage2: Path | None = None, group: str, dvc_stage: str | None,
-           progress: bool = True) -> dict:
+           progress: bool = True, source: tuple[str | None, str | None] = (None, None)) -> dict:
     from pipelines.train import TrainJob, train
 
     job = TrainJob(stage=stage, backbone=backbone, out_dir=out, prior=prior or params.prior.name,
                    T=T if T is not None else params.prior.T, variant=variant, seed=seed,
                    stage1=str(stage1) if stage1 else None, stage2=str(stage2) if stage2 else None,
-                   data=None, steps=None, resume=True, restart_if_changed=True, study=study, group=group, dvc_stage=dvc_stage,
-                   mlflow=True)
+                   data=None, steps=None, resume=True, restart_if_changed=True, study=study, group=group,
+                   dvc_stage=dvc_stage, mlflow=True)
     print(f"[study] {study}: {backbone} {stage} prior={job.prior} T={job.T} variant={variant} seed={seed} -> {out}",
           flush=True)
+    if params.train.gpus > 1 and "WORLD_SIZE" not in os.environ:
+        # multi-GPU: the same job under torchrun (DDP, one process per GPU); rank 0 writes metrics.json
+        argv = torchrun_argv(job, params.train.gpus, *source, progress=progress)
+        subprocess.run(argv, check=True)
+        return json.loads((out / "metrics.json").read_text())
     return train(job, params, progress=progress)
+
+
+def torchrun_argv(job, gpus: int, params_file: str | None, profile: str | None, progress: bool = True) -> list[str]:
+    """``torchrun --nproc_per_node GPUS -m pipelines.cli train ...`` for ``job`` (an argv list: no shell)."""
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
+            "-m", "pipelines.cli", "train", "--stage", job.stage, "--backbone", job.backbone,
+            "--prior", job.prior, "--T", str(job.T), "--variant", job.variant, "--seed", str(job.seed),
+            "--out", str(job.out_dir), "--study", job.study, "--restart-if-changed"]
+    for flag, value in (("--stage1", job.stage1), ("--stage2", job.stage2), ("--group", job.group),
+                        ("--dvc-stage", job.dvc_stage), ("--params", params_file), ("--profile", profile)):
+        if value is not None:
+            argv += [flag, str(value)]
+    if not progress:
+        argv.append("--no-progress")
+    return argv
 
 
 def train_action(params: Params, args) -> None:
     seeds = params.train.seeds
     bb_ab = params.models.ablation_backbone
     for seed in seeds:
-        common = dict(seed=seed, dvc_stage=args.dvc_stage, progress=args.progress)
+        common = dict(seed=seed, dvc_stage=args.dvc_stage, progress=args.progress, source=(args.params, args.profile))
         if args.study == "table1":
             if not args.backbone or not args.stage:
                 raise ValueError("study train --study table1 needs --backbone and --stage")

@@ -768,6 +768,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", default=None, help="params file (default: params.yaml of the repo)")
     parser.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                         help="continue from OUT/last.pt if present (default: yes)")
+    parser.add_argument("--restart-if-changed", action="store_true",
+                        help="when OUT/last.pt was written by another configuration, start over instead of refusing "
+                             "(what the DVC stages use)")
     parser.add_argument("--study", default="table1", choices=STUDIES, help="MLflow experiment")
     parser.add_argument("--group", default=None, help="MLflow group tag (default: STUDY/BACKBONE/seedN)")
     parser.add_argument("--dvc-stage", default=None, help="DVC stage name tag (default: $DVC_STAGE)")
@@ -784,6 +787,7 @@ def run(args) -> int:
         prior=args.prior or params.prior.name, T=args.T if args.T is not None else params.prior.T,
         variant=args.variant, seed=args.seed if args.seed is not None else params.train.seeds[0],
         stage1=args.stage1, stage2=args.stage2, data=args.data, steps=args.steps, resume=args.resume,
+        restart_if_changed=args.restart_if_changed,
         study=args.study, group=args.group, dvc_stage=args.dvc_stage, mlflow=args.mlflow)
     metrics = train(job, params, progress=args.progress)
     if metrics:

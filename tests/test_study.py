@@ -1,0 +1,33 @@
+"""The study layer: layout, ablation bookkeeping and the multi-GPU launcher."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipelines.config import load_params
+from pipelines.study import ablation_variants, torchrun_argv, train_dir
+from pipelines.train import TrainJob
+
+
+def test_ablation_variants_reuse_the_table1_runs():
+    params = load_params(profile="cpu")
+    variants = ablation_variants(params)
+    bb = params.models.ablation_backbone
+    assert variants["none"]["study"] == variants["blurdm"]["study"] == variants["oracle"]["study"] == "table1"
+    assert variants["oracle"]["oracle"] and variants["oracle"]["stage"] == "stage1"
+    assert f"T={params.prior.T}" not in variants  # the Table-1 BlurDM run is T = prior.T: not retrained
+    assert all(f"T={t}" in variants for t in params.ablations.t_sweep if t != params.prior.T)
+    assert set(params.ablations.priors) <= set(variants) and set(params.ablations.stages) <= set(variants)
+    assert train_dir("table1", bb, "stage1", 2).parts[-4:] == ("table1", bb, "stage1", "seed2")
+
+
+def test_torchrun_argv_is_a_list_with_the_whole_job():
+    job = TrainJob(stage="stage3", backbone="stripformer", out_dir=Path("runs/x"), prior="rddm", T=3, seed=1,
+                   stage2=Path("runs/s2"), study="ablation-prior", group="g", dvc_stage="ablation_prior@rddm")
+    argv = torchrun_argv(job, 4, "params.yaml", "paper", progress=False)
+    assert argv[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4"]
+    joined = " ".join(argv)
+    for part in ("--stage stage3", "--backbone stripformer", "--prior rddm", "--T 3", "--seed 1",
+                 "--stage2 runs/s2", "--profile paper", "--params params.yaml", "--restart-if-changed",
+                 "--dvc-stage ablation_prior@rddm", "--no-progress"):
+        assert part in joined
+    assert "--stage1" not in argv
