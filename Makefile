@@ -42,3 +42,8 @@ bench: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Paper-scale parameter / MAC counts of every backbone, fusion layer and the BlurDM module against the
+# published ones (counted on the meta device: seconds, no GPU).
+check-paper-costs: $(STAMP)
+	$(BIN)/python -m pytest -q -k "paper" tests/test_backbones_mimo_stripformer.py tests/test_backbones_fft_loformer.py tests/test_profile.py tests/test_encoder.py tests/test_diffusion.py
