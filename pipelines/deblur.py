@@ -125,7 +125,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from models.deblur_model import load_deblur_model
     from pipelines.cli import UserError
-    from pipelines.evaluate import _pick_device, model_file
+    from pipelines.evaluate import model_file, pick_device
 
     inputs = collect_inputs(args.inputs)
     if not inputs:
@@ -138,7 +138,7 @@ def run(args) -> int:
         raise UserError(f"{args.checkpoint}: a stage-1 model needs the sharp image for its prior; deblur with a "
                         "stage-3 (BlurDM) or baseline model")
     jobs = plan_outputs(inputs, out_dir)
-    failures = deblur_files(model, jobs, device=_pick_device(args.device), seed=args.seed)
+    failures = deblur_files(model, jobs, device=pick_device(args.device), seed=args.seed)
     written = len(jobs) - len(failures)
     print(f"restored {written} of {len(jobs)} image(s) -> {out_dir}")
     if failures:

@@ -413,7 +413,8 @@ def compare_runs(method_csv, baseline_csv, metric: str = "psnr", resamples: int 
 # ---------------------------------------------------------------------------------------------
 # command line
 # ---------------------------------------------------------------------------------------------
-def _pick_device(name: str) -> torch.device:
+def pick_device(name: str) -> torch.device:
+    """``auto`` = CUDA when available, else CPU; asking for CUDA without one is a clear error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -483,7 +484,7 @@ def run(args) -> int:
     if spec["prior_mode"] == "sharp_encoder" and not args.oracle:
         raise UserError(f"{checkpoint}: a stage-1 model takes its prior from the sharp image, SE(blur, sharp); "
                         "pass --oracle to evaluate it as the oracle upper bound")
-    device = _pick_device(args.device)
+    device = pick_device(args.device)
     lpips, reason = None, None
     if args.lpips if args.lpips is not None else cfg.lpips:
         from pipelines.metrics import LPIPSScorer

@@ -35,6 +35,7 @@ from models.backbones import BACKBONES
 from models.costs import count_costs, count_layer_macs, count_params
 from models.deblur_model import build_deblur_model
 from models.priors import build_prior
+from pipelines.evaluate import pick_device
 
 COST_INPUT_SHAPE = (1, 3, 256, 256)
 VARIANTS = ("baseline", "blurdm")
@@ -186,14 +187,6 @@ def compare_published(results: dict, published: dict | None, scale: str) -> None
 # ---------------------------------------------------------------------------------------------
 # latency
 # ---------------------------------------------------------------------------------------------
-def _pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available")
-    return torch.device(name)
-
-
 def time_callable(fn, device: torch.device, warmup: int, repeats: int) -> list[float]:
     """Milliseconds of ``repeats`` calls of ``fn()`` after ``warmup`` untimed calls."""
     for _ in range(warmup):
@@ -323,10 +316,10 @@ def profile_models(scale: str = "tiny", backbones: list[str] | None = None, T: i
         },
         "published_backbones_source": published["sources"].get("backbones"),
         # where the numbers come from: counts on the meta device, timings (if any) on this device
-        "environment": {"counting_device": "meta", **environment(_pick_device(device))},
+        "environment": {"counting_device": "meta", **environment(pick_device(device))},
     }
     if latency:
-        dev = _pick_device(device)
+        dev = pick_device(device)
         lat = measure_latency(backbones, scale, T, [tuple(s) for s in (sizes or [(256, 256)])], warmup, repeats,
                               dev, progress=progress)
         report["latency"] = lat
