@@ -49,6 +49,18 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
+def shared_root() -> Path:
+    """Where state shared by every run lives (the MLflow store): :func:`repo_root`, except inside a
+    ``dvc exp run --temp`` / queue workspace (``<repo>/.dvc/tmp/exps/<tmp>/``), where it is the repository
+    that holds that workspace, so no run is lost when DVC deletes the temporary copy."""
+    root = repo_root()
+    parts = root.parts
+    for i in range(len(parts) - 2):
+        if parts[i:i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    return root
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False)
 

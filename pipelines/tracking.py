@@ -32,9 +32,9 @@ def default_tracking_uri(configured: str | None = None) -> str:
         return env
     if configured:
         return configured
-    from pipelines.config import repo_root
+    from pipelines.config import shared_root
 
-    return f"sqlite:///{(repo_root() / 'mlflow.db').as_posix()}"
+    return f"sqlite:///{(shared_root() / 'mlflow.db').as_posix()}"
 
 
 def artifact_root_for(uri: str) -> str | None:

@@ -88,3 +88,18 @@ def test_profiles_may_not_change_the_dag_shape(raw):
     raw["profiles"]["smoke"]["ablations"] = {"t_sweep": [1]}
     with pytest.raises(ParamsError, match="profiles.smoke.ablations.t_sweep"):
         resolve_raw(raw, "smoke")
+
+
+def test_mlflow_store_of_a_dvc_temp_experiment_is_the_main_repo(tmp_path, monkeypatch):
+    """`dvc exp run --temp` runs in <repo>/.dvc/tmp/exps/<tmp>: runs must land in <repo>/mlflow.db."""
+    from pipelines.config import shared_root
+    from pipelines.tracking import default_tracking_uri
+
+    workspace = tmp_path / "repo" / ".dvc" / "tmp" / "exps" / "tmpabc123"
+    workspace.mkdir(parents=True)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("BLURDM_ROOT", str(workspace))
+    assert shared_root() == tmp_path / "repo"
+    assert default_tracking_uri() == f"sqlite:///{(tmp_path / 'repo' / 'mlflow.db').as_posix()}"
+    monkeypatch.setenv("BLURDM_ROOT", str(tmp_path / "repo"))
+    assert shared_root() == tmp_path / "repo"
