@@ -209,7 +209,29 @@ class Params(Strict):
     evaluate: EvaluateConfig = EvaluateConfig()
     cost: CostConfig = CostConfig()
     fetch: FetchConfig = FetchConfig()
+    # per-backbone overrides of `train` (deep-merged); each is its own DVC params dependency, so
+    # changing one backbone's schedule reruns only that backbone's stages
+    backbone_train: dict[Literal[BACKBONE_NAMES], dict] = {}
     mlflow_tracking_uri: str | None = None
+
+    @model_validator(mode="after")
+    def _check_backbone_train(self):
+        for name in self.backbone_train:
+            try:
+                self.for_backbone(name)
+            except ValidationError as err:
+                first = err.errors()[0]
+                key = ".".join(str(p) for p in first["loc"])
+                raise ValueError(f"backbone_train.{name}.{key}: {first['msg']}") from None
+        return self
+
+    def for_backbone(self, name: str) -> "Params":
+        """These params with ``backbone_train[name]`` merged into ``train``."""
+        override = self.backbone_train.get(name)
+        if not override:
+            return self
+        merged = TrainConfig.model_validate(deep_merge(self.train.model_dump(), override))
+        return self.model_copy(update={"train": merged})
 
     def resolve_path(self, path: str | os.PathLike) -> Path:
         """Paths in params are relative to the repository root."""

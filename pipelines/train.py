@@ -518,6 +518,7 @@ def _dataset_name(root: Path) -> str:
 
 def train(job: TrainJob, params, progress: bool = True) -> dict:
     """Run (or resume) one training job; return the final metrics (rank 0; others get ``{}``)."""
+    params = params.for_backbone(job.backbone)  # per-backbone schedule (params backbone_train)
     saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
              torch.is_deterministic_algorithms_warn_only_enabled())
     dist = Distributed.from_env(params.train.gpus)

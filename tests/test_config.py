@@ -103,3 +103,15 @@ def test_mlflow_store_of_a_dvc_temp_experiment_is_the_main_repo(tmp_path, monkey
     assert default_tracking_uri() == f"sqlite:///{(tmp_path / 'repo' / 'mlflow.db').as_posix()}"
     monkeypatch.setenv("BLURDM_ROOT", str(tmp_path / "repo"))
     assert shared_root() == tmp_path / "repo"
+
+
+def test_backbone_train_overrides_merge_and_are_validated(raw):
+    params = load_params(profile="cpu")
+    mimo = params.for_backbone("mimo_unet").train
+    assert mimo.steps.stage1 == raw["backbone_train"]["mimo_unet"]["steps"]["stage1"]
+    assert mimo.lr == params.train.lr  # keys the override does not name come from `train`
+    assert params.for_backbone("stripformer").train == params.train
+    msg = _invalid(raw, lambda r: r["backbone_train"].__setitem__("stripformer", {"steps": {"stage1": -1}}))
+    assert "backbone_train.stripformer" in msg and "steps.stage1" in msg
+    msg = _invalid(raw, lambda r: r["backbone_train"].__setitem__("resnet", {}))
+    assert "backbone_train" in msg and "resnet" in msg
