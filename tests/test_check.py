@@ -71,3 +71,15 @@ def test_missing_table_fails_and_update_copies(tmp_path, capsys):
     (cur / "table1.json").write_text(json.dumps(_mutated(lambda c: c.update(params=1))))
     assert cli.main(["check", "--reference", str(ref), "--metrics", str(cur), "--update"]) == 0
     assert json.loads((ref / "table1.json").read_text())["params"] == 1
+
+
+def test_timings_and_file_locations_are_ignored_wherever_they_nest():
+    ref = {"paper_claims": {"ours": {"blurdm_module_latency_ms": {"256x256": 67.9}, "blurdm_module_gmacs": 4.157},
+                            "source": "/tmp/a/reports/published/x.yaml"},
+           "published_backbones_source": "/work/a/models/published_costs.yaml"}
+    cur = {"paper_claims": {"ours": {"blurdm_module_latency_ms": {"256x256": 58.2}, "blurdm_module_gmacs": 4.157},
+                            "source": "/tmp/b/reports/published/x.yaml"},
+           "published_backbones_source": "/tmp/b/models/published_costs.yaml"}
+    assert compare(ref, cur) == []
+    cur["paper_claims"]["ours"]["blurdm_module_gmacs"] = 4.2  # a count still has to match
+    assert [d["path"] for d in compare(ref, cur)] == ["paper_claims.ours.blurdm_module_gmacs"]
