@@ -12,7 +12,6 @@ and NumPy's legacy global generator, all converted to tensors and plain values.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import random
@@ -79,14 +78,6 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 def cpu_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A detached, contiguous CPU copy of ``module.state_dict()`` (layout-independent bytes)."""
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def rng_state() -> dict:

@@ -452,14 +452,55 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", default=None, help="params.yaml to read (default: the repo's)")
 
 
-def run(args) -> int:
+def evaluate_checkpoint(params, checkpoint, root, out, *, dataset: str, oracle: bool = False,
+                        realblur_mode: str | None = None, eval_seeds: list[int] | None = None,
+                        max_images: int | None = None, lpips: bool | None = None, save_images: bool | None = None,
+                        device: str | torch.device = "cpu") -> dict:
+    """Evaluate the model of ``checkpoint`` (a run folder or ``model.pt``) on the pairs under ``root``.
+
+    The one path from a checkpoint to :func:`evaluate_model` (``blurdm-bench evaluate`` and the study's
+    evaluation stages): options left ``None`` come from ``params.evaluate``; RealBlur datasets default
+    to the ``authors`` mode; a stage-1 model is only evaluated as the oracle."""
     from models.deblur_model import load_deblur_model
     from pipelines.cli import UserError
-    from pipelines.config import load_params
     from pipelines.data import find_pairs
 
-    params = load_params(args.params, profile=args.profile)
     cfg = params.evaluate
+    if realblur_mode is None and dataset.lower().startswith("realblur"):
+        realblur_mode = "authors"
+    max_images = max_images if max_images is not None else cfg.max_images
+    if max_images is not None and max_images < 1:
+        raise UserError(f"--max-images must be >= 1, got {max_images}")
+    pairs = find_pairs(root)
+    if max_images is not None:
+        pairs = pairs[:max_images]
+    checkpoint = model_file(checkpoint)
+    model, spec = load_deblur_model(checkpoint, prior_mode="sharp_encoder" if oracle else None)
+    if spec["prior_mode"] == "sharp_encoder" and not oracle:
+        raise UserError(f"{checkpoint}: a stage-1 model takes its prior from the sharp image, SE(blur, sharp); "
+                        "pass --oracle to evaluate it as the oracle upper bound")
+    device = torch.device(device)
+    scorer, reason = None, None
+    if lpips if lpips is not None else cfg.lpips:
+        from pipelines.metrics import LPIPSScorer
+
+        scorer = LPIPSScorer(device=str(device))
+    else:
+        reason = "LPIPS switched off (--no-lpips / evaluate.lpips: false)"
+    return evaluate_model(
+        model, pairs, out, dataset=dataset, data_root=root, spec=spec, checkpoint=checkpoint,
+        eval_seeds=eval_seeds if eval_seeds is not None else cfg.eval_seeds, oracle=oracle,
+        lpips=scorer, lpips_reason=reason, realblur_mode=realblur_mode,
+        save_images=save_images if save_images is not None else cfg.save_images,
+        crop_images=cfg.crop_images, crop_size=cfg.crop_size, device=device,
+    )
+
+
+def run(args) -> int:
+    from pipelines.cli import UserError
+    from pipelines.config import load_params
+
+    params = load_params(args.params, profile=args.profile)
     if args.data is not None:
         root = Path(args.data)
     elif args.dataset is not None:
@@ -470,35 +511,10 @@ def run(args) -> int:
     else:
         raise UserError("give the test folder with --data FOLDER or --dataset NAME")
     dataset = args.dataset or root.resolve().name
-    realblur_mode = args.realblur_mode
-    if realblur_mode is None and dataset.lower().startswith("realblur"):
-        realblur_mode = "authors"
-    max_images = args.max_images if args.max_images is not None else cfg.max_images
-    if max_images is not None and max_images < 1:
-        raise UserError(f"--max-images must be >= 1, got {max_images}")
-    pairs = find_pairs(root)
-    if max_images is not None:
-        pairs = pairs[:max_images]
-    checkpoint = model_file(args.checkpoint)
-    model, spec = load_deblur_model(checkpoint, prior_mode="sharp_encoder" if args.oracle else None)
-    if spec["prior_mode"] == "sharp_encoder" and not args.oracle:
-        raise UserError(f"{checkpoint}: a stage-1 model takes its prior from the sharp image, SE(blur, sharp); "
-                        "pass --oracle to evaluate it as the oracle upper bound")
-    device = pick_device(args.device)
-    lpips, reason = None, None
-    if args.lpips if args.lpips is not None else cfg.lpips:
-        from pipelines.metrics import LPIPSScorer
-
-        lpips = LPIPSScorer(device=str(device))
-    else:
-        reason = "LPIPS switched off (--no-lpips / evaluate.lpips: false)"
-    summary = evaluate_model(
-        model, pairs, args.out, dataset=dataset, data_root=root, spec=spec, checkpoint=checkpoint,
-        eval_seeds=args.eval_seeds if args.eval_seeds is not None else cfg.eval_seeds, oracle=args.oracle,
-        lpips=lpips, lpips_reason=reason, realblur_mode=realblur_mode,
-        save_images=args.save_images if args.save_images is not None else cfg.save_images,
-        crop_images=cfg.crop_images, crop_size=cfg.crop_size, device=device,
-    )
+    summary = evaluate_checkpoint(
+        params, args.checkpoint, root, args.out, dataset=dataset, oracle=args.oracle,
+        realblur_mode=args.realblur_mode, eval_seeds=args.eval_seeds, max_images=args.max_images,
+        lpips=args.lpips, save_images=args.save_images, device=pick_device(args.device))
     means = ", ".join(f"{m} {v['mean']:.4f}" if v["mean"] != NA else f"{m} NA"
                       for m, v in summary["metrics"].items() if m in METRICS)
     print(f"{dataset}: {summary['n_images']} images: {means} -> {args.out}")

@@ -59,7 +59,7 @@ from tqdm import tqdm
 
 from pipelines.cli import UserError
 from pipelines.config import PROFILE_NAMES, DatasetSource, load_params
-from pipelines.io import atomic_dir, write_json
+from pipelines.io import atomic_dir, sha256_file, write_json
 
 CHECKSUMS_PATH = Path(__file__).with_name("checksums.yaml")
 SPLITS = ("train", "test")
@@ -88,16 +88,6 @@ def load_checksums(path: str | os.PathLike | None = None) -> dict[str, str | Non
             raise ValueError(f"{path}: {key}: expected 64 hex digits or null, got {value!r}")
         table[str(key)] = value.lower() if value else None
     return table
-
-
-def sha256_with_progress(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh, tqdm(total=path.stat().st_size, unit="B", unit_scale=True,
-                                      unit_divisor=1024, desc=f"sha256 {path.name}") as bar:
-        for block in iter(lambda: fh.read(CHUNK), b""):
-            digest.update(block)
-            bar.update(len(block))
-    return digest.hexdigest()
 
 
 # ------------------------------------------------------------------------------------------ download
@@ -500,7 +490,7 @@ def fetch_dataset(name: str, spec: DatasetSource, out_dir: str | os.PathLike, *,
                 digest = download(spec.url, archive_path, timeout=timeout)
             else:
                 archive_path, origin, kind = archive, str(archive.resolve()), "archive"
-                digest = sha256_with_progress(archive)
+                digest = sha256_file(archive, progress=True)
             if expected_sha is not None and digest != expected_sha:
                 raise UserError(f"checksum mismatch for {archive_path.name} ({origin}): expected sha256 "
                                 f"{expected_sha}, got {digest}; the file is corrupt or not the official archive")

@@ -118,6 +118,18 @@ def _prepare(path: Path) -> str:
 
 
 @contextlib.contextmanager
+def _body_errors(path: Path, guess_full: bool):
+    """Re-raise a failure of the caller's writing code as :func:`_body_error` words it (naming ``path``)."""
+    try:
+        yield
+    except Exception as err:
+        wrapped = _body_error(path, err, guess_full=guess_full)
+        if wrapped is err:
+            raise
+        raise wrapped from err
+
+
+@contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None):
     """Yield a temporary path next to ``path``; on success it is renamed onto ``path``."""
     path = Path(path)
@@ -127,13 +139,8 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None):
         os.close(fd)
     tmp = Path(name)
     try:
-        try:
+        with _body_errors(path, guess_full=True):
             yield tmp
-        except Exception as err:
-            wrapped = _body_error(path, err, guess_full=True)
-            if wrapped is err:
-                raise
-            raise wrapped from err
         with _naming(path):
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
@@ -177,13 +184,8 @@ def atomic_dir(path: str | os.PathLike):
     with _naming(path):
         tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=path.parent))
     try:
-        try:
+        with _body_errors(path, guess_full=False):
             yield tmp
-        except Exception as err:
-            wrapped = _body_error(path, err, guess_full=False)
-            if wrapped is err:
-                raise
-            raise wrapped from err
         old = path.with_name(f".{path.name}.old")
         with _naming(path):
             os.chmod(tmp, 0o777 & ~_umask())
@@ -197,3 +199,27 @@ def atomic_dir(path: str | os.PathLike):
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def sha256_file(path: str | os.PathLike, progress: bool = False, chunk: int = 1 << 20) -> str:
+    """sha256 hex digest of a file, read in chunks (with a tqdm bar when ``progress``)."""
+    import hashlib
+
+    path = Path(path)
+    digest = hashlib.sha256()
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=path.stat().st_size, unit="B", unit_scale=True, unit_divisor=1024,
+                   desc=f"sha256 {path.name}")
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(chunk), b""):
+                digest.update(block)
+                if bar is not None:
+                    bar.update(len(block))
+    finally:
+        if bar is not None:
+            bar.close()
+    return digest.hexdigest()

@@ -178,26 +178,11 @@ def _required(value, flag: str, allowed):
 # evaluation
 # ---------------------------------------------------------------------------------------------
 def _evaluate(params: Params, model_dir: Path, out: Path, dataset: str, *, oracle: bool = False) -> dict:
-    from models.deblur_model import load_deblur_model
-    from pipelines.data import find_pairs
-    from pipelines.evaluate import evaluate_model, model_file
-    from pipelines.metrics import LPIPSScorer
+    from pipelines.evaluate import evaluate_checkpoint
 
-    cfg = params.evaluate
-    root = params.resolve_path(params.data.test[dataset])
-    pairs = find_pairs(root)
-    if cfg.max_images is not None:
-        pairs = pairs[: cfg.max_images]
-    checkpoint = model_file(model_dir)
-    model, spec = load_deblur_model(checkpoint, prior_mode="sharp_encoder" if oracle else None)
-    lpips = LPIPSScorer() if cfg.lpips else None
-    print(f"[study] evaluate {checkpoint} on {dataset}{' (oracle)' if oracle else ''} -> {out}", flush=True)
-    return evaluate_model(model, pairs, out, dataset=dataset, data_root=root, spec=spec, checkpoint=checkpoint,
-                          eval_seeds=cfg.eval_seeds, oracle=oracle, lpips=lpips,
-                          lpips_reason=None if cfg.lpips else "LPIPS switched off (evaluate.lpips: false)",
-                          realblur_mode="authors" if dataset.lower().startswith("realblur") else None,
-                          save_images=cfg.save_images, crop_images=cfg.crop_images, crop_size=cfg.crop_size,
-                          device=__import__("torch").device("cpu"))
+    print(f"[study] evaluate {model_dir} on {dataset}{' (oracle)' if oracle else ''} -> {out}", flush=True)
+    return evaluate_checkpoint(params, model_dir, params.resolve_path(params.data.test[dataset]), out,
+                               dataset=dataset, oracle=oracle, device="cpu")
 
 
 def evaluate_action(params: Params, args) -> None:

@@ -316,7 +316,8 @@ def _model_file(path: Path) -> Path:
 
 def _read_source(kind: str, path: Path | None, job: TrainJob, scale: str) -> tuple[Path, dict]:
     """Read the ``model.pt`` of an earlier stage and check it fits this job."""
-    from pipelines.checkpoint import load_checkpoint, sha256_file
+    from pipelines.checkpoint import load_checkpoint
+    from pipelines.io import sha256_file
 
     flag = "--stage1" if kind == "stage1" else "--stage2"
     if path is None:
@@ -534,7 +535,8 @@ def _train(job: TrainJob, params, dist: Distributed, progress: bool) -> dict:
     from tqdm import tqdm
 
     from models.deblur_model import model_payload
-    from pipelines.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, sha256_file
+    from pipelines.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+    from pipelines.io import sha256_file
     from pipelines.data import PairedImageDataset, check_pairs, find_pairs, split_train_val
     from pipelines.imageio import write_png
     from pipelines.io import remove_orphaned_temporaries, write_json

@@ -19,7 +19,8 @@ import torch
 from _train_fixtures import make_dataset, write_params_file
 from models.deblur_model import DeblurModel, build_deblur_model, load_deblur_model, model_payload
 from pipelines.checkpoint import (CheckpointError, check_plain, load_checkpoint, rng_state, save_checkpoint,
-                                  set_rng_state, sha256_file)
+                                  set_rng_state)
+from pipelines.io import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
 STAGE1_SPEC = {"backbone": "mimo_unet", "scale": "tiny", "prior_mode": "sharp_encoder"}

@@ -10,8 +10,9 @@ import torch
 
 from _train_fixtures import make_dataset, small_params
 from models.deblur_model import load_deblur_model
-from pipelines.checkpoint import load_checkpoint, sha256_file
+from pipelines.checkpoint import load_checkpoint
 from pipelines.cli import UserError
+from pipelines.io import sha256_file
 from pipelines.losses import charbonnier, fft_charbonnier, image_loss, latent_loss
 from pipelines.train import (StageObjective, StepBatchSampler, TrainingDiverged, TrainJob, build_stage_model,
                              stage_steps, train)
