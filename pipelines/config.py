@@ -188,6 +188,7 @@ class DatasetSource(Strict):
 class FetchConfig(Strict):
     datasets: dict[str, DatasetSource] = {}
     active: list[str] = []
+    max_unpacked_gb: float = Field(200.0, gt=0)  # refuse archives declaring more uncompressed bytes (zip bombs)
 
     @model_validator(mode="after")
     def _known(self):

@@ -5,6 +5,7 @@ import hashlib
 import http.server
 import io
 import json
+import posixpath
 import socket
 import stat
 import tarfile
@@ -282,6 +283,12 @@ def _zip_symlink(name, target):
     return info, target
 
 
+def _zip_special(name, kind):
+    info = zipfile.ZipInfo(name)
+    info.external_attr = (kind | 0o644) << 16
+    return info, b""
+
+
 def _file(name, data=b"owned"):
     info = tarfile.TarInfo(name)
     info.size = len(data)
@@ -301,10 +308,20 @@ MALICIOUS = {
                               "GOPRO_Large/hl", "hard link pointing outside"),
     "tar-device": ("tar", [(_tar_member("GOPRO_Large/null", tarfile.CHRTYPE), None)],
                    "GOPRO_Large/null", "device file"),
+    # links are refused even when they stay inside the target: dataset archives need none, and a chain
+    # of inside-looking links can lead out (CVE-2025-4517, test_symlink_chain_escape_is_refused)
+    "tar-symlink-inside": ("tar", [(_tar_member("GOPRO_Large/alias", tarfile.SYMTYPE, "train"), None)],
+                           "GOPRO_Large/alias", "symlink ('train'): links are refused"),
+    "tar-hardlink-inside": ("tar", [(_tar_member("GOPRO_Large/copy.png", tarfile.LNKTYPE,
+                                                 "GOPRO_Large/test/GOPR0002_11_00/blur/000001.png"), None)],
+                            "GOPRO_Large/copy.png", "hard link ('GOPRO_Large/test/GOPR0002_11_00/blur/000001.png'): links are refused"),
+    "tar-fifo": ("tar", [(_tar_member("GOPRO_Large/pipe", tarfile.FIFOTYPE), None)], "GOPRO_Large/pipe", "special file"),
     "zip-dotdot": ("zip", [("GOPRO_Large/" + "../" * 12 + "evil", b"owned")], "GOPRO_Large/" + "../" * 12 + "evil", "'..' path component"),
     "zip-absolute": ("zip", [("/tmp/evil", b"owned")], "/tmp/evil", "absolute path"),
     "zip-symlink": ("zip", [_zip_symlink("GOPRO_Large/passwd", "/etc/passwd")], "GOPRO_Large/passwd",
                     "symbolic link"),
+    "zip-symlink-inside": ("zip", [_zip_symlink("GOPRO_Large/alias", "train")], "GOPRO_Large/alias", "symbolic link"),
+    "zip-device": ("zip", [_zip_special("GOPRO_Large/null", stat.S_IFCHR)], "GOPRO_Large/null", "device file"),
 }
 
 
@@ -325,6 +342,102 @@ def test_malicious_archive_is_refused(tmp_path, gopro_files, case):
     assert not list(tmp_path.rglob("evil")) and not list(tmp_path.rglob("passwd"))
 
 
+def symlink_chain_escape(dest_len: int, up: int, into: str) -> list:
+    """Tar members of a CVE-2025-4517-style escape, built the way the public proofs of concept do.
+
+    16 symlinks ``a``, ``a/b`` ... each step into a sibling folder with a very long name, so that
+    ``a/b/.../p`` really is ``ddd/ddd/...`` (16 deep, close to PATH_MAX). A symlink ``a/b/.../p/lll`` (a
+    254-character name) points 16 levels up, back to the target folder; ``escape`` points at
+    ``a/b/.../p/lll/..`` * ``up`` + ``/into``. As text every link stays inside the target, and
+    ``os.path.realpath`` gives up with ENAMETOOLONG on the long path and resolves it as text, which is
+    how tarfile's ``filter="data"`` is defeated on unpatched Pythons (3.11.7 here); the kernel follows
+    ``lll`` to the target and then ``up`` levels above it, so the member ``escape/evil.png`` lands in
+    ``into`` outside. ``dest_len`` is the length of the extraction folder's path (sizes the long names so
+    that the folders can be created but the full path passes PATH_MAX)."""
+    steps = "abcdefghijklmnop"
+    comp = "d" * ((3920 - dest_len) // len(steps) - 1)
+    members, path = [], ""
+    for step in steps:
+        members.append((_tar_member(posixpath.join(path, comp), tarfile.DIRTYPE), None))
+        members.append((_tar_member(posixpath.join(path, step), tarfile.SYMTYPE, comp), None))
+        path = posixpath.join(path, comp)
+    long_link = posixpath.join(*steps, "l" * 254)
+    members.append((_tar_member(long_link, tarfile.SYMTYPE, posixpath.join(*[".."] * len(steps))), None))
+    members.append((_tar_member("escape", tarfile.SYMTYPE, long_link + "/.." * up + "/" + into), None))
+    members.append(_file("escape/evil.png", png_bytes(99)))
+    return members
+
+
+def test_symlink_chain_escape_is_refused(tmp_path):
+    """The reliability issue: `fetch realblur_j --archive X.tar.gz --trust-unverified` wrote a file into
+    another folder. Now the first link is refused (no link is ever created), nothing lands outside."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    out = tmp_path / "work" / "data" / "realblur_j"
+    # the extraction folder is <out parent>/.<name>.<host>.<pid>-<8>.tmp/.fetch/raw (pipelines.io.atomic_dir)
+    dest_len = len(str(out.parent)) + len(out.name) + 60
+    # 5 levels above .fetch/raw: raw -> .fetch -> the temporary output -> data -> work -> tmp_path
+    extra = symlink_chain_escape(dest_len, up=5, into="victim")
+    archive = make_tar(downloads / "RealBlur.tar.gz", {}, extra)
+    sums = write_checksums(downloads / "sums.yaml", {"RealBlur.tar.gz": None})
+    def files_and_links():
+        return sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_symlink() or not p.is_dir())
+
+    before = files_and_links()
+    realblur = spec("http://x/", "RealBlur.tar.gz", manual=True, layout="realblur",
+                    lists={"train": "RealBlur_J_train_list.txt", "test": "RealBlur_J_test_list.txt"})
+    with pytest.raises(UserError) as err:
+        fetch_dataset("realblur_j", realblur, out, archive=archive, trust_unverified=True,
+                      checksums_path=sums, log=quiet)
+    msg = str(err.value)
+    assert f"refusing to unpack {archive}" in msg and "member 'a'" in msg and "links are refused" in msg, msg
+    assert list(victim.iterdir()) == []
+    assert_nothing_left(out)
+    assert files_and_links() == before
+
+
+@pytest.mark.parametrize("order", ["links-first", "files-first"])
+def test_symlink_chain_is_refused_by_unpack_archive(tmp_path, gopro_files, order):
+    """The same attack against unpack_archive itself, with the regular members before or after it."""
+    from pipelines.fetch import unpack_archive
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    dest = tmp_path / "t" / "raw"
+    attack = symlink_chain_escape(len(str(dest)), up=2, into="victim")
+    files = [_file(name, data) for name, data in gopro_files.items()]
+    archive = make_tar(tmp_path / "evil.tar", {}, attack + files if order == "links-first" else files + attack)
+    with pytest.raises(UserError, match=rf"refusing to unpack {archive}: member 'a': symlink"):
+        unpack_archive(archive, dest)
+    assert list(victim.iterdir()) == []
+    assert not [p for p in dest.rglob("*") if p.is_symlink()]
+
+
+@pytest.mark.parametrize("fmt", ["zip", "tar.gz"])
+def test_declared_size_over_the_limit_is_refused(tmp_path, fmt):
+    """Zip bombs: the declared uncompressed total is checked against fetch.max_unpacked_gb."""
+    files = {"GOPRO_Large/train/S/blur/000001.png": bytes(3_000_000), "GOPRO_Large/train/S/sharp/000001.png": b"x"}
+    archive = (make_tar if fmt == "tar.gz" else make_zip)(tmp_path / f"bomb.{fmt}", files)
+    assert archive.stat().st_size < 100_000
+    sums = write_checksums(tmp_path / "sums.yaml", {"GOPRO_Large.zip": sha256(archive)})
+    out = tmp_path / "data" / "gopro"
+    with pytest.raises(UserError) as err:
+        fetch_dataset("gopro", spec(), out, archive=archive, checksums_path=sums, max_unpacked_gb=0.002, log=quiet)
+    msg = str(err.value)
+    assert f"refusing to unpack {archive}" in msg and "GOPRO_Large/train/S/blur/000001.png" in msg
+    assert "more than 0.002 GB (params fetch.max_unpacked_gb)" in msg, msg
+    assert_nothing_left(out)
+    # the limit comes from params through the CLI
+    params = write_params(tmp_path, {"gopro": {"url": "http://127.0.0.1:9/x", "archive": "GOPRO_Large.zip",
+                                               "out_dir": str(out)}}, [], max_unpacked_gb=0.002)
+    assert load_params(params, profile="cpu").fetch.max_unpacked_gb == 0.002
+    assert main(["fetch", "gopro", "--archive", str(archive), "--params", str(params), "--profile", "cpu",
+                 "--checksums", str(sums)]) == 2
+    assert_nothing_left(out)
+
+
 def test_broken_archive_is_refused(tmp_path, gopro_files):
     good = make_tar(tmp_path / "good.tar.gz", gopro_files).read_bytes()
     archive = tmp_path / "cut.tar.gz"
@@ -337,9 +450,9 @@ def test_broken_archive_is_refused(tmp_path, gopro_files):
 
 
 # ------------------------------------------------------------------------------- --archive / --source
-def write_params(tmp_path: Path, datasets: dict, active: list[str]) -> Path:
+def write_params(tmp_path: Path, datasets: dict, active: list[str], **fetch) -> Path:
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw["fetch"] = {"active": active, "datasets": datasets}
+    raw["fetch"] = {"active": active, "datasets": datasets, **fetch}
     raw["profiles"]["cpu"] = {}
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
