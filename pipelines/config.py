@@ -175,7 +175,8 @@ class CostConfig(Strict):
 
 class DatasetSource(Strict):
     """One real dataset for ``blurdm-bench fetch``; its archive's sha256 lives in pipelines/checksums.yaml."""
-    url: str  # official direct download, or the landing page when manual is true
+    urls: list[str] = []  # tried in order: official first, then mirrors of the SAME archive (same sha256)
+    url: str | None = None  # one URL (= urls: [url]); after validation always urls[0]. manual: the landing page
     homepage: str | None = None
     manual: bool = False  # url is a landing / Google Drive page: download by hand, pass --archive
     archive: str  # archive file name: the key in pipelines/checksums.yaml
@@ -183,6 +184,16 @@ class DatasetSource(Strict):
     out_dir: str
     lists: dict[Literal["train", "test"], str] = {}  # realblur: split -> list file inside the archive
     expected_pairs: dict[Literal["train", "test"], int] = {}  # checked after unpacking; {} = unchecked
+
+    @model_validator(mode="after")
+    def _one_url_list(self):
+        if self.url is not None and self.urls and self.url != self.urls[0]:
+            raise ValueError("give either url (one URL) or urls (a list), not both")
+        if not self.urls and self.url is None:
+            raise ValueError("urls: at least one URL is needed")
+        self.urls = self.urls or [self.url]
+        self.url = self.urls[0]
+        return self
 
 
 class FetchConfig(Strict):

@@ -39,7 +39,9 @@ from __future__ import annotations
 import argparse
 import gzip
 import hashlib
+import html.parser
 import http.client
+import http.cookiejar
 import json
 import lzma
 import os
@@ -48,6 +50,7 @@ import re
 import shutil
 import stat
 import tarfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -63,7 +66,7 @@ from tqdm import tqdm
 
 from pipelines.cli import UserError
 from pipelines.config import PROFILE_NAMES, DatasetSource, load_params
-from pipelines.io import atomic_dir, sha256_file, write_json
+from pipelines.io import FULL_OR_READ_ONLY, atomic_dir, sha256_file, write_json
 
 CHECKSUMS_PATH = Path(__file__).with_name("checksums.yaml")
 SPLITS = ("train", "test")
@@ -95,51 +98,319 @@ def load_checksums(path: str | os.PathLike | None = None) -> dict[str, str | Non
 
 
 # ------------------------------------------------------------------------------------------ download
-def download(url: str, dest: Path, timeout: float = 60.0) -> str:
-    """Stream ``url`` into ``dest`` with a progress bar and return its sha256.
+# A download streams into a partial file (``<archive>.part``, next to the output folder when fetching)
+# with a small ``<archive>.part.json`` beside it naming the URL the bytes came from (and its ETag /
+# Last-Modified). A cut connection keeps both: the next attempt, in this run (``retries``) or the next
+# one, asks the SAME URL for the rest (``Range: bytes=N-``, ``If-Range``); a 206 answer is checked
+# against Content-Range and appended, a 200 answer (a server that ignores Range, or a changed file)
+# starts over from byte 0. Bytes from one URL are never continued with another's. The finished file's
+# size is checked against Content-Length / Content-Range before it is renamed into place.
+USER_AGENT = "blurdm-bench-fetch"
+HTML_TYPES = ("text/html", "application/xhtml+xml")
+HTML_STARTS = (b"<!doctype html", b"<html", b"<head", b"<body")
+MAX_PAGE_BYTES = 1 << 20  # an interstitial page larger than this is not parsed
+MAX_CONFIRM_HOPS = 3  # Google Drive: at most this many "can't scan for viruses" pages in a row
+_CONTENT_RANGE_RE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)", re.IGNORECASE)
 
-    Raises :class:`UserError` naming the URL on a network failure, an HTTP error, a web page served
-    instead of an archive, or a body shorter (or longer) than its Content-Length."""
-    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
-        raise UserError(f"cannot download {url!r}: only http(s) URLs; pass a local file with --archive")
-    request = urllib.request.Request(url, headers={"User-Agent": "blurdm-bench-fetch"})
-    digest = hashlib.sha256()
-    received, expected = 0, None
+
+class _Interrupted(Exception):
+    """The body stopped before its end (connection cut, timeout, short body): resumable."""
+
+    def __init__(self, size: int, total: int | None, reason: str):
+        super().__init__(reason)
+        self.size, self.total, self.reason = size, total, reason
+
+
+def part_meta_path(part: Path) -> Path:
+    return part.with_name(part.name + ".json")
+
+
+def _resumable(part: Path, url: str) -> tuple[int, str | None, int | None]:
+    """(bytes of ``part`` that came from ``url``, their ETag/Last-Modified, announced total)."""
+    meta_path = part_meta_path(part)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            content_type = response.headers.get("Content-Type", "")
-            if content_type.split(";")[0].strip().lower() == "text/html":
-                raise UserError(f"{url} returned a web page ({content_type}), not an archive: download the "
-                                f"archive by hand from that page and pass it with --archive PATH")
-            length = response.headers.get("Content-Length", "")
-            expected = int(length) if length.strip().isdigit() else None
-            with open(dest, "wb") as fh, tqdm(total=expected, unit="B", unit_scale=True, unit_divisor=1024,
-                                              desc=f"download {dest.name}") as bar:
-                while True:  # ends at EOF; each read is bounded by the socket timeout
+        meta = json.loads(meta_path.read_text())
+        size = part.stat().st_size
+    except (OSError, ValueError):
+        return 0, None, None
+    if not isinstance(meta, dict) or meta.get("url") != url:
+        return 0, None, None
+    total = meta.get("total") if isinstance(meta.get("total"), int) else None
+    if total is not None and size > total:
+        return 0, None, None
+    return size, meta.get("validator"), total
+
+
+def _drop_part(part: Path) -> None:
+    part.unlink(missing_ok=True)
+    part_meta_path(part).unlink(missing_ok=True)
+
+
+def _is_html(response, first: bytes) -> bool:
+    content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    return content_type in HTML_TYPES or first.lstrip()[:16].lower().startswith(HTML_STARTS)
+
+
+class _ConfirmPage(html.parser.HTMLParser):
+    """Collects the forms (action + hidden inputs) and links of a download interstitial."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.forms: list[dict] = []
+        self.links: list[str] = []
+        self._form: dict | None = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = {k: v or "" for k, v in attrs}
+        if tag == "form":
+            self._form = {"id": attrs.get("id", ""), "action": attrs.get("action", ""),
+                          "method": attrs.get("method", "get").lower(), "inputs": []}
+            self.forms.append(self._form)
+        elif tag == "input" and self._form is not None and attrs.get("name"):
+            if attrs.get("type", "text").lower() == "hidden":
+                self._form["inputs"].append((attrs["name"], attrs.get("value", "")))
+        elif tag == "a" and attrs.get("href"):
+            self.links.append(attrs["href"])
+
+    def handle_endtag(self, tag):
+        if tag == "form":
+            self._form = None
+
+
+def _with_query(url: str, extra: list[tuple[str, str]]) -> str:
+    parts = urllib.parse.urlsplit(url)
+    names = {k for k, _ in extra}
+    query = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True) if k not in names]
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query + extra)))
+
+
+def drive_confirmation_url(page: bytes, page_url: str, cookies: http.cookiejar.CookieJar | None = None) -> str | None:
+    """The URL that Google Drive's large-file interstitial ("can't scan this file for viruses") asks
+    to be fetched instead, or None when ``page`` is not such a page.
+
+    Recognised: the drive.usercontent.google.com form (``<form id="download-form" action=...>`` with
+    hidden ``id``, ``export``, ``confirm``, ``uuid`` inputs: submitted as a GET), the older
+    drive.google.com page (a link carrying ``confirm=<token>``), and the ``download_warning*`` cookie
+    whose value is the token to add as ``confirm=``."""
+    parser = _ConfirmPage()
+    parser.feed(page.decode("utf-8", errors="replace"))  # lenient: broken markup just yields fewer tags
+    parser.close()
+    candidates = []
+    for form in parser.forms:
+        names = {k for k, _ in form["inputs"]}
+        if form["method"] == "get" and (form["id"] == "download-form" or "confirm" in names):
+            candidates.append(_with_query(urllib.parse.urljoin(page_url, form["action"] or page_url), form["inputs"]))
+    for href in parser.links:
+        if "confirm=" in href:
+            candidates.append(urllib.parse.urljoin(page_url, href))
+    for cookie in cookies or ():
+        if cookie.name.startswith("download_warning") and cookie.value:
+            candidates.append(_with_query(page_url, [("confirm", cookie.value)]))
+    for candidate in candidates:
+        if urllib.parse.urlsplit(candidate).scheme in ("http", "https") and candidate != page_url:
+            return candidate
+    return None
+
+
+def _open(opener, url: str, headers: dict, timeout: float):
+    """``opener.open`` that returns HTTP 416 (range not satisfiable) as a response instead of raising."""
+    try:
+        return opener.open(urllib.request.Request(url, headers=headers), timeout=timeout)
+    except urllib.error.HTTPError as err:
+        if err.code == 416:
+            return err
+        raise
+
+
+def _attempt(url: str, part: Path, timeout: float, log: Callable[[str], None]) -> str:
+    """One request (plus Drive confirmation hops) continuing ``part``; the sha256 of the whole file.
+
+    Raises :class:`_Interrupted` when the body stops early (``part`` keeps what arrived) and
+    :class:`UserError` for anything that is not worth retrying on this URL."""
+    offset, validator, total = _resumable(part, url)
+    if offset and total == offset:
+        log(f"{part.name}: already complete ({offset} bytes from {url})")
+        return sha256_file(part)
+    cookies = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(cookies))
+    request_url, hops, restarts = url, 0, 0
+    while True:
+        headers = {"User-Agent": USER_AGENT}
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+            if validator:
+                headers["If-Range"] = validator
+        response = _open(opener, request_url, headers, timeout)
+        with response:
+            status = response.status if hasattr(response, "status") else response.code
+            if status == 416:
+                match = _CONTENT_RANGE_RE.fullmatch(response.headers.get("Content-Range", "").strip())
+                if offset and match and match.group(3) == str(offset):
+                    log(f"{part.name}: already complete ({offset} bytes from {url})")
+                    return sha256_file(part)
+                if not offset or restarts:
+                    raise UserError(f"network failure: {url} answered HTTP 416 (range not satisfiable)")
+                log(f"{url} refused the range request (HTTP 416): starting over from byte 0")
+                _drop_part(part)
+                offset, validator, restarts = 0, None, restarts + 1
+                continue
+            first = response.read(min(CHUNK, 65536)) if status != 206 else b""
+            if status != 206 and _is_html(response, first):
+                page = first + response.read(MAX_PAGE_BYTES - len(first))
+                next_url = drive_confirmation_url(page, response.geturl(), cookies)
+                content_type = response.headers.get("Content-Type", "") or "no Content-Type"
+                if next_url is None or hops >= MAX_CONFIRM_HOPS:
+                    raise UserError(f"{url} returned a web page ({content_type}), not an archive: download the "
+                                    f"archive by hand from that page and pass it with --archive PATH")
+                hops += 1
+                log(f"{url}: following the download confirmation page (Google Drive large-file warning)")
+                request_url = next_url
+                continue
+            digest, restart = _receive(response, status, first, url, part, offset, log)
+            if digest is not None:
+                return digest
+            if restarts:
+                raise UserError(f"network failure: {url}: {restart}, twice")
+            log(f"{restart}: starting over from byte 0")
+            _drop_part(part)
+            offset, validator, restarts = 0, None, restarts + 1
+
+
+def _receive(response, status: int, first: bytes, url: str, part: Path, offset: int,
+             log: Callable[[str], None]) -> tuple[str | None, str | None]:
+    """Stream the body into ``part``: (sha256 of the whole file, None) when complete, or (None, why) to
+    start over from byte 0 (a 206 answer that does not continue ``part``)."""
+    length_header = response.headers.get("Content-Length", "").strip()
+    length = int(length_header) if length_header.isdigit() else None
+    if status == 206:
+        match = _CONTENT_RANGE_RE.fullmatch(response.headers.get("Content-Range", "").strip())
+        if not match or match.group(1) is None or int(match.group(1)) != offset:
+            return None, (f"{url} answered a range other than the one asked for (Content-Range "
+                          f"{response.headers.get('Content-Range')!r}, asked from byte {offset})")
+        start, end = int(match.group(1)), int(match.group(2))
+        total = int(match.group(3)) if match.group(3) != "*" else None
+        if (length is not None and length != end - start + 1) or (total is not None and end + 1 != total):
+            return None, f"{url} answered an inconsistent range (Content-Range {response.headers.get('Content-Range')!r})"
+        expected = total if total is not None else end + 1
+    else:
+        if offset:
+            log(f"{url} answered the whole file (HTTP {status}: it ignores Range requests, or the file "
+                f"changed): restarting from byte 0")
+            offset = 0
+        expected = length
+        etag = response.headers.get("ETag", "")
+        validator = etag if etag and not etag.startswith("W/") else response.headers.get("Last-Modified")
+        write_json(part_meta_path(part), {"url": url, "validator": validator, "total": expected})
+    digest = hashlib.sha256()
+    if offset:
+        with open(part, "rb") as fh:
+            for block in iter(lambda: fh.read(CHUNK), b""):
+                digest.update(block)
+    size = offset
+    try:
+        with open(part, "ab" if offset else "wb") as fh, \
+                tqdm(total=expected, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
+                     desc=f"download {part.name}") as bar:
+            block = first
+            while True:  # ends at EOF; each read is bounded by the socket timeout
+                if not block:
                     block = response.read(CHUNK)
                     if not block:
                         break
-                    received += len(block)
-                    if expected is not None and received > expected:
-                        raise UserError(f"download from {url} is longer than its Content-Length "
-                                        f"({expected} bytes): refusing it")
-                    fh.write(block)
-                    digest.update(block)
-                    bar.update(len(block))
+                if expected is not None and size + len(block) > expected:
+                    fh.close()
+                    _drop_part(part)
+                    raise UserError(f"download from {url} is longer than its Content-Length ({expected} bytes): "
+                                    f"refusing it")
+                fh.write(block)
+                digest.update(block)
+                size += len(block)
+                bar.update(len(block))
+                block = b""
     except http.client.IncompleteRead:
-        raise UserError(f"truncated download from {url}: the connection closed after {received} of "
-                        f"{expected if expected is not None else 'an unknown number of'} bytes; nothing was "
-                        f"kept, try again") from None
-    except urllib.error.HTTPError as err:
-        raise UserError(f"network failure: {url} answered HTTP {err.code} {err.reason}") from None
-    except urllib.error.URLError as err:
-        raise UserError(f"network failure: cannot reach {url} ({err.reason})") from None
-    except (TimeoutError, ConnectionError, http.client.HTTPException) as err:
-        raise UserError(f"network failure while downloading {url}: {err or type(err).__name__}") from None
-    if expected is not None and received != expected:
-        raise UserError(f"truncated download from {url}: received {received} of {expected} bytes "
-                        f"(Content-Length); nothing was kept, try again")
-    return digest.hexdigest()
+        raise _Interrupted(size, expected, "the connection closed early") from None
+    except (TimeoutError, ConnectionError, http.client.HTTPException, OSError) as err:
+        if isinstance(err, OSError) and err.errno in FULL_OR_READ_ONLY:
+            raise
+        raise _Interrupted(size, expected, f"{err or type(err).__name__}") from None
+    if expected is not None and size != expected:
+        raise _Interrupted(size, expected, "the body ended early")
+    return digest.hexdigest(), None
+
+
+def download(url: str, dest: Path, timeout: float = 60.0, *, part: Path | None = None, retries: int = 3,
+             retry_wait: float = 1.0, log: Callable[[str], None] = print) -> str:
+    """Download ``url`` into ``dest`` (through the partial file ``part``, default ``<dest>.part``) and
+    return its sha256.
+
+    A cut connection is resumed (HTTP Range) up to ``retries`` times, as long as each try adds bytes;
+    Google Drive's large-file confirmation page is followed. Raises :class:`UserError` naming the URL
+    on a network failure, an HTTP error, a web page served instead of an archive, or a body that stays
+    shorter (the partial file is then kept for the next run) or gets longer than announced."""
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        raise UserError(f"cannot download {url!r}: only http(s) URLs; pass a local file with --archive")
+    dest = Path(dest)
+    part = Path(part) if part is not None else dest.with_name(dest.name + ".part")
+    part.parent.mkdir(parents=True, exist_ok=True)
+    tries = 0
+    while True:
+        before = _resumable(part, url)[0]
+        try:
+            digest = _attempt(url, part, timeout, log)
+            break
+        except _Interrupted as cut:
+            total = cut.total if cut.total is not None else "an unknown number of"
+            if cut.size > before and tries < retries:
+                tries += 1
+                wait = retry_wait * 2 ** (tries - 1)
+                log(f"{url}: {cut.reason} after {cut.size} of {total} bytes; resuming in {wait:g} s "
+                    f"(retry {tries} of {retries})")
+                time.sleep(wait)
+                continue
+            kept = (f"the {cut.size} bytes received are kept in {part} and the next run resumes from there"
+                    if cut.size else "nothing was kept")
+            if not cut.size:
+                _drop_part(part)
+            raise UserError(f"truncated download from {url}: {cut.reason} after {cut.size} of {total} bytes "
+                            f"({tries} resume{'s' if tries != 1 else ''} tried); {kept}") from None
+        except urllib.error.HTTPError as err:
+            raise UserError(f"network failure: {url} answered HTTP {err.code} {err.reason}") from None
+        except urllib.error.URLError as err:
+            raise UserError(f"network failure: cannot reach {url} ({err.reason})") from None
+        except (TimeoutError, ConnectionError, http.client.HTTPException) as err:
+            raise UserError(f"network failure while downloading {url}: {err or type(err).__name__}") from None
+    os.replace(part, dest)
+    part_meta_path(part).unlink(missing_ok=True)
+    return digest
+
+
+def download_first(name: str, urls: list[str], dest: Path, part: Path, expected_sha: str | None, *,
+                   timeout: float = 60.0, retries: int = 3, retry_wait: float = 1.0,
+                   log: Callable[[str], None] = print) -> tuple[str, str]:
+    """Try ``urls`` in order (official first, then mirrors of the same archive) until one gives a
+    complete file whose sha256 matches ``expected_sha`` (any, when None); return (url, sha256).
+
+    Each failure (network, HTTP error, web page, truncation, checksum mismatch) is logged with its
+    reason and the next URL is tried; when all fail, the error lists every reason."""
+    failures = []
+    for number, url in enumerate(urls, start=1):
+        log(f"{name}: downloading {url}" + (f" (URL {number} of {len(urls)})" if len(urls) > 1 else ""))
+        try:
+            digest = download(url, dest, timeout=timeout, part=part, retries=retries, retry_wait=retry_wait, log=log)
+        except UserError as err:
+            failures.append(str(err))
+        else:
+            if expected_sha is None or digest == expected_sha:
+                return url, digest
+            dest.unlink()
+            failures.append(f"checksum mismatch for {dest.name} ({url}): expected sha256 {expected_sha}, got "
+                            f"{digest}; the file is corrupt or not the official archive")
+        if number < len(urls):
+            log(f"{name}: {failures[-1]} -- trying the next URL")
+    if len(failures) == 1:
+        raise UserError(failures[0])
+    raise UserError(f"{name}: all {len(urls)} URLs failed:\n" +
+                    "\n".join(f"  {number}. {reason}" for number, reason in enumerate(failures, start=1)))
 
 
 # ------------------------------------------------------------------------------------- safe unpacking
@@ -592,9 +863,12 @@ def fetch_dataset(name: str, spec: DatasetSource, out_dir: str | os.PathLike, *,
                   archive: str | os.PathLike | None = None, source: str | os.PathLike | None = None,
                   trust_unverified: bool = False, force: bool = False, timeout: float = 60.0,
                   checksums_path: str | os.PathLike | None = None,
-                  max_unpacked_gb: float = DEFAULT_MAX_UNPACKED_GB,
+                  max_unpacked_gb: float = DEFAULT_MAX_UNPACKED_GB, retries: int = 3, retry_wait: float = 1.0,
                   log: Callable[[str], None] = print) -> dict:
-    """Fetch one dataset into ``out_dir`` (atomically) and return its manifest."""
+    """Fetch one dataset into ``out_dir`` (atomically) and return its manifest.
+
+    Downloads try ``spec.urls`` in order; the partial file ``.<archive>.part`` (and its ``.json``) is
+    kept next to ``out_dir`` across failed runs so that the next run resumes it."""
     out_dir = Path(out_dir)
     archive = Path(archive) if archive is not None else None
     source = Path(source) if source is not None else None
@@ -635,9 +909,10 @@ def fetch_dataset(name: str, spec: DatasetSource, out_dir: str | os.PathLike, *,
             log(f"{name}: WARNING: using the unverified unpacked copy {source} (--trust-unverified)")
         else:
             if archive is None:
-                archive_path, origin, kind = work / spec.archive, spec.url, "download"
-                log(f"{name}: downloading {spec.url}")
-                digest = download(spec.url, archive_path, timeout=timeout)
+                archive_path, kind = work / spec.archive, "download"
+                origin, digest = download_first(name, spec.urls, archive_path, out_dir.parent / f".{spec.archive}.part",
+                                                expected_sha, timeout=timeout, retries=retries,
+                                                retry_wait=retry_wait, log=log)
             else:
                 archive_path, origin, kind = archive, str(archive.resolve()), "archive"
                 digest = sha256_file(archive, progress=True)
@@ -692,6 +967,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="accept an archive whose sha256 is unknown (null) or an unpacked --source")
     parser.add_argument("--force", action="store_true", help="replace an existing output folder")
     parser.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds (default 60)")
+    parser.add_argument("--retries", type=int, default=3,
+                        help="resume a cut download this many times per URL (default 3; a partial download is "
+                             "also kept for the next run)")
     parser.add_argument("--if-active", action="store_true",
                         help="DVC stage mode: fetch only when the dataset is in the profile's fetch.active; "
                              "otherwise write OUT/NOT_FETCHED.txt saying why")
@@ -730,5 +1008,6 @@ def run(args: argparse.Namespace) -> int:
             continue
         fetch_dataset(name, spec, out_dir, archive=args.archive, source=args.source,
                       trust_unverified=args.trust_unverified, force=args.force, timeout=args.timeout,
+                      retries=args.retries,
                       checksums_path=args.checksums, max_unpacked_gb=params.fetch.max_unpacked_gb)
     return 0

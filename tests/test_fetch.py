@@ -6,10 +6,12 @@ import http.server
 import io
 import json
 import posixpath
+import re
 import socket
 import stat
 import tarfile
 import threading
+import urllib.parse
 import zipfile
 from pathlib import Path
 
@@ -92,19 +94,60 @@ def assert_nothing_left(out: Path) -> None:
         assert [p.name for p in out.parent.iterdir()] == [], f"stray files next to {out}"
 
 
+def send_body(handler, body: bytes, *, honour_range: bool = True, cut_after: int | None = None,
+              headers: dict | None = None, content_range: str | None = None) -> int:
+    """Answer ``handler``'s GET with ``body``: 206 + Content-Range for a ``Range: bytes=N-`` request when
+    ``honour_range``, else 200 with all of it; ``cut_after`` closes the connection after that many body
+    bytes (Content-Length still announces them all). Returns the body bytes sent."""
+    start, status = 0, 200
+    match = re.fullmatch(r"bytes=(\d+)-", handler.headers.get("Range") or "")
+    if match and honour_range:
+        start = int(match.group(1))
+        if start >= len(body):
+            handler.send_response(416)
+            handler.send_header("Content-Range", f"bytes */{len(body)}")
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+            return 0
+        status = 206
+    chunk = body[start:]
+    handler.send_response(status)
+    if status == 206:
+        handler.send_header("Content-Range", content_range or f"bytes {start}-{len(body) - 1}/{len(body)}")
+    for key, value in {"Content-Type": "application/octet-stream", **(headers or {})}.items():
+        handler.send_header(key, value)
+    handler.send_header("Content-Length", str(len(chunk)))
+    handler.end_headers()
+    sent = chunk if cut_after is None else chunk[:cut_after]
+    handler.wfile.write(sent)
+    if cut_after is not None:
+        handler.wfile.flush()
+        handler.close_connection = True
+    return len(sent)
+
+
 @pytest.fixture
 def server():
     """A ThreadingHTTPServer on 127.0.0.1:<free port>: ``routes[path] = (body, headers)``;
-    ``truncated[path] = body`` announces len(body) but sends only half; ``hits`` counts requests."""
+    ``truncated[path] = body`` announces len(body) but sends only half; ``custom[path] = fn(handler,
+    query)`` answers by itself (``path`` without the query string); ``hits`` lists the request paths,
+    ``requests`` (path, headers) pairs."""
     routes: dict[str, tuple[bytes, dict]] = {}
     truncated: dict[str, bytes] = {}
+    custom: dict = {}
     hits: list[str] = []
+    requests: list[tuple[str, dict]] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
         timeout = 5  # bounds every socket read of the handler
 
         def do_GET(self):
             hits.append(self.path)
+            requests.append((self.path, dict(self.headers)))
+            split = urllib.parse.urlsplit(self.path)
+            if split.path in custom:
+                custom[split.path](self, dict(urllib.parse.parse_qsl(split.query)))
+                return
             if self.path in truncated:
                 body = truncated[self.path]
                 self.send_response(200)
@@ -133,7 +176,8 @@ def server():
     thread.start()
     base = f"http://127.0.0.1:{httpd.server_address[1]}"
     try:
-        yield type("Server", (), {"base": base, "routes": routes, "truncated": truncated, "hits": hits})
+        yield type("Server", (), {"base": base, "routes": routes, "truncated": truncated, "hits": hits,
+                                  "custom": custom, "requests": requests})
     finally:
         httpd.shutdown()
         httpd.server_close()
@@ -208,9 +252,17 @@ def test_truncated_download_is_refused(tmp_path, server, gopro_files):
     out = tmp_path / "data" / "gopro"
     url = f"{server.base}/gopro.tar.gz"
     with pytest.raises(UserError, match="truncated download") as err:
-        fetch_dataset("gopro", spec(url, "GOPRO_Large.tar.gz"), out, checksums_path=sums, log=quiet)
+        fetch_dataset("gopro", spec(url, "GOPRO_Large.tar.gz"), out, checksums_path=sums, retry_wait=0, log=quiet)
     assert url in str(err.value) and f"of {archive.stat().st_size} bytes" in str(err.value)
-    assert_nothing_left(out)
+    # this server cuts every answer half-way and ignores Range: one resume (restarting from byte 0) added
+    # nothing, so no more tries; the partial download (and the URL it came from) stays for the next run
+    assert len(server.hits) == 2 and "Range" in server.requests[1][1]
+    part = out.parent / ".GOPRO_Large.tar.gz.part"
+    assert "kept in " + str(part) in str(err.value)
+    assert not out.exists()
+    assert sorted(p.name for p in out.parent.iterdir()) == [part.name, part.name + ".json"]
+    assert part.read_bytes() == archive.read_bytes()[: archive.stat().st_size // 2]
+    assert json.loads((out.parent / (part.name + ".json")).read_text())["url"] == url
 
 
 def test_network_failure_names_the_url(tmp_path):
@@ -267,6 +319,258 @@ def test_bad_checksum_entry_is_rejected(tmp_path):
     sums = write_checksums(tmp_path / "sums.yaml", {"GOPRO_Large.zip": "not-a-hash"})
     with pytest.raises(ValueError, match="GOPRO_Large.zip: expected 64 hex digits"):
         load_checksums(sums)
+
+
+# ------------------------------------------------------------------------ mirrors, resume, Google Drive
+def spec_urls(urls: list[str], archive: str = "GOPRO_Large.zip", **kw) -> DatasetSource:
+    return DatasetSource(urls=urls, archive=archive, out_dir="unused", **kw)
+
+
+GOPRO_PAIRS = {"train": 2, "test": 1}
+
+
+def test_urls_are_tried_in_order_until_one_verifies(tmp_path, server, gopro_files):
+    """Official URL first, then the mirrors: an HTTP error, a web page (announced or only sniffed), a
+    file with the wrong sha256 each move on to the next URL, saying why; later URLs are not touched."""
+    archive = make_zip(tmp_path / "gopro.zip", gopro_files)
+    server.routes["/page"] = (b"<html><body>Sign in to continue</body></html>", {"Content-Type": "text/html"})
+    server.routes["/sniffed.zip"] = (b"\n<!DOCTYPE html>\n<html><body>Quota exceeded</body></html>", {})
+    server.routes["/other.zip"] = (make_zip(tmp_path / "other.zip", {"x.png": png_bytes(1)}).read_bytes(), {})
+    server.routes["/good.zip"] = (archive.read_bytes(), {})
+    server.routes["/never.zip"] = (archive.read_bytes(), {})
+    paths = ["/official.zip", "/page", "/sniffed.zip", "/other.zip", "/good.zip", "/never.zip"]
+    urls = [server.base + path for path in paths]
+    sums = write_checksums(tmp_path / "sums.yaml", {"GOPRO_Large.zip": sha256(archive)})
+    out = tmp_path / "data" / "gopro"
+    logs: list[str] = []
+    manifest = fetch_dataset("gopro", spec_urls(urls, expected_pairs=GOPRO_PAIRS), out, checksums_path=sums,
+                             timeout=5, log=logs.append)
+    assert server.hits == paths[:5]
+    assert manifest["source"] == urls[4] and manifest["sha256_verified"] is True
+    check_gopro_output(out, gopro_files)
+    moved_on = [line for line in logs if "trying the next URL" in line]
+    assert len(moved_on) == 4
+    assert f"{urls[0]} answered HTTP 404" in moved_on[0]
+    assert f"{urls[1]} returned a web page (text/html)" in moved_on[1]
+    assert f"{urls[2]} returned a web page (application/octet-stream)" in moved_on[2]
+    assert f"checksum mismatch for GOPRO_Large.zip ({urls[3]})" in moved_on[3]
+    assert [p.name for p in out.parent.iterdir()] == ["gopro"]  # no partial download, no temp dirs
+
+
+def test_all_urls_failing_lists_every_reason(tmp_path, server):
+    server.routes["/page"] = (b"<html>login</html>", {"Content-Type": "text/html"})
+    urls = [f"{server.base}/gone.zip", f"{server.base}/page"]
+    sums = write_checksums(tmp_path / "sums.yaml", {"GOPRO_Large.zip": "a" * 64})
+    out = tmp_path / "data" / "gopro"
+    with pytest.raises(UserError) as err:
+        fetch_dataset("gopro", spec_urls(urls), out, checksums_path=sums, timeout=5, log=quiet)
+    msg = str(err.value)
+    assert msg.startswith("gopro: all 2 URLs failed:")
+    assert f"1. network failure: {urls[0]} answered HTTP 404" in msg and f"2. {urls[1]} returned a web page" in msg
+    assert_nothing_left(out)
+
+
+def serve_cut_once(server, path: str, data: bytes, cut_at: int, *, honour_range: bool = True,
+                   headers: dict | None = None, content_range: str | None = None) -> list[int]:
+    """``path``: the first answer closes the connection after ``cut_at`` body bytes, the next ones send
+    everything (206 + Content-Range for a Range request when ``honour_range``). Returns the bytes sent per
+    request."""
+    sent: list[int] = []
+
+    def answer(handler, _query):
+        first = not sent
+        sent.append(send_body(handler, data, honour_range=honour_range and not first, headers=headers,
+                              cut_after=cut_at if first else None, content_range=None if first else content_range))
+
+    server.custom[path] = answer
+    return sent
+
+
+@pytest.mark.parametrize("when", ["same-run", "next-run"])
+def test_cut_connection_is_resumed_with_range(tmp_path, server, gopro_files, when):
+    """The server closes the socket after N bytes on the first request and honours Range on the next:
+    only the rest is transferred (in the same run by a retry, or by the next run from the kept
+    partial file), with If-Range carrying the ETag, and the result verifies."""
+    data = make_zip(tmp_path / "gopro.zip", gopro_files).read_bytes()
+    cut = len(data) // 3
+    sent = serve_cut_once(server, "/gopro.zip", data, cut, headers={"ETag": '"v1"'})
+    url = f"{server.base}/gopro.zip"
+    sums = write_checksums(tmp_path / "sums.yaml", {"GOPRO_Large.zip": hashlib.sha256(data).hexdigest()})
+    out = tmp_path / "data" / "gopro"
+    part = out.parent / ".GOPRO_Large.zip.part"
+    logs: list[str] = []
+    run = dict(checksums_path=sums, timeout=5, retry_wait=0, log=logs.append)
+    if when == "next-run":
+        with pytest.raises(UserError, match=f"truncated download from {re.escape(url)}.* after {cut} of {len(data)} bytes"):
+            fetch_dataset("gopro", spec_urls([url], expected_pairs=GOPRO_PAIRS), out, retries=0, **run)
+        assert part.read_bytes() == data[:cut] and not out.exists()
+    manifest = fetch_dataset("gopro", spec_urls([url], expected_pairs=GOPRO_PAIRS), out, **run)
+    assert sent == [cut, len(data) - cut]
+    resumed = server.requests[1][1]
+    assert resumed["Range"] == f"bytes={cut}-" and resumed["If-Range"] == '"v1"'
+    assert manifest["archive_sha256"] == hashlib.sha256(data).hexdigest() and manifest["sha256_verified"] is True
+    check_gopro_output(out, gopro_files)
+    assert [p.name for p in out.parent.iterdir()] == ["gopro"]  # the partial file and its .json are gone
+    if when == "same-run":
+        assert any(f"after {cut} of {len(data)} bytes; resuming" in line for line in logs), logs
+
+
+@pytest.mark.parametrize("answer", ["ignores-range", "wrong-content-range"])
+def test_server_ignoring_range_restarts_from_zero(tmp_path, server, gopro_files, answer):
+    """A partial file is kept from a cut; the server then answers a Range request with the whole file
+    (HTTP 200), or with a 206 that does not start where asked: the download starts over from byte 0."""
+    data = make_zip(tmp_path / "gopro.zip", gopro_files).read_bytes()
+    cut = len(data) // 2
+    sent = serve_cut_once(server, "/gopro.zip", data, cut, honour_range=answer != "ignores-range",
+                          content_range=f"bytes 0-{len(data) - cut - 1}/{len(data)}")
+    url = f"{server.base}/gopro.zip"
+    sums = write_checksums(tmp_path / "sums.yaml", {"GOPRO_Large.zip": hashlib.sha256(data).hexdigest()})
+    out = tmp_path / "data" / "gopro"
+    with pytest.raises(UserError, match="truncated download"):
+        fetch_dataset("gopro", spec_urls([url]), out, checksums_path=sums, timeout=5, retries=0, log=quiet)
+    logs: list[str] = []
+    manifest = fetch_dataset("gopro", spec_urls([url], expected_pairs=GOPRO_PAIRS), out, checksums_path=sums,
+                             timeout=5, retry_wait=0, log=logs.append)
+    assert server.requests[1][1]["Range"] == f"bytes={cut}-"
+    if answer == "ignores-range":
+        assert sent == [cut, len(data)]
+        assert any("answered the whole file (HTTP 200" in line and "restarting from byte 0" in line for line in logs)
+    else:
+        assert len(sent) == 3 and "Range" not in server.requests[2][1]  # the bad 206, then a plain request
+        assert any("answered a range other than the one asked for" in line and "starting over from byte 0" in line
+                   for line in logs), logs
+    assert manifest["sha256_verified"] is True
+    check_gopro_output(out, gopro_files)
+    assert [p.name for p in out.parent.iterdir()] == ["gopro"]
+
+
+@pytest.mark.parametrize("total_known", [True, False])
+def test_complete_partial_file_is_not_downloaded_again(tmp_path, server, gopro_files, total_known):
+    """A partial file that already holds every byte (a run killed before the rename): no second
+    download; when its size was not announced, the server's 416 (range not satisfiable) says so."""
+    data = make_zip(tmp_path / "gopro.zip", gopro_files).read_bytes()
+    server.custom["/gopro.zip"] = lambda handler, _query: send_body(handler, data)
+    url = f"{server.base}/gopro.zip"
+    out = tmp_path / "data" / "gopro"
+    out.parent.mkdir(parents=True)
+    part = out.parent / ".GOPRO_Large.zip.part"
+    part.write_bytes(data)
+    (out.parent / (part.name + ".json")).write_text(json.dumps(
+        {"url": url, "validator": None, "total": len(data) if total_known else None}))
+    sums = write_checksums(tmp_path / "sums.yaml", {"GOPRO_Large.zip": hashlib.sha256(data).hexdigest()})
+    fetch_dataset("gopro", spec_urls([url], expected_pairs=GOPRO_PAIRS), out, checksums_path=sums, timeout=5,
+                  log=quiet)
+    assert server.hits == ([] if total_known else ["/gopro.zip"])
+    check_gopro_output(out, gopro_files)
+    assert [p.name for p in out.parent.iterdir()] == ["gopro"]
+
+
+def test_partial_file_of_another_url_is_not_continued(tmp_path, server, gopro_files):
+    """Bytes from one URL are never continued with another URL's (with a null checksum nothing would
+    catch the mix): the partial file of mirror 1 is replaced by a full download from mirror 2."""
+    data = make_zip(tmp_path / "gopro.zip", gopro_files).read_bytes()
+    server.custom["/b.zip"] = lambda handler, _query: send_body(handler, data)
+    out = tmp_path / "data" / "gopro"
+    out.parent.mkdir(parents=True)
+    part = out.parent / ".GOPRO_Large.zip.part"
+    part.write_bytes(b"x" * 100)
+    (out.parent / (part.name + ".json")).write_text(json.dumps({"url": f"{server.base}/a.zip", "total": len(data)}))
+    sums = write_checksums(tmp_path / "sums.yaml", {"GOPRO_Large.zip": hashlib.sha256(data).hexdigest()})
+    fetch_dataset("gopro", spec_urls([f"{server.base}/b.zip"], expected_pairs=GOPRO_PAIRS), out,
+                  checksums_path=sums, timeout=5, log=quiet)
+    assert "Range" not in server.requests[0][1]
+    check_gopro_output(out, gopro_files)
+
+
+DRIVE_ID = "1FiLe-Id_0123456789"
+DRIVE_UUID = "4c1e2f3a-uuid"
+
+
+def drive_server(server, data: bytes, style: str) -> None:
+    """Imitates Google Drive for a file too large for its virus scan.
+
+    ``usercontent-form``: ``/uc?export=download&id=ID`` redirects to ``/download?id=ID&export=download``,
+    which answers the "can't scan this file for viruses" page holding a GET form (``id="download-form"``,
+    hidden id / export / confirm=t / uuid); only the submitted form gets the file. ``confirm-link`` and
+    ``cookie`` (the older drive.google.com page): ``/uc`` answers a page that sets a
+    ``download_warning_*`` cookie and (``confirm-link``) has a "Download anyway" link with
+    ``confirm=<token>``; only a request carrying both the token and the cookie gets the file.
+    ``endless``: the form never leads to the file."""
+    token = "T0k3n_x"
+
+    def page(body: str, cookie: str | None = None):
+        def write(handler):
+            raw = body.encode()
+            handler.send_response(200)
+            handler.send_header("Content-Type", "text/html; charset=utf-8")
+            if cookie:
+                handler.send_header("Set-Cookie", cookie)
+            handler.send_header("Content-Length", str(len(raw)))
+            handler.end_headers()
+            handler.wfile.write(raw)
+        return write
+
+    form = (f'<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title></head><body>'
+            f'<p>Google Drive can&#39;t scan this file for viruses.</p>'
+            f'<form id="download-form" action="{server.base}/download" method="get">'
+            f'<input type="submit" id="uc-download-link" value="Download anyway"/>'
+            f'<input type="hidden" name="id" value="{DRIVE_ID}"><input type="hidden" name="export" value="download">'
+            f'<input type="hidden" name="confirm" value="t"><input type="hidden" name="uuid" value="{DRIVE_UUID}">'
+            f'</form></body></html>')
+    link = (f'<html><body>Google Drive can&#39;t scan this file for viruses. <a id="uc-download-link" '
+            f'href="/uc?export=download&amp;confirm={token}&amp;id={DRIVE_ID}">Download anyway</a></body></html>')
+    cookie = f"download_warning_13058876669334088843_{DRIVE_ID}={token}; Path=/; HttpOnly"
+
+    def uc(handler, query):
+        if style in ("usercontent-form", "endless"):
+            handler.send_response(303)
+            handler.send_header("Location", f"{server.base}/download?id={query.get('id')}&export=download")
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+        elif query.get("confirm") == token and f"={token}" in (handler.headers.get("Cookie") or ""):
+            send_body(handler, data, headers={"Content-Disposition": 'attachment; filename="GOPRO_Large.zip"'})
+        else:
+            page(link if style == "confirm-link" else "<html><body>Virus scan warning</body></html>", cookie)(handler)
+
+    def usercontent(handler, query):
+        wanted = {"id": DRIVE_ID, "export": "download", "confirm": "t", "uuid": DRIVE_UUID}
+        if style == "usercontent-form" and query == wanted:
+            send_body(handler, data, headers={"Content-Disposition": 'attachment; filename="GOPRO_Large.zip"'})
+        else:
+            page(form)(handler)
+
+    server.custom["/uc"] = uc
+    server.custom["/download"] = usercontent
+
+
+@pytest.mark.parametrize("style", ["usercontent-form", "confirm-link", "cookie"])
+def test_google_drive_confirmation_page_is_followed(tmp_path, server, gopro_files, style):
+    data = make_zip(tmp_path / "gopro.zip", gopro_files).read_bytes()
+    drive_server(server, data, style)
+    url = f"{server.base}/uc?export=download&id={DRIVE_ID}"
+    sums = write_checksums(tmp_path / "sums.yaml", {"GOPRO_Large.zip": hashlib.sha256(data).hexdigest()})
+    out = tmp_path / "data" / "gopro"
+    logs: list[str] = []
+    manifest = fetch_dataset("gopro", spec_urls([url], expected_pairs=GOPRO_PAIRS), out, checksums_path=sums,
+                             timeout=5, log=logs.append)
+    assert manifest["source"] == url and manifest["sha256_verified"] is True
+    check_gopro_output(out, gopro_files)
+    assert sum("following the download confirmation page" in line for line in logs) == 1
+    if style == "usercontent-form":
+        assert len(server.hits) == 3 and server.hits[-1].startswith("/download?") and "uuid=" in server.hits[-1]
+    else:
+        assert len(server.hits) == 2 and "confirm=T0k3n_x" in server.hits[-1]
+
+
+def test_google_drive_page_that_never_gives_the_file_is_refused(tmp_path, server):
+    drive_server(server, b"", "endless")
+    url = f"{server.base}/uc?export=download&id={DRIVE_ID}"
+    sums = write_checksums(tmp_path / "sums.yaml", {"GOPRO_Large.zip": "a" * 64})
+    out = tmp_path / "data" / "gopro"
+    with pytest.raises(UserError, match=f"{re.escape(url)} returned a web page.*--archive"):
+        fetch_dataset("gopro", spec_urls([url]), out, checksums_path=sums, timeout=5, log=quiet)
+    assert len(server.hits) <= 6  # a bounded number of confirmation hops
+    assert_nothing_left(out)
 
 
 # ------------------------------------------------------------------------------- malicious archives
@@ -596,6 +900,17 @@ def test_every_profile_validates(profile):
     assert params.fetch.active == (["gopro", "hide"] if profile == "paper" else [])
     for ds in params.fetch.datasets.values():
         assert ds.url.startswith(("http://", "https://"))
+
+
+def test_url_and_urls_in_params():
+    one = DatasetSource(url="https://a/x.zip", archive="x.zip", out_dir="d")
+    assert one.urls == ["https://a/x.zip"] and one.url == "https://a/x.zip"
+    many = DatasetSource(urls=["https://a/x.zip", "https://b/x.zip"], archive="x.zip", out_dir="d")
+    assert many.url == "https://a/x.zip"
+    with pytest.raises(ValueError, match="either url .* or urls"):
+        DatasetSource(url="https://c/x.zip", urls=["https://a/x.zip"], archive="x.zip", out_dir="d")
+    with pytest.raises(ValueError, match="at least one URL"):
+        DatasetSource(archive="x.zip", out_dir="d")
 
 
 def test_if_active_skips_datasets_outside_the_profile(tmp_path, capsys):
