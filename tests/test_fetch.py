@@ -900,6 +900,7 @@ def test_every_profile_validates(profile):
     assert params.fetch.active == (["gopro", "hide"] if profile == "paper" else [])
     for ds in params.fetch.datasets.values():
         assert ds.url.startswith(("http://", "https://"))
+        assert ds.urls[0] == ds.url and all(u.startswith(("http://", "https://")) for u in ds.urls)
 
 
 def test_url_and_urls_in_params():
