@@ -66,7 +66,7 @@ from tqdm import tqdm
 
 from pipelines.cli import UserError
 from pipelines.config import PROFILE_NAMES, DatasetSource, load_params
-from pipelines.io import FULL_OR_READ_ONLY, atomic_dir, sha256_file, write_json
+from pipelines.io import FULL_OR_READ_ONLY, atomic_dir, sha256_file, write_json, write_text
 
 CHECKSUMS_PATH = Path(__file__).with_name("checksums.yaml")
 SPLITS = ("train", "test")
@@ -95,6 +95,38 @@ def load_checksums(path: str | os.PathLike | None = None) -> dict[str, str | Non
             raise ValueError(f"{path}: {key}: expected 64 hex digits or null, got {value!r}")
         table[str(key)] = value.lower() if value else None
     return table
+
+
+def record_checksum(path: str | os.PathLike, archive: str, digest: str, origin: str) -> bool:
+    """Write ``archive: digest`` into the checksums file ``path`` where its entry is null (or absent);
+    True when written. The file is edited line by line (its comments stay) and replaced atomically; an
+    entry that already holds a value is never changed (a different one is an error)."""
+    path = Path(path)
+    table = load_checksums(path)
+    current = table.get(archive)
+    if current is not None:
+        if current != digest:
+            raise UserError(f"{path} records sha256 {current} for {archive}, not {digest}: not overwriting it")
+        return False
+    text = path.read_text()
+    date = datetime.now(timezone.utc).date().isoformat()
+    line = f"{archive}: {digest}  # recorded by `blurdm-bench fetch --record-checksum` on {date} from {origin}"
+    entry = re.compile(rf"^(['\"]?){re.escape(archive)}\1[ \t]*:[ \t]*(?:null|~|Null|NULL)?[ \t]*(?:#.*)?$", re.MULTILINE)
+    found = entry.findall(text)
+    if len(found) == 1:
+        new_text = entry.sub(lambda _m: line, text)
+    elif not found and archive not in table:
+        new_text = text + ("" if text.endswith("\n") or not text else "\n") + line + "\n"
+    else:
+        raise UserError(f"cannot find the one line `{archive}: null` in {path}: record it by hand as "
+                        f"`{archive}: {digest}`")
+    after = yaml.safe_load(new_text) or {}
+    after = {str(k): v.lower() if isinstance(v, str) else v for k, v in after.items()}
+    if after != {**table, archive: digest}:
+        raise UserError(f"editing {path} would change more than the {archive} entry: record it by hand as "
+                        f"`{archive}: {digest}`")
+    write_text(path, new_text)
+    return True
 
 
 # ------------------------------------------------------------------------------------------ download
@@ -861,14 +893,16 @@ def materialise(pairs: list[PlannedPair], dest: Path, move: bool) -> dict[str, i
 # ---------------------------------------------------------------------------------------------- fetch
 def fetch_dataset(name: str, spec: DatasetSource, out_dir: str | os.PathLike, *,
                   archive: str | os.PathLike | None = None, source: str | os.PathLike | None = None,
-                  trust_unverified: bool = False, force: bool = False, timeout: float = 60.0,
+                  trust_unverified: bool = False, record: bool = False, force: bool = False, timeout: float = 60.0,
                   checksums_path: str | os.PathLike | None = None,
                   max_unpacked_gb: float = DEFAULT_MAX_UNPACKED_GB, retries: int = 3, retry_wait: float = 1.0,
                   log: Callable[[str], None] = print) -> dict:
     """Fetch one dataset into ``out_dir`` (atomically) and return its manifest.
 
     Downloads try ``spec.urls`` in order; the partial file ``.<archive>.part`` (and its ``.json``) is
-    kept next to ``out_dir`` across failed runs so that the next run resumes it."""
+    kept next to ``out_dir`` across failed runs so that the next run resumes it. ``record`` (CLI
+    ``--record-checksum``): when the archive's checksum entry is null, accept the archive and, once the
+    whole fetch has succeeded, write its sha256 into the checksums file."""
     out_dir = Path(out_dir)
     archive = Path(archive) if archive is not None else None
     source = Path(source) if source is not None else None
@@ -895,10 +929,12 @@ def fetch_dataset(name: str, spec: DatasetSource, out_dir: str | os.PathLike, *,
         if archive is None and spec.manual:
             raise UserError(f"{name}: {spec.url} is a download page, not a direct link: download {spec.archive} "
                             f"from it by hand, then run `blurdm-bench fetch {name} --archive PATH`")
-        if expected_sha is None and not trust_unverified:
+        if expected_sha is None and not (trust_unverified or record):
             raise UserError(f"{name}: no sha256 is recorded for {spec.archive} in {checksums_path} (null = "
-                            f"unknown), so the archive cannot be verified; refusing. Pass --trust-unverified to "
-                            f"accept it: its sha256 is then printed and stored in manifest.json for you to record")
+                            f"unknown), so the archive cannot be verified; refusing. Pass --record-checksum to "
+                            f"accept it and record its sha256 there once the fetch succeeds (trust on first "
+                            f"use), or --trust-unverified to accept it without recording (its sha256 is then "
+                            f"printed and stored in manifest.json)")
 
     with atomic_dir(out_dir) as tmp:
         work = tmp / WORK_DIR
@@ -919,9 +955,12 @@ def fetch_dataset(name: str, spec: DatasetSource, out_dir: str | os.PathLike, *,
             if expected_sha is not None and digest != expected_sha:
                 raise UserError(f"checksum mismatch for {archive_path.name} ({origin}): expected sha256 "
                                 f"{expected_sha}, got {digest}; the file is corrupt or not the official archive")
-            if expected_sha is None:
+            if expected_sha is None and record:
+                log(f"{name}: UNVERIFIED sha256 of {spec.archive}: {digest} -- recorded in {checksums_path} "
+                    f"if the fetch succeeds (--record-checksum)")
+            elif expected_sha is None:
                 log(f"{name}: UNVERIFIED sha256 of {spec.archive}: {digest} -- after checking the data, record "
-                    f"it in {checksums_path} as `{spec.archive}: {digest}`")
+                    f"it in {checksums_path} as `{spec.archive}: {digest}` (or fetch again with --record-checksum)")
             raw, move = work / "raw", True
             raw.mkdir()
             unpack_archive(archive_path, raw, max_bytes=int(max_unpacked_gb * 1e9))
@@ -948,6 +987,17 @@ def fetch_dataset(name: str, spec: DatasetSource, out_dir: str | os.PathLike, *,
         }
         write_json(tmp / "manifest.json", manifest)
     log(f"{name}: {sum(counts.values())} pairs {counts} -> {out_dir}")
+    if record and digest is not None and expected_sha is None:
+        where = origin if kind == "download" else f"--archive {Path(origin).name}"
+        try:
+            written = record_checksum(checksums_path, spec.archive, digest, where)
+        except (OSError, ValueError, UserError) as err:
+            raise UserError(f"{name}: fetched into {out_dir}, but the sha256 could not be recorded in "
+                            f"{checksums_path} ({err}): record it by hand as `{spec.archive}: {digest}`") from None
+        if written:
+            log(f"{name}: recorded `{spec.archive}: {digest}` in {checksums_path}: commit that file")
+    elif record and source is not None:
+        log(f"{name}: --record-checksum: nothing to record for an unpacked --source")
     return manifest
 
 
@@ -955,7 +1005,8 @@ def fetch_dataset(name: str, spec: DatasetSource, out_dir: str | os.PathLike, *,
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = ("Archives are verified against pipelines/checksums.yaml; a null entry needs "
-                     "--trust-unverified.\nRealBlur (Google Drive): download RealBlur.tar.gz from "
+                     "--record-checksum\n(record it on first use) or --trust-unverified (use it, record nothing)."
+                     "\nRealBlur (Google Drive): download RealBlur.tar.gz from "
                      "http://cg.postech.ac.kr/research/realblur/\nand run `blurdm-bench fetch realblur_j "
                      "--archive RealBlur.tar.gz`.")
     parser.add_argument("dataset", nargs="?", help="a dataset of params fetch.datasets (gopro, hide, realblur_j, realblur_r)")
@@ -965,6 +1016,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="output folder (default: the dataset's out_dir in params)")
     parser.add_argument("--trust-unverified", action="store_true",
                         help="accept an archive whose sha256 is unknown (null) or an unpacked --source")
+    parser.add_argument("--record-checksum", action="store_true",
+                        help="where the archive's sha256 is unknown (null): accept it and, once the fetch has "
+                             "succeeded (pair counts checked), write its sha256 into the checksums file")
     parser.add_argument("--force", action="store_true", help="replace an existing output folder")
     parser.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds (default 60)")
     parser.add_argument("--retries", type=int, default=3,
@@ -1007,7 +1061,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name}: not active in profile {params.profile!r}; skipped ({out_dir}/NOT_FETCHED.txt)")
             continue
         fetch_dataset(name, spec, out_dir, archive=args.archive, source=args.source,
-                      trust_unverified=args.trust_unverified, force=args.force, timeout=args.timeout,
-                      retries=args.retries,
+                      trust_unverified=args.trust_unverified, record=args.record_checksum, force=args.force,
+                      timeout=args.timeout, retries=args.retries,
                       checksums_path=args.checksums, max_unpacked_gb=params.fetch.max_unpacked_gb)
     return 0

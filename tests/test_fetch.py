@@ -305,6 +305,7 @@ def test_null_checksum_refuses_unless_trusted(tmp_path, server, gopro_files, cap
     assert manifest["archive_sha256"] == sha256(archive) and manifest["sha256_verified"] is False
     assert sha256(archive) in capsys.readouterr().out  # printed so the user can record it
     check_gopro_output(out, gopro_files)
+    assert load_checksums(sums) == {"GOPRO_Large.zip": None}  # --trust-unverified alone records nothing
 
 
 def test_repo_checksums_file_covers_every_configured_archive():
@@ -571,6 +572,83 @@ def test_google_drive_page_that_never_gives_the_file_is_refused(tmp_path, server
         fetch_dataset("gopro", spec_urls([url]), out, checksums_path=sums, timeout=5, log=quiet)
     assert len(server.hits) <= 6  # a bounded number of confirmation hops
     assert_nothing_left(out)
+
+
+# ------------------------------------------------------------------------------ recording checksums
+def repo_style_checksums(path: Path) -> Path:
+    """A copy of the repository's pipelines/checksums.yaml (comments, nulls) to record into."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text((REPO / "pipelines" / "checksums.yaml").read_text())
+    assert load_checksums(path)["GOPRO_Large.zip"] is None
+    return path
+
+
+def test_record_checksum_writes_the_first_verified_download(tmp_path, server, gopro_files):
+    """--record-checksum on a null entry: the sha256 of the download is written into the checksums file
+    once the whole fetch succeeded; only that line changes (comments stay), the file is replaced
+    atomically (no temporary left), and the next fetch verifies against it."""
+    archive = make_zip(tmp_path / "gopro.zip", gopro_files)
+    server.routes["/gopro.zip"] = (archive.read_bytes(), {})
+    url = f"{server.base}/gopro.zip"
+    sums = repo_style_checksums(tmp_path / "sums" / "checksums.yaml")
+    before = sums.read_text().splitlines()
+    out = tmp_path / "data" / "gopro"
+    logs: list[str] = []
+    manifest = fetch_dataset("gopro", spec(url, expected_pairs=GOPRO_PAIRS), out, checksums_path=sums,
+                             record=True, timeout=5, log=logs.append)
+    assert manifest["sha256_verified"] is False  # it was not verified: it is recorded now
+    after = sums.read_text().splitlines()
+    changed = [(old, new) for old, new in zip(before, after) if old != new]
+    assert len(after) == len(before) and len(changed) == 1
+    assert changed[0][0].startswith("GOPRO_Large.zip: null")
+    assert changed[0][1].startswith(f"GOPRO_Large.zip: {sha256(archive)}  # recorded by") and url in changed[0][1]
+    assert load_checksums(sums) == {"GOPRO_Large.zip": sha256(archive), "HIDE_dataset.zip": None, "RealBlur.tar.gz": None}
+    assert [p.name for p in sums.parent.iterdir()] == ["checksums.yaml"]
+    assert any(f"recorded `GOPRO_Large.zip: {sha256(archive)}` in {sums}" in line for line in logs)
+
+    again = fetch_dataset("gopro", spec(url, expected_pairs=GOPRO_PAIRS), out, checksums_path=sums, force=True,
+                          record=True, timeout=5, log=quiet)
+    assert again["sha256_verified"] is True and sums.read_text().splitlines() == after  # nothing rewritten
+
+
+def test_record_checksum_writes_nothing_when_the_fetch_fails(tmp_path, server, gopro_files):
+    archive = make_zip(tmp_path / "gopro.zip", gopro_files)
+    server.routes["/gopro.zip"] = (archive.read_bytes(), {})
+    sums = repo_style_checksums(tmp_path / "checksums.yaml")
+    text = sums.read_text()
+    out = tmp_path / "data" / "gopro"
+    with pytest.raises(UserError, match="found 2 train pairs .* expected 2103"):
+        fetch_dataset("gopro", spec(f"{server.base}/gopro.zip", expected_pairs={"train": 2103, "test": 1111}), out,
+                      checksums_path=sums, record=True, timeout=5, log=quiet)
+    assert sums.read_text() == text
+    assert_nothing_left(out)
+
+
+def test_record_checksum_cli_with_a_hand_downloaded_archive(tmp_path, gopro_files, capsys):
+    """The CLI flag, with --archive (RealBlur is only downloaded by hand); an entry missing from the
+    file is appended; no local path goes into the (committed) file."""
+    archive = make_zip(tmp_path / "GOPRO_Large.zip", gopro_files)
+    sums = write_checksums(tmp_path / "sums.yaml", {"HIDE_dataset.zip": None})
+    out = tmp_path / "data" / "gopro"
+    params = write_params(tmp_path, {"gopro": {"url": "http://127.0.0.1:9/x", "archive": "GOPRO_Large.zip",
+                                               "out_dir": str(out), "expected_pairs": GOPRO_PAIRS}}, [])
+    common = ["--params", str(params), "--profile", "cpu", "--checksums", str(sums)]
+    assert main(["fetch", "gopro", "--archive", str(archive), *common]) == 2
+    assert "--record-checksum" in capsys.readouterr().err
+    assert main(["fetch", "gopro", "--archive", str(archive), "--record-checksum", *common]) == 0
+    assert load_checksums(sums) == {"HIDE_dataset.zip": None, "GOPRO_Large.zip": sha256(archive)}
+    assert "from --archive GOPRO_Large.zip" in sums.read_text() and str(tmp_path) not in sums.read_text()
+    assert f"recorded `GOPRO_Large.zip: {sha256(archive)}`" in capsys.readouterr().out
+
+
+def test_record_checksum_never_overwrites_a_value(tmp_path):
+    from pipelines.fetch import record_checksum
+
+    sums = write_checksums(tmp_path / "sums.yaml", {"GOPRO_Large.zip": "a" * 64})
+    assert record_checksum(sums, "GOPRO_Large.zip", "a" * 64, "x") is False
+    with pytest.raises(UserError, match="not overwriting"):
+        record_checksum(sums, "GOPRO_Large.zip", "b" * 64, "x")
+    assert load_checksums(sums) == {"GOPRO_Large.zip": "a" * 64}
 
 
 # ------------------------------------------------------------------------------- malicious archives
