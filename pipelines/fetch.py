@@ -5,14 +5,30 @@ Datasets (``params.yaml`` ``fetch.datasets``): ``gopro``, ``hide``, ``realblur_j
 active profile's ``fetch.active`` (the ``paper`` profile: gopro, hide).
 
 Steps, all inside a temporary folder next to the output that is renamed into place only at the end
-(:func:`pipelines.io.atomic_dir`), so a failure at any point leaves nothing behind:
+(:func:`pipelines.io.atomic_dir`), so a failure at any point leaves nothing behind but a partial
+download kept for resuming (step 1):
 
-1. obtain the archive: download the official URL (tqdm progress bar, socket timeout, Content-Length
-   check), or take ``--archive PATH`` (an archive downloaded by hand), or ``--source DIR`` (an
-   already-unpacked copy, nothing to verify);
+1. obtain the archive: download it (tqdm progress bar, socket timeout), or take ``--archive PATH`` (an
+   archive downloaded by hand), or ``--source DIR`` (an already-unpacked copy, nothing to verify).
+   A dataset's ``urls`` (params) are tried in order, the official ones first, then mirrors serving the
+   same archive; a URL that fails (network error, HTTP error, a web page instead of the archive, a
+   sha256 mismatch) is logged with the reason and the next one is tried. The bytes stream into
+   ``.<archive>.part`` next to the output folder, with ``.<archive>.part.json`` naming the URL they
+   came from (and its ETag / Last-Modified); a cut connection is resumed with ``Range: bytes=N-``
+   (+ ``If-Range``) up to ``--retries`` times in the run, and the partial file is kept for the next run
+   otherwise. A 206 answer must continue exactly at byte N (Content-Range), a 200 answer (a server
+   that ignores Range, or a changed file) restarts from byte 0, and the final size must equal
+   Content-Length / the Content-Range total. Bytes from one URL are never continued with another's.
+   Google Drive's large-file page ("can't scan this file for viruses": the
+   drive.usercontent.google.com form, or the older ``confirm=`` link / ``download_warning`` cookie)
+   is parsed and followed;
 2. verify its sha256 against ``pipelines/checksums.yaml``. A ``null`` entry (value unknown) makes the
-   fetch refuse unless ``--trust-unverified`` is given; then the computed sha256 is printed and stored
-   in ``manifest.json`` so it can be recorded. ``--source`` always needs ``--trust-unverified``;
+   fetch refuse unless ``--record-checksum`` or ``--trust-unverified`` is given. ``--record-checksum``
+   (trust on first use) accepts the archive and, only after every later step succeeded (in particular
+   the expected pair counts), writes its sha256 into the checksums file: that one line is edited,
+   comments are kept, the file is replaced atomically, and a recorded value is never overwritten;
+   commit the file. ``--trust-unverified`` accepts it without recording: the sha256 is printed and
+   stored in ``manifest.json``. ``--source`` always needs ``--trust-unverified``;
 3. unpack safely (zip, tar, tar.gz/bz2/xz), with our own extraction (no ``tarfile``/``zipfile``
    ``extract``, no reliance on ``filter="data"``, so the Python patch level does not matter): only
    regular files and folders are written, each to a path computed from its normalised name and
@@ -28,11 +44,12 @@ Steps, all inside a temporary folder next to the output that is renamed into pla
    ``<split>/{blur,sharp}/<scene>/`` copy;
 5. write ``<out>/manifest.json``: dataset, source, archive sha256, file count, pairs per split, date.
 
-Manual downloads: the RealBlur archive is linked from its project page through Google Drive, which
-cannot be fetched by a plain HTTP client (``manual: true`` in params). Download ``RealBlur.tar.gz``
-from http://cg.postech.ac.kr/research/realblur/ and run
-``blurdm-bench fetch realblur_j --archive RealBlur.tar.gz`` (and the same for ``realblur_r``). The same
-``--archive`` route works for GoPro and HIDE behind a firewall.
+Manual downloads: the RealBlur project page links a sharing page and a Google Drive *folder*, neither
+a direct link to the file (``manual: true`` in params). Download ``RealBlur.tar.gz`` from
+http://cg.postech.ac.kr/research/realblur/ and run
+``blurdm-bench fetch realblur_j --archive RealBlur.tar.gz --record-checksum`` (then the same for
+``realblur_r``, verified against the value just recorded). The same ``--archive`` route works for
+GoPro and HIDE behind a firewall.
 """
 from __future__ import annotations
 
