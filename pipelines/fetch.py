@@ -347,6 +347,9 @@ def _receive(response, status: int, first: bytes, url: str, part: Path, offset: 
                 f"changed): restarting from byte 0")
             offset = 0
         expected = length
+        if expected is None:
+            log(f"{url} does not announce the size (no Content-Length): a cut at a clean end cannot be told "
+                f"from the end of the file; the sha256 check still applies when one is recorded")
         etag = response.headers.get("ETag", "")
         validator = etag if etag and not etag.startswith("W/") else response.headers.get("Last-Modified")
         write_json(part_meta_path(part), {"url": url, "validator": validator, "total": expected})
