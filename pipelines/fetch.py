@@ -679,6 +679,8 @@ def _unpack_tar(archive: Path, dest: Path, max_bytes: int) -> None:
         with tarfile.open(archive, "r:*") as tf:
             for member in tqdm(tf, desc=f"unpack {archive.name}", unit="file"):
                 name = member.name
+                if member.isdir() and name in (".", "./"):  # `tar -C dir .` names the root "./": nothing to do
+                    continue
                 problem = tar_member_problem(member)
                 if problem:
                     raise _refuse(archive, name, problem)

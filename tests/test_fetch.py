@@ -820,6 +820,17 @@ def test_declared_size_over_the_limit_is_refused(tmp_path, fmt):
     assert_nothing_left(out)
 
 
+def test_tar_made_with_dot_root_is_unpacked(tmp_path, gopro_files):
+    """`tar -C dir -czf x.tar.gz .` starts with a "./" folder and names every member "./...": fine."""
+    root = tarfile.TarInfo("./")
+    root.type = tarfile.DIRTYPE
+    archive = make_tar(tmp_path / "dot.tar.gz", {}, [(root, None)] + [_file("./" + n, d) for n, d in gopro_files.items()])
+    sums = write_checksums(tmp_path / "sums.yaml", {"GOPRO_Large.zip": sha256(archive)})
+    out = tmp_path / "data" / "gopro"
+    fetch_dataset("gopro", spec(expected_pairs=GOPRO_PAIRS), out, archive=archive, checksums_path=sums, log=quiet)
+    check_gopro_output(out, gopro_files)
+
+
 def test_broken_archive_is_refused(tmp_path, gopro_files):
     good = make_tar(tmp_path / "good.tar.gz", gopro_files).read_bytes()
     archive = tmp_path / "cut.tar.gz"
