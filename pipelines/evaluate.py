@@ -266,7 +266,7 @@ def evaluate_model(model, pairs, out_dir: str | os.PathLike, *, dataset: str, da
         lpips_reason = lpips_reason or getattr(lpips, "reason", None)
     rows: list[dict] = []
     sizes = set()
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, marker=SUMMARY_FILE) as tmp:
         bar = tqdm(total=len(pairs) * len(seeds), desc=f"evaluate {dataset}", unit="img", disable=not progress)
         for index, pair in enumerate(pairs):
             blur, sharp = read_rgb_uint8(pair.blur), read_rgb_uint8(pair.sharp)

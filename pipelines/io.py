@@ -9,6 +9,9 @@ target, so retries of a large fetch or synthesis do not fill the disk. A write t
 disk is full, the quota is exhausted or the folder is read-only raises :class:`OSError` naming the
 destination. Outputs get the usual permissions (``0o666`` / ``0o777`` minus the umask), not the
 private ``0o600`` / ``0o700`` of :mod:`tempfile`.
+
+A folder is only ever replaced when it is ours: :func:`atomic_dir` with a ``marker`` refuses an existing
+``--out`` that is not empty and does not hold that marker file (what the command always writes).
 """
 from __future__ import annotations
 
@@ -176,10 +179,42 @@ def _json_default(obj):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-@contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike):
-    """Yield a temporary directory next to ``path``; on success it replaces ``path`` whole."""
+def check_replaceable(path: str | os.PathLike, marker: str, signature: bytes | None = None) -> None:
+    """Refuse to replace ``path`` unless it is absent, an empty folder, or a folder holding the file
+    ``marker`` (whose content includes ``signature``, when given): what one of our commands wrote. A
+    ``ValueError`` names the folder, so a typo in ``--out`` never deletes someone's files."""
     path = Path(path)
+    if path.is_symlink():
+        raise ValueError(f"{path}: is a symbolic link, not a folder this command wrote: refusing to replace it "
+                         "(the output folder is replaced whole); choose another --out")
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise ValueError(f"{path}: exists and is not a folder: refusing to replace it; choose another --out")
+    if not any(path.iterdir()):
+        return
+    mark = path / marker
+    ours = mark.is_file() and not mark.is_symlink()
+    if ours and signature is not None:
+        try:
+            ours = signature in mark.read_bytes()
+        except OSError:
+            ours = False
+    if not ours:
+        what = f"no {marker} written by blurdm-bench" if signature is not None else f"no {marker}"
+        raise ValueError(f"{path}: folder is not empty and holds {what}: refusing to replace it (the output "
+                         "folder is replaced whole, deleting everything in it); choose a new or empty --out")
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike, marker: str | None = None, signature: bytes | None = None):
+    """Yield a temporary directory next to ``path``; on success it replaces ``path`` whole.
+
+    With ``marker``, an existing ``path`` must be empty or hold that file (see :func:`check_replaceable`),
+    checked before the work starts and again just before the replacement."""
+    path = Path(path)
+    if marker is not None:
+        check_replaceable(path, marker, signature)
     prefix = _prepare(path)
     with _naming(path):
         tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=path.parent))
@@ -187,6 +222,8 @@ def atomic_dir(path: str | os.PathLike):
         with _body_errors(path, guess_full=False):
             yield tmp
         old = path.with_name(f".{path.name}.old")
+        if marker is not None:
+            check_replaceable(path, marker, signature)  # it may have changed while we worked
         with _naming(path):
             os.chmod(tmp, 0o777 & ~_umask())
             if path.exists():

@@ -8,7 +8,8 @@ pipelines/tables.py) and ``costs.json`` (pipelines/profile.py); the per-image CS
 A section whose file is absent says "not run"; a file that is present but malformed (missing key,
 wrong type) stops the build with the file and the key named. Every number on the page comes from
 those files (the templates hold none). The page is rendered with Jinja2 (``StrictUndefined``) into a
-temporary folder that then replaces ``--out`` whole, so a killed run never leaves a partial page.
+temporary folder that then replaces ``--out`` whole, so a killed run never leaves a partial page; an
+existing ``--out`` is replaced only when it is empty or a site rendered by this command.
 The page is self-contained: inline CSS and JS, figures as local PNGs under ``assets/``.
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 TEMPLATES_DIR = PACKAGE_DIR / "templates"
 PUBLISHED_YAML = PACKAGE_DIR / "published" / "blurdm-neurips2025.yaml"
 MLFLOW_UI = "http://127.0.0.1:5000"
+SITE_SIGNATURE = b"Rendered by <code>blurdm-bench report</code>"  # in index.html (templates/index.html.j2)
 
 METRIC_FILES = {
     "table1": "table1.json",
@@ -1312,7 +1314,8 @@ def build_report(metrics_dir: Path, out_dir: Path, root: Path | None = None, par
     metrics_dir = Path(metrics_dir)
     published = load_published(published_path)
     parsed = load_inputs(metrics_dir, root)
-    with atomic_dir(out_dir) as tmp:
+    # an existing out_dir is replaced only when empty or a site we rendered (its index.html says so)
+    with atomic_dir(out_dir, marker="index.html", signature=SITE_SIGNATURE) as tmp:
         ctx = Context(root=root, metrics_dir=metrics_dir, published=published, assets=Assets(tmp),
                       mlflow_ui=mlflow_ui.rstrip("/"),
                       configured_backbones=list(params.models.backbones) if params else [],

@@ -651,3 +651,56 @@ def test_ui_refuses_a_non_loopback_host_unless_exposed(monkeypatch, capsys):
     assert "--host 0.0.0.0" in captured.out
     assert main(["ui", "--store=--default-artifact-root=/tmp", "--dry-run"]) == 2  # would be read as an option
     assert main(["ui", "--store", "sqlite:///x.db", "--port", "70000", "--dry-run"]) == 2
+
+
+# ------------------------------------------------------------------------------- issue 14
+
+EVAL_PARAMS = ["--no-lpips", "--params", str(REPO / "params.yaml")]
+
+
+def _evaluate(checkpoint: Path, data: Path, out: Path, *extra: str) -> int:
+    return main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(data), "--out", str(out), *EVAL_PARAMS,
+                 *extra])
+
+
+# item 2 -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("command,content", [
+    ("synth", {"thesis.tex": "years of work", "sub/data.csv": "1,2"}),
+    ("synth", {"manifest.json": '{"dataset": "gopro", "layout": "gopro"}', "train/x.png": "not ours"}),  # fetched
+    ("report", {"thesis.tex": "years of work", "sub/data.csv": "1,2"}),
+    ("report", {"index.html": "<html>my own home page</html>", "photo.jpg": "x"}),
+])
+def test_an_out_folder_we_did_not_write_is_never_replaced(tmp_path, capsys, command, content):
+    out = tmp_path / "home"
+    for rel, text in content.items():
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_text(text)
+    before = _tree(out)
+    (tmp_path / "metrics").mkdir()
+    argv = {"synth": ["synth", "--params", str(REPO / "params.yaml"), *SMOKE, "--out", str(out), "--no-progress"],
+            "report": ["report", "--metrics-dir", str(tmp_path / "metrics"), "--out", str(out), "--root", str(tmp_path),
+                       "--params", str(REPO / "params.yaml")]}[command]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert str(out) in err and "refusing to replace it" in err and "Traceback" not in err
+    assert _tree(out) == before  # not one file deleted
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "metrics"]  # no temporary folder left
+
+
+def test_our_own_output_folders_are_still_replaced(tmp_path, capsys):
+    from pipelines.config import load_params
+    from pipelines.synth import generate
+
+    (tmp_path / "metrics").mkdir()
+    site = tmp_path / "site"
+    argv = ["report", "--metrics-dir", str(tmp_path / "metrics"), "--out", str(site), "--root", str(tmp_path),
+            "--params", str(REPO / "params.yaml")]
+    site.mkdir()  # an empty folder may be used
+    assert main(argv) == 0 and main(argv) == 0  # ... and a site we rendered is replaced
+    assert (site / "index.html").is_file()
+    cfg = load_params(REPO / "params.yaml", profile="smoke").synth.model_copy(update={"n_train": 1, "n_test": 1})
+    generate(cfg, tmp_path / "ds", progress=False)
+    (tmp_path / "ds" / "stale.txt").write_text("from the previous dataset")
+    generate(cfg, tmp_path / "ds", progress=False)
+    assert not (tmp_path / "ds" / "stale.txt").exists() and (tmp_path / "ds" / "manifest.json").is_file()
