@@ -43,20 +43,13 @@ class Pair:
 # --------------------------------------------------------------------------------------------------
 # finding pairs
 
-def _is_image(path: Path) -> bool:
-    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
-
-
 def _images_under(folder: Path) -> dict[str, Path]:
-    """Relative posix path -> file, for every image below ``folder`` (hidden files and folders skipped)."""
-    found = {}
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for filename in filenames:
-            path = Path(dirpath) / filename
-            if _is_image(path):
-                found[path.relative_to(folder).as_posix()] = path
-    return found
+    """Relative posix path -> file, for every image below ``folder`` (hidden files and folders skipped;
+    folder symlinks followed once, never round a loop; broken / looping file symlinks skipped with a
+    warning: :func:`pipelines.io.walk_files`)."""
+    from pipelines.io import walk_files
+
+    return {path.relative_to(folder).as_posix(): path for path in walk_files(folder, IMAGE_EXTENSIONS)}
 
 
 def _listing(names: Iterable[str]) -> str:

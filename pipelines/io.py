@@ -12,6 +12,7 @@ private ``0o600`` / ``0o700`` of :mod:`tempfile`.
 
 A folder is only ever replaced when it is ours: :func:`atomic_dir` with a ``marker`` refuses an existing
 ``--out`` that is not empty and does not hold that marker file (what the command always writes).
+:func:`walk_files` reads a folder tree without looping through folder symlinks.
 """
 from __future__ import annotations
 
@@ -260,3 +261,52 @@ def sha256_file(path: str | os.PathLike, progress: bool = False, chunk: int = 1 
         if bar is not None:
             bar.close()
     return digest.hexdigest()
+
+
+class SkippedPathWarning(UserWarning):
+    """A path met while reading a folder was skipped (broken or looping symlink, folder already read)."""
+
+
+def _warn(message: str) -> None:
+    import warnings
+
+    warnings.warn(message, SkippedPathWarning, stacklevel=3)
+
+
+def walk_files(folder: str | os.PathLike, suffixes: tuple[str, ...] | None = None, warn=None):
+    """Yield every regular file below ``folder`` (folders sorted, then files sorted; hidden names skipped;
+    with ``suffixes``, only names ending in one of them, case-insensitively).
+
+    Folder symlinks are followed, but never into a folder already read (tracked by real path), so a
+    loop such as ``again -> .`` is read once, not again and again. A broken or looping file symlink is
+    skipped with a warning naming it (``warn(message)``; default: a :class:`SkippedPathWarning`).
+    """
+    warn = warn or _warn
+    folder = Path(folder)
+    visited = {os.path.realpath(folder)}
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        kept = []
+        for name in sorted(dirnames):
+            if name.startswith("."):
+                continue
+            sub = os.path.join(dirpath, name)
+            real = os.path.realpath(sub)
+            if real in visited:
+                warn(f"{sub}: skipped: symbolic link to a folder already read ({real}); a folder is read once")
+                continue
+            visited.add(real)
+            kept.append(name)
+        dirnames[:] = kept
+        for name in sorted(filenames):
+            if name.startswith(".") or (suffixes is not None and not name.lower().endswith(suffixes)):
+                continue
+            path = Path(dirpath) / name
+            if path.is_symlink():
+                try:
+                    os.stat(path)
+                except OSError as err:
+                    why = "symbolic link loop" if err.errno == errno.ELOOP else "broken symbolic link"
+                    warn(f"{path}: skipped: {why} ({os.strerror(err.errno)})")
+                    continue
+            if path.is_file():
+                yield path

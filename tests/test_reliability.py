@@ -704,3 +704,38 @@ def test_our_own_output_folders_are_still_replaced(tmp_path, capsys):
     (tmp_path / "ds" / "stale.txt").write_text("from the previous dataset")
     generate(cfg, tmp_path / "ds", progress=False)
     assert not (tmp_path / "ds" / "stale.txt").exists() and (tmp_path / "ds" / "manifest.json").is_file()
+
+
+# item 3 -------------------------------------------------------------------------------------------
+
+def test_a_folder_symlink_loop_is_read_once(baseline_checkpoint, tmp_path, capsys):
+    from pipelines.data import find_pairs
+
+    data = _pairs(tmp_path / "test", [(32, 32)] * 2)
+    for side in ("input", "target"):
+        (data / side / "again").symlink_to(".", target_is_directory=True)  # again/again/again/... -> itself
+    with pytest.warns(UserWarning, match="again.*folder already read"):
+        pairs = find_pairs(data)
+    assert [p.name for p in pairs] == ["0.png", "1.png"]
+    out = tmp_path / "eval"
+    with pytest.warns(UserWarning, match="again"):
+        assert _evaluate(baseline_checkpoint, data, out) == 0  # crops on (params: crop_images 4)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_images"] == 2 and len((out / "scores.csv").read_text().splitlines()) == 3
+    assert sorted(p.name for p in (out / "crops").iterdir())[0] == "0_blur.png"
+
+
+def test_broken_and_looping_file_symlinks_are_skipped_naming_them(tmp_path):
+    from pipelines.data import find_pairs
+
+    data = _pairs(tmp_path / "test", [(32, 32)] * 2)
+    for side in ("input", "target"):
+        (data / side / "gone.png").symlink_to(data / side / "deleted.png")
+        (data / side / "loop.png").symlink_to("loop.png")
+    with pytest.warns(UserWarning) as caught:
+        pairs = find_pairs(data)
+    assert [p.name for p in pairs] == ["0.png", "1.png"]
+    messages = " | ".join(str(w.message) for w in caught)
+    for side in ("input", "target"):
+        assert f"{data / side / 'gone.png'}: skipped: broken symbolic link" in messages
+        assert f"{data / side / 'loop.png'}: skipped: symbolic link loop" in messages
