@@ -739,3 +739,19 @@ def test_broken_and_looping_file_symlinks_are_skipped_naming_them(tmp_path):
     for side in ("input", "target"):
         assert f"{data / side / 'gone.png'}: skipped: broken symbolic link" in messages
         assert f"{data / side / 'loop.png'}: skipped: symbolic link loop" in messages
+
+
+# item 9 -------------------------------------------------------------------------------------------
+
+def test_deblur_skips_a_looping_file_symlink_and_restores_the_rest(baseline_checkpoint, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    write_png(photos / "a.png", np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    (photos / "loop.png").symlink_to("loop.png")
+    (photos / "gone.png").symlink_to(tmp_path / "deleted.png")
+    (photos / "again").symlink_to(".", target_is_directory=True)
+    out = tmp_path / "restored"
+    assert main(["deblur", str(photos), "-o", str(out), "--checkpoint", str(baseline_checkpoint)]) == 0
+    err = capsys.readouterr().err
+    assert f"{photos / 'loop.png'}: skipped: symbolic link loop" in err
+    assert f"{photos / 'gone.png'}: skipped: broken symbolic link" in err
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == ["a.png"]
