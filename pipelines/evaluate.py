@@ -133,9 +133,21 @@ def restore_image(model, blur: np.ndarray, sharp: np.ndarray | None = None, gene
     _sync(device)
     start = time.perf_counter()
     out = restore_tensor(model, x, s, generator)
+    check_finite_output(out)
     restored = to_uint8_image(out[0], model.value_range)  # copies to the CPU
     _sync(device)
     return restored, time.perf_counter() - start
+
+
+class NonFiniteOutputError(ValueError):
+    """The model's output holds NaN or Inf: an error, never a black image or a bogus score."""
+
+
+def check_finite_output(out: torch.Tensor) -> None:
+    bad = int((~torch.isfinite(out)).sum())
+    if bad:
+        raise NonFiniteOutputError(f"the model output holds {bad} non-finite value(s) (NaN or Inf) of {out.numel()}; "
+                                   "nothing was written for it")
 
 
 def score_image(restored: np.ndarray, sharp: np.ndarray, lpips=None, realblur_mode: str | None = None) -> dict:
@@ -276,7 +288,10 @@ def evaluate_model(model, pairs, out_dir: str | os.PathLike, *, dataset: str, da
             sizes.add(f"{blur.shape[1]}x{blur.shape[0]}")
             for k, seed in enumerate(seeds):
                 generator = torch.Generator().manual_seed(image_seed(seed, pair.name)) if seed is not None else None
-                restored, seconds = restore_image(model, blur, sharp if uses_sharp else None, generator, device)
+                try:
+                    restored, seconds = restore_image(model, blur, sharp if uses_sharp else None, generator, device)
+                except NonFiniteOutputError as err:
+                    raise NonFiniteOutputError(f"{pair.blur}: {err} (model {checkpoint or 'in memory'})") from None
                 scores = score_image(restored, sharp, lpips if lpips_available else None, realblur_mode)
                 rows.append({"name": pair.name, "seed": seed, **{m: scores.get(m) for m in METRICS},
                              "seconds": seconds})

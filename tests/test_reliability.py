@@ -741,6 +741,46 @@ def test_broken_and_looping_file_symlinks_are_skipped_naming_them(tmp_path):
         assert f"{data / side / 'loop.png'}: skipped: symbolic link loop" in messages
 
 
+# item 4 -------------------------------------------------------------------------------------------
+
+def _altered_checkpoint(checkpoint: Path, dest: Path, alter) -> Path:
+    payload = torch.load(checkpoint, weights_only=True)
+    for key, value in payload["model"].items():
+        if value.is_floating_point():
+            alter(key, value)
+    torch.save(payload, dest)
+    return dest
+
+
+def test_non_finite_weights_are_refused_naming_the_tensor(baseline_checkpoint, tmp_path, capsys):
+    def poison(key, value):
+        if key == "backbone.head.0.weight":
+            value.view(-1)[3] = float("nan")
+
+    bad = _altered_checkpoint(baseline_checkpoint, tmp_path / "nan.pt", poison)
+    data = _pairs(tmp_path / "test", [(32, 32)] * 2)
+    assert _evaluate(bad, data, tmp_path / "eval") == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "model.backbone.head.0.weight" in err and "non-finite" in err
+    assert main(["deblur", str(data / "input"), "-o", str(tmp_path / "restored"), "--checkpoint", str(bad)]) == 2
+    assert "model.backbone.head.0.weight" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nan.pt", "test"]  # no black image, no scores
+
+
+def test_a_non_finite_model_output_is_an_error_not_a_black_image(baseline_checkpoint, tmp_path, capsys):
+    huge = _altered_checkpoint(baseline_checkpoint, tmp_path / "huge.pt", lambda _k, v: v.mul_(1e30))  # finite
+    data = _pairs(tmp_path / "test", [(32, 32)] * 2)
+    assert main(["deblur", str(data / "input"), "-o", str(tmp_path / "restored"), "--checkpoint", str(huge)]) == 1
+    err = capsys.readouterr().err
+    assert "non-finite" in err and str(data / "input" / "0.png") in err and "2 of 2 file(s) failed" in err
+    restored = tmp_path / "restored"
+    assert not restored.exists() or not list(restored.rglob("*.png"))  # no black image
+    assert _evaluate(huge, data, tmp_path / "eval") == 2
+    err = capsys.readouterr().err
+    assert "non-finite" in err and str(data / "input" / "0.png") in err and "Traceback" not in err
+    assert not (tmp_path / "eval").exists() and not list(tmp_path.glob(".eval.*"))
+
+
 # item 9 -------------------------------------------------------------------------------------------
 
 def test_deblur_skips_a_looping_file_symlink_and_restores_the_rest(baseline_checkpoint, tmp_path, capsys):
