@@ -3,7 +3,8 @@
 Inputs, all under ``--metrics-dir`` (default ``<repo>/metrics``) and each optional:
 ``table1.json``, ``ablation_prior.json``, ``ablation_stages.json``, ``t_sweep.json`` (format:
 pipelines/tables.py) and ``costs.json`` (pipelines/profile.py); the per-image CSVs and crops that
-``table1.json`` names (repo-relative); the paper's numbers in ``reports/published/``.
+``table1.json`` names (relative to ``--root``; a path resolving outside it, or a crop that is not an
+image, is refused); the paper's numbers in ``reports/published/``.
 
 A section whose file is absent says "not run"; a file that is present but malformed (missing key,
 wrong type) stops the build with the file and the key named. Every number on the page comes from
@@ -1277,7 +1278,8 @@ def summary_section(ctx: Context, parsed: dict, claims: list[Claim]) -> Section:
 # the page
 # ---------------------------------------------------------------------------------------------
 def load_inputs(metrics_dir: Path, root: Path) -> dict:
-    """Parse every metric file that exists (absent -> None); malformed files raise ValueError."""
+    """Parse every metric file that exists (absent -> None); malformed files raise ValueError.
+    Every path Table 1 names must lie under ``root``."""
     parsed: dict = {}
     for key, name in METRIC_FILES.items():
         src = Source.load_json(metrics_dir / name, display_path(metrics_dir / name, root))
@@ -1285,11 +1287,45 @@ def load_inputs(metrics_dir: Path, root: Path) -> dict:
             parsed[key] = None
         elif key == "table1":
             parsed[key] = parse_table1(src)
+            check_input_paths(parsed[key], root)
         elif key == "costs":
             parsed[key] = parse_costs(src)
         else:
             parsed[key] = parse_ablation(src, with_t=key == "t_sweep")
     return parsed
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.relative_to(root)
+    except ValueError:
+        return False
+    return True
+
+
+def check_input_paths(t1: Table1, root: Path) -> None:
+    """Every path ``table1.json`` names must resolve (symlinks followed) under ``root``, and a crop that
+    exists must be an image: the report copies crops into the site and reads the per-image CSVs, so
+    a crafted file naming ``/etc/passwd`` or ``../../secret`` is refused, naming the file and key."""
+    from pipelines.imageio import IMAGE_EXTENSIONS, ImageReadError, read_image_size
+
+    real_root = Path(root).resolve()
+    for i, row in enumerate(t1.rows):
+        named = [(f"rows[{i}].per_image.{side}[{j}]", p, False) for side in ("baseline", "blurdm")
+                 for j, p in enumerate(row.per_image[side])]
+        named += [(f"rows[{i}].crops.{kind}[{j}]", p, True) for kind, paths in row.crops.items()
+                  for j, p in enumerate(paths)]
+        for where, rel, image in named:
+            real = (Path(root) / rel).resolve()
+            if not _inside(real, real_root):
+                t1.source.fail(where, f"{rel!r} resolves to {real}, outside --root {real_root}: refused")
+            if image and real.exists():
+                if real.suffix.lower() not in IMAGE_EXTENSIONS:
+                    t1.source.fail(where, f"{rel!r} is not an image file (extension {real.suffix!r}): refused")
+                try:
+                    read_image_size(real)
+                except ImageReadError as err:
+                    t1.source.fail(where, f"{rel!r} is not a readable image ({err}): refused")
 
 
 def template_environment():

@@ -781,6 +781,36 @@ def test_a_non_finite_model_output_is_an_error_not_a_black_image(baseline_checkp
     assert not (tmp_path / "eval").exists() and not list(tmp_path.glob(".eval.*"))
 
 
+# item 5 -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("key,path,message", [
+    ("crops", "/etc/passwd", "outside --root"),
+    ("crops", "../../../../etc/hostname", "outside --root"),
+    ("crops", "notes/secret.png", "not a readable image"),
+    ("crops", "notes/secret.txt", "not an image file"),
+    ("per_image", "../../outside/scores.csv", "outside --root"),
+])
+def test_report_refuses_paths_outside_root_or_crops_that_are_not_images(tmp_path, capsys, key, path, message):
+    root = tmp_path / "outputs"
+    shutil.copytree(REPO / "tests" / "fixtures" / "report", root)
+    (root / "notes").mkdir()
+    for name in ("secret.png", "secret.txt"):
+        (root / "notes" / name).write_text("password: hunter2")
+    table = root / "metrics" / "table1.json"
+    data = json.loads(table.read_text())
+    entry = data["rows"][0][key]
+    side = "blurred" if key == "crops" else "baseline"
+    entry[side] = [path] + (entry[side][1:] if isinstance(entry[side], list) else [])
+    table.write_text(json.dumps(data, indent=2))
+    site = tmp_path / "site"
+    assert main(["report", "--metrics-dir", str(root / "metrics"), "--out", str(site), "--root", str(root),
+                 "--params", str(REPO / "params.yaml")]) == 2
+    err = capsys.readouterr().err
+    where = "rows[0].crops.blurred[0]" if key == "crops" else "rows[0].per_image.baseline[0]"
+    assert str(table) in err and where in err and message in err and "refused" in err
+    assert not site.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["outputs"]
+
+
 # item 9 -------------------------------------------------------------------------------------------
 
 def test_deblur_skips_a_looping_file_symlink_and_restores_the_rest(baseline_checkpoint, tmp_path, capsys):
