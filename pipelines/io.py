@@ -12,7 +12,8 @@ private ``0o600`` / ``0o700`` of :mod:`tempfile`.
 
 A folder is only ever replaced when it is ours: :func:`atomic_dir` with a ``marker`` refuses an existing
 ``--out`` that is not empty and does not hold that marker file (what the command always writes).
-:func:`walk_files` reads a folder tree without looping through folder symlinks.
+:func:`walk_files` reads a folder tree without looping through folder symlinks, and :class:`FolderLock`
+gives one writer per folder.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import shutil
 import socket
 import tempfile
 from pathlib import Path
+from typing import Self
 
 # errno values that can only mean "the destination cannot be written"
 FULL_OR_READ_ONLY = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
@@ -310,3 +312,84 @@ def walk_files(folder: str | os.PathLike, suffixes: tuple[str, ...] | None = Non
                     continue
             if path.is_file():
                 yield path
+
+
+class FolderLockedError(ValueError):
+    """Another process holds the lock of a folder it is writing."""
+
+
+class FolderLock:
+    """An exclusive lock of one writer on a folder: ``flock`` on the file ``<folder>/<name>``.
+
+    The kernel drops the lock when its holder exits, even on SIGKILL, so a stale lock file never
+    blocks a later run; :meth:`release` removes the file. A second writer gets a
+    :class:`FolderLockedError` naming the folder and the holder (pid and host)."""
+
+    def __init__(self, folder: str | os.PathLike, name: str = ".lock", what: str = "run"):
+        self.folder = Path(folder)
+        self.path = self.folder / name
+        self.what = what
+        self._fd: int | None = None
+        self._unlocked = False  # held without a lock (a filesystem that has none)
+
+    def acquire(self) -> Self:
+        import fcntl
+
+        if self._fd is not None or self._unlocked:
+            return self
+        with _naming(self.path):
+            self.folder.mkdir(parents=True, exist_ok=True)
+        while True:
+            with _naming(self.path):
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as err:
+                if err.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS):
+                    import warnings
+
+                    os.close(fd)  # a filesystem without locks: warn, and write unlocked rather than not at all
+                    warnings.warn(f"{self.path}: cannot lock ({os.strerror(err.errno)}); make sure no other "
+                                  f"{self.what} writes this folder", RuntimeWarning, stacklevel=2)
+                    self._unlocked = True
+                    return self
+                if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    os.close(fd)
+                    raise
+                try:
+                    holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
+                finally:
+                    os.close(fd)
+                raise FolderLockedError(
+                    f"{self.folder}: another {self.what} is writing this folder ({holder}; lock file {self.path}); "
+                    "wait for it to finish, or use another --out") from None
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:  # the previous holder removed the file between our open and our lock: retry
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+            self._fd = fd
+            return self
+
+    def release(self) -> None:
+        if self._unlocked:
+            self._unlocked = False
+            self.path.unlink(missing_ok=True)
+        if self._fd is None:
+            return
+        try:
+            self.path.unlink(missing_ok=True)  # while still holding it: a waiting writer then retries
+        finally:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> Self:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()

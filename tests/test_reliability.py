@@ -811,6 +811,30 @@ def test_report_refuses_paths_outside_root_or_crops_that_are_not_images(tmp_path
     assert not site.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["outputs"]
 
 
+# item 6 -------------------------------------------------------------------------------------------
+
+def test_a_second_writer_of_a_training_folder_is_refused(tiny_training, tmp_path):
+    import fcntl
+
+    from pipelines.train import TrainJob, train
+
+    out = tmp_path / "run"
+    out.mkdir()
+    job = {"stage": "stage1", "backbone": "mimo_unet", "out_dir": out, "mlflow": False}
+    with open(out / ".train.lock", "w") as held:  # another `train` is writing this folder
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("pid 4242 on node7\n")
+        held.flush()
+        with pytest.raises(ValueError) as err:
+            train(TrainJob(**job), tiny_training, progress=False)
+        assert str(out) in str(err.value) and "another training run is writing this folder" in str(err.value)
+        assert "pid 4242 on node7" in str(err.value)
+        assert sorted(p.name for p in out.iterdir()) == [".train.lock"]  # the second writer wrote nothing
+    metrics = train(TrainJob(**job), tiny_training, progress=False)  # once the first is done: fine
+    assert metrics["steps"] == 4
+    assert ".train.lock" not in {p.name for p in out.iterdir()}  # the lock is gone with its writer
+
+
 # item 9 -------------------------------------------------------------------------------------------
 
 def test_deblur_skips_a_looping_file_symlink_and_restores_the_rest(baseline_checkpoint, tmp_path, capsys):
