@@ -242,6 +242,34 @@ def _check_replaceable(out_dir: Path) -> None:
                              "(the output folder is replaced whole); choose a new --out")
 
 
+def _image_file(name: str) -> str:
+    return str(Path(name).with_suffix("")) + ".png"
+
+
+def _crop_stem(name: str) -> str:
+    return str(Path(name).with_suffix("")).replace("/", "__")
+
+
+def check_output_names(pairs, save_images: bool, crop_images: int) -> None:
+    """Refuse, before any work, two inputs whose outputs would get the same file name (``dup.png`` and
+    ``dup.jpg`` both give ``images/dup.png``; ``a/b.png`` and ``a__b.png`` the same crop names): one
+    would silently overwrite the other."""
+    owners: dict[str, object] = {}
+    clashes = []
+    for index, pair in enumerate(pairs):
+        names = [f"images/{_image_file(pair.name)}"] if save_images else []
+        if index < crop_images:
+            names.append(f"crops/{_crop_stem(pair.name)}_*.png")
+        for name in names:
+            first = owners.setdefault(name, pair)
+            if first is not pair:
+                clashes.append(f"{first.blur} and {pair.blur} would both be written as {name}")
+    if clashes:
+        shown = "; ".join(clashes[:5]) + (f"; ... ({len(clashes) - 5} more)" if len(clashes) > 5 else "")
+        raise ValueError(f"output name collision ({len(clashes)}): {shown}. Outputs are named after the input "
+                         "without its extension: rename one of each, or evaluate without --save-images / crops")
+
+
 def evaluate_model(model, pairs, out_dir: str | os.PathLike, *, dataset: str, data_root: str | os.PathLike,
                    spec: dict | None = None, checkpoint: str | os.PathLike | None = None,
                    eval_seeds: Sequence[int] = (2023,), oracle: bool = False, lpips=None,
@@ -264,6 +292,7 @@ def evaluate_model(model, pairs, out_dir: str | os.PathLike, *, dataset: str, da
     _check_replaceable(out_dir)
     from pipelines.data import check_pairs
 
+    check_output_names(pairs, save_images, crop_images)
     check_pairs(pairs)  # unreadable or size-mismatched files: refused now, not after hours of inference
     _remove_stale(out_dir)
     device = torch.device(device)
@@ -297,10 +326,10 @@ def evaluate_model(model, pairs, out_dir: str | os.PathLike, *, dataset: str, da
                              "seconds": seconds})
                 if k == 0:
                     if save_images:
-                        write_png(tmp / "images" / (str(Path(pair.name).with_suffix("")) + ".png"), restored)
+                        write_png(tmp / "images" / _image_file(pair.name), restored)
                     if index < crop_images:
                         top, left, h, w = centre_crop_box(*blur.shape[:2], crop_size)
-                        stem = str(Path(pair.name).with_suffix("")).replace("/", "__")
+                        stem = _crop_stem(pair.name)
                         for kind, img in (("blur", blur), ("restored", restored), ("sharp", sharp)):
                             write_png(tmp / "crops" / f"{stem}_{kind}.png", img[top:top + h, left:left + w])
                 bar.update(1)

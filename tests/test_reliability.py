@@ -835,6 +835,25 @@ def test_a_second_writer_of_a_training_folder_is_refused(tiny_training, tmp_path
     assert ".train.lock" not in {p.name for p in out.iterdir()}  # the lock is gone with its writer
 
 
+# item 7 -------------------------------------------------------------------------------------------
+
+def test_evaluate_refuses_inputs_whose_outputs_would_share_a_name(baseline_checkpoint, tmp_path, capsys, monkeypatch):
+    import pipelines.evaluate as ev
+    from PIL import Image
+
+    data = _pairs(tmp_path / "test", [(32, 32)] * 2)
+    image = np.random.default_rng(7).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    for side in ("input", "target"):
+        write_png(data / side / "dup.png", image)
+        Image.fromarray(image).save(data / side / "dup.jpg", quality=95)
+    monkeypatch.setattr(ev, "restore_image", lambda *a, **k: pytest.fail("inference started"))
+    assert _evaluate(baseline_checkpoint, data, tmp_path / "eval", "--save-images") == 2
+    err = capsys.readouterr().err
+    assert "output name collision" in err and "images/dup.png" in err
+    assert str(data / "input" / "dup.jpg") in err and str(data / "input" / "dup.png") in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["test"]
+
+
 # item 9 -------------------------------------------------------------------------------------------
 
 def test_deblur_skips_a_looping_file_symlink_and_restores_the_rest(baseline_checkpoint, tmp_path, capsys):
