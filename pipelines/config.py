@@ -24,6 +24,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipelines.limits import DEFAULT_MAX_PIXELS
+
 BACKBONE_NAMES = ("mimo_unet", "mimo_unet_plus", "stripformer", "fftformer", "loformer")
 PRIOR_NAMES = ("none", "blurdm", "rddm", "ddpm", "oracle")
 DIFFUSION_PRIORS = ("blurdm", "rddm", "ddpm")
@@ -103,6 +105,7 @@ class DataConfig(Strict):
     val_fraction: float = Field(0.1, ge=0, lt=1)
     num_workers: int = Field(0, ge=0)
     augment: bool = True
+    max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1)  # every image reader refuses larger images (header check)
 
 
 class ModelsConfig(Strict):
@@ -318,4 +321,8 @@ def load_params(path: str | os.PathLike | None = None, profile: str | None = Non
     resolved = resolve_raw(raw, profile, source=str(path))
     if overrides:
         resolved = deep_merge(resolved, overrides)
-    return validate(resolved, source=str(path))
+    params = validate(resolved, source=str(path))
+    from pipelines.limits import set_max_pixels
+
+    set_max_pixels(params.data.max_pixels)  # every image reader of this process (pipelines/imageio.py)
+    return params

@@ -143,8 +143,9 @@ def find_pairs(root: str | os.PathLike) -> list[Pair]:
 
 def check_pairs(pairs: Sequence[Pair], crop_size: int | None = None, crop_key: str = "data.crop_size") -> None:
     """Check every pair from the image headers, before any work starts: both files are images, of the
-    same size, and (with ``crop_size``) at least ``crop_size`` pixels on each side. A problem raises one
-    ValueError naming the files and, for the crop, the params key ``crop_key``. (Pixel data is not
+    same size, within the pixel limit (``data.max_pixels``), and (with ``crop_size``) at least
+    ``crop_size`` pixels on each side. A problem raises one ValueError naming the files and, for the
+    crop, the params key ``crop_key``. (Pixel data is not
     decoded: a truncated file is reported, naming it, when it is read.)"""
     from pipelines.imageio import read_image_size
 

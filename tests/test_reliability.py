@@ -663,6 +663,18 @@ def _evaluate(checkpoint: Path, data: Path, out: Path, *extra: str) -> int:
                  *extra])
 
 
+def _png_header_only(width: int, height: int) -> bytes:
+    """A tiny PNG whose header declares ``width x height`` (the pixel data is absent): a decompression bomb."""
+    import struct
+    import zlib
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
 # item 2 -------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("command,content", [
@@ -852,6 +864,51 @@ def test_evaluate_refuses_inputs_whose_outputs_would_share_a_name(baseline_check
     assert "output name collision" in err and "images/dup.png" in err
     assert str(data / "input" / "dup.jpg") in err and str(data / "input" / "dup.png") in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["test"]
+
+
+# item 8 -------------------------------------------------------------------------------------------
+
+def test_a_decompression_bomb_is_refused_from_its_header_naming_both_sizes(baseline_checkpoint, tmp_path, capsys):
+    data = _pairs(tmp_path / "test", [(32, 32)] * 2)
+    bomb = _png_header_only(20000, 20000)
+    assert len(bomb) < 80
+    for side in ("input", "target"):
+        (data / side / "bomb.png").write_bytes(bomb)
+    assert _evaluate(baseline_checkpoint, data, tmp_path / "eval") == 2
+    err = capsys.readouterr().err
+    assert str(data / "input" / "bomb.png") in err and "20000x20000" in err and "7680x4320" in err
+    assert "Traceback" not in err and sorted(p.name for p in tmp_path.iterdir()) == ["test"]
+    assert main(["deblur", str(data / "input"), "-o", str(tmp_path / "restored"), "--checkpoint",
+                 str(baseline_checkpoint)]) == 1
+    err = capsys.readouterr().err
+    assert str(data / "input" / "bomb.png") in err and "20000x20000" in err
+    assert sorted(p.name for p in (tmp_path / "restored").iterdir()) == ["0.png", "1.png"]
+
+
+def test_a_valid_image_over_the_pixel_limit_is_not_decoded(tmp_path):
+    from PIL import Image
+
+    from pipelines.imageio import ImageReadError, read_image, read_image_size
+
+    big = tmp_path / "big.png"
+    Image.new("1", (8000, 5000)).save(big)  # 40 Mpixel: over an 8K frame, under Pillow's own warning
+    assert big.stat().st_size < 100_000
+    for reader in (read_image_size, read_image):
+        with pytest.raises(ImageReadError, match=r"8000x5000 = 40000000 pixels, over the limit of 33177600"):
+            reader(big)
+
+
+def test_the_pixel_limit_comes_from_params(baseline_checkpoint, in_root, tmp_path, capsys, monkeypatch):
+    import pipelines.limits
+
+    monkeypatch.setattr(pipelines.limits, "_max_pixels", pipelines.limits.DEFAULT_MAX_PIXELS)  # restored after
+    params = _params_file(in_root, lambda r: r["data"].update(max_pixels=1000))
+    data = _pairs(tmp_path / "test", [(32, 32)] * 2)
+    assert main(["evaluate", "--checkpoint", str(baseline_checkpoint), "--data", str(data), "--out",
+                 str(tmp_path / "eval"), "--no-lpips", "--params", str(params)]) == 2
+    err = capsys.readouterr().err
+    assert str(data / "input" / "0.png") in err and "32x32 = 1024 pixels" in err and "limit of 1000" in err
+    assert "data.max_pixels" in err
 
 
 # item 9 -------------------------------------------------------------------------------------------
