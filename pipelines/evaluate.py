@@ -291,9 +291,11 @@ def evaluate_model(model, pairs, out_dir: str | os.PathLike, *, dataset: str, da
         raise ValueError(f"unknown RealBlur mode {realblur_mode!r}; allowed: authors, official")
     _check_replaceable(out_dir)
     from pipelines.data import check_pairs
+    from pipelines.metrics import WINDOW_SIZE
 
     check_output_names(pairs, save_images, crop_images)
-    check_pairs(pairs)  # unreadable or size-mismatched files: refused now, not after hours of inference
+    # unreadable, size-mismatched, too large or too small files: refused now, not after hours of inference
+    check_pairs(pairs, min_side=(WINDOW_SIZE, f"SSIM needs a {WINDOW_SIZE}x{WINDOW_SIZE} window"))
     _remove_stale(out_dir)
     device = torch.device(device)
     model = model.to(device).eval()

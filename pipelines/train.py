@@ -141,8 +141,10 @@ class TrainJob:
             raise UserError(f"unknown backbone {self.backbone!r}; allowed: {', '.join(BACKBONE_NAMES)}")
         if self.prior not in DIFFUSION_PRIORS:
             raise UserError(f"unknown prior {self.prior!r}; allowed: {', '.join(DIFFUSION_PRIORS)}")
-        if isinstance(self.T, bool) or not isinstance(self.T, int) or self.T < 1:
-            raise UserError(f"--T must be an integer >= 1, got {self.T!r}")
+        from pipelines.config import MAX_T
+
+        if isinstance(self.T, bool) or not isinstance(self.T, int) or not 1 <= self.T <= MAX_T:
+            raise UserError(f"--T must be an integer >= 1 and <= {MAX_T}, got {self.T!r}")
         if self.steps is not None and self.steps < 0:
             raise UserError(f"--steps must be >= 0, got {self.steps}")
         if self.study not in STUDIES:

@@ -925,3 +925,60 @@ def test_deblur_skips_a_looping_file_symlink_and_restores_the_rest(baseline_chec
     assert f"{photos / 'loop.png'}: skipped: symbolic link loop" in err
     assert f"{photos / 'gone.png'}: skipped: broken symbolic link" in err
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == ["a.png"]
+
+
+# item 10 ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mutate,message", [
+    (lambda r: r["profiles"]["smoke"]["train"]["steps"].update(stage1=True),
+     "train.steps.stage1: Value error, expected an integer, got True"),
+    (lambda r: r["data"].update(augment=1), "data.augment: Value error, expected true or false, got 1"),
+    (lambda r: r["profiles"]["smoke"]["evaluate"].update(eval_seeds=[]), "evaluate.eval_seeds: List should have at least 1"),
+    (lambda r: r["profiles"]["smoke"]["train"].update(seeds=[]), "train.seeds: List should have at least 1"),
+    (lambda r: r["prior"].update(T=10**9), "prior.T: Input should be less than or equal to 1000"),
+    (lambda r: r["ablations"].update(t_sweep=[1, 5000]), "every T must be in 1..1000"),
+])
+def test_params_are_strict(in_root, capsys, mutate, message):
+    params = _params_file(in_root, mutate)
+    assert main([*STUDY_STAGE1, "--params", str(params)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert sorted(p.name for p in in_root.iterdir()) == ["params.yaml"]  # nothing trained, no MLflow run
+
+
+def test_a_key_given_twice_in_params_is_refused(in_root, capsys):
+    params = _params_file(in_root)
+    text = params.read_text()
+    params.write_text(text + "seed: 7\n")  # `seed: 0` is already at the top
+    assert main([*STUDY_STAGE1, "--params", str(params)]) == 2
+    err = capsys.readouterr().err
+    assert str(params) in err and "duplicate key 'seed'" in err and "Traceback" not in err
+    params.write_text(text.replace("  T: 5\n", "  T: 5\n  T: 8\n", 1))  # nested, too
+    assert main([*STUDY_STAGE1, "--params", str(params)]) == 2
+    assert "duplicate key 'T'" in capsys.readouterr().err
+    assert sorted(p.name for p in in_root.iterdir()) == ["params.yaml"]
+
+
+def test_a_checkpoint_with_an_absurd_T_is_refused_before_any_allocation(tmp_path, capsys):
+    from models.deblur_model import normalise_spec
+
+    spec = {"backbone": "mimo_unet", "scale": "tiny", "prior_mode": "diffusion", "prior": "blurdm", "T": 10**9}
+    with pytest.raises(ValueError, match=r"'T' must be in 1\.\.1000, got 1000000000"):
+        normalise_spec(spec, source="model.pt")
+    evil = tmp_path / "model.pt"
+    torch.save({"format": "blurdm-bench/model", "version": 1, "spec": spec, "model": {}, "meta": {}}, evil)
+    data = _pairs(tmp_path / "test", [(32, 32)])
+    assert _evaluate(evil, data, tmp_path / "eval") == 2
+    err = capsys.readouterr().err
+    assert str(evil) in err and "'T' must be in 1..1000" in err and "Traceback" not in err
+
+
+def test_an_image_too_small_for_ssim_is_refused_before_inference(baseline_checkpoint, tmp_path, capsys, monkeypatch):
+    import pipelines.evaluate as ev
+
+    data = _pairs(tmp_path / "test", [(32, 32), (32, 32), (1, 1)])
+    monkeypatch.setattr(ev, "restore_image", lambda *a, **k: pytest.fail("inference started"))
+    assert _evaluate(baseline_checkpoint, data, tmp_path / "eval") == 2
+    err = capsys.readouterr().err
+    assert str(data / "input" / "2.png") in err and "1x1" in err and "11x11" in err and "SSIM" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["test"]
