@@ -2,9 +2,10 @@
 
 Inputs, all under ``--metrics-dir`` (default ``<repo>/metrics``) and each optional:
 ``table1.json``, ``ablation_prior.json``, ``ablation_stages.json``, ``t_sweep.json`` (format:
-pipelines/tables.py) and ``costs.json`` (pipelines/profile.py); the per-image CSVs and crops that
-``table1.json`` names (relative to ``--root``; a path resolving outside it, or a crop that is not an
-image, is refused); the paper's numbers in ``reports/published/``.
+pipelines/tables.py) and ``costs.json`` (pipelines/profile.py), with their untracked sidecars
+``run_info/<name>`` (date, MLflow run ids, latency: pipelines/run_info.py); the per-image CSVs and
+crops that ``table1.json`` names (relative to ``--root``; a path resolving outside it, or a crop that
+is not an image, is refused); the paper's numbers in ``reports/published/``.
 
 A section whose file is absent says "not run"; a file that is present but malformed (missing key,
 wrong type) stops the build with the file and the key named. Every number on the page comes from
@@ -265,7 +266,9 @@ def parse_meta(src: Source, obj, where: str) -> Meta:
         resamples=src.integer(boot, "resamples", wb), bootstrap_seed=src.integer(boot, "seed", wb),
         confidence=src.num(boot, "confidence", wb),
         # null: the tables were made outside a git checkout (e.g. an unpacked release archive)
-        git_commit=src.text(meta, "git_commit", w, optional=True) or "unknown", date=src.text(meta, "date", w),
+        git_commit=src.text(meta, "git_commit", w, optional=True) or "unknown",
+        # the date is run-specific: it lives in the untracked sidecar (merged in by load_inputs), if at all
+        date=src.text(meta, "date", w) if "date" in meta else "not recorded",
         machine=src.mapping(meta, "machine", w),
     )
 
@@ -296,7 +299,7 @@ def parse_table1(src: Source) -> Table1:
         wg = src.join(w, "gain")
         per_image = src.mapping(row, "per_image", w)
         crops = src.mapping(row, "crops", w)
-        runs = src.mapping(row, "runs", w)
+        runs = src.mapping(row, "runs", w) if "runs" in row else {"baseline": [], "blurdm": []}  # (sidecar)
         stages = src.mapping(row, "dvc_stages", w)
         rows.append(Table1Row(
             dataset=src.text(row, "dataset", w), backbone=src.text(row, "backbone", w),
@@ -327,7 +330,7 @@ def parse_ablation(src: Source, with_t: bool = False) -> Ablation:
             variant=src.text(row, "variant", w), psnr=src.num(row, "psnr", w),
             ssim=src.num(row, "ssim", w, optional=True), ssim3d=src.num(row, "ssim3d", w, optional=True),
             lpips=src.num(row, "lpips", w, optional=True), gain=parse_gain(src, row, "gain", w),
-            runs=src.paths(row, "runs", w), dvc_stage=src.text(row, "dvc_stage", w),
+            runs=src.paths(row, "runs", w) if "runs" in row else [], dvc_stage=src.text(row, "dvc_stage", w),
             T=src.integer(row, "T", w) if with_t else None,
         ))
     return Ablation(src, parse_meta(src, data, ""), src.text(data, "dataset"), src.text(data, "backbone"), rows)
@@ -1279,10 +1282,16 @@ def summary_section(ctx: Context, parsed: dict, claims: list[Claim]) -> Section:
 # ---------------------------------------------------------------------------------------------
 def load_inputs(metrics_dir: Path, root: Path) -> dict:
     """Parse every metric file that exists (absent -> None); malformed files raise ValueError.
-    Every path Table 1 names must lie under ``root``."""
+
+    The run-specific values (date, MLflow run ids, latency) come from each file's untracked sidecar
+    ``run_info/<name>`` (:mod:`pipelines.run_info`). Every path Table 1 names must lie under ``root``."""
+    from pipelines.run_info import merge_run_info, read_run_info
+
     parsed: dict = {}
     for key, name in METRIC_FILES.items():
         src = Source.load_json(metrics_dir / name, display_path(metrics_dir / name, root))
+        if src is not None:
+            src.data = merge_run_info(src.data, *read_run_info(src.path), costs=key == "costs")
         if src is None:
             parsed[key] = None
         elif key == "table1":

@@ -2,6 +2,11 @@
 or read-only disk never leave partial outputs where a later stage reads them, unsafe input is refused,
 the MLflow UI stays on 127.0.0.1, and the smoke chain is byte-for-byte reproducible.
 
+Issue 14 (the section at the end): no --out folder we did not write is ever replaced, folder symlink
+loops are read once, non-finite weights and outputs are refused, report inputs stay under --root, one
+writer per training folder, no two outputs share a name, images over the pixel limit are refused from
+their header, strict params, and the tracked metric files are the same bytes in two runs.
+
 Covered elsewhere (not repeated here): params schema -> tests/test_config.py; corrupt / truncated /
 size-mismatched / unpaired / grayscale / RGBA / 16-bit files -> tests/test_data.py, tests/test_imageio.py;
 synth and fetch failing half-way -> tests/test_synth.py, tests/test_fetch.py; SIGKILL during training
@@ -13,7 +18,6 @@ tests/test_evaluate.py, tests/test_report.py.
 from __future__ import annotations
 
 import ast
-import copy
 import errno
 import json
 import os
@@ -152,34 +156,26 @@ def smoke_chain(tmp_path_factory):
     return roots
 
 
-def _comparable(table: dict) -> dict:
-    """A metric table without what legitimately differs between two runs: the date, the commit, and the
-    MLflow run ids (random UUIDs; their number is kept)."""
-    table = copy.deepcopy(table)
-    table["meta"].pop("date")
-    table["meta"].pop("git_commit")
-
-    def strip_runs(obj):
-        if isinstance(obj, dict):
-            return {k: (len(v) if k == "runs" else strip_runs(v)) for k, v in obj.items()}
-        if isinstance(obj, list):
-            return [strip_runs(v) for v in obj]
-        return obj
-
-    return strip_runs(table)
-
-
 def test_smoke_chain_gives_byte_identical_metric_tables(smoke_chain):
+    """Issue 14, item 11: the tracked tables are the same BYTES in two runs (no date, no MLflow run id, no
+    absolute path in them); what differs between runs sits in the untracked metrics/run_info/ sidecars,
+    and the report still links every run from there."""
     first = smoke_chain[0]
     names = sorted(p.name for p in (first / "metrics").glob("*.json"))
     assert names == ["ablation_prior.json", "ablation_stages.json", "t_sweep.json", "table1.json"]
     table1 = json.loads((first / "metrics" / "table1.json").read_text())
     assert [(r["dataset"], r["backbone"]) for r in table1["rows"]] == [("synthetic", "mimo_unet")]
-    assert all(len(ids) == 1 for ids in table1["rows"][0]["runs"].values())  # tracked in MLflow
+    assert "date" not in table1["meta"] and "runs" not in table1["rows"][0]
     for name in names:
-        a, b = (json.loads((root / "metrics" / name).read_text()) for root in smoke_chain)
-        a_bytes, b_bytes = (json.dumps(_comparable(t), sort_keys=True, indent=2).encode() for t in (a, b))
-        assert a_bytes == b_bytes, name
+        a, b = ((root / "metrics" / name).read_bytes() for root in smoke_chain)
+        assert a == b, name
+        assert str(first) not in a.decode() and str(smoke_chain[1]) not in a.decode(), name
+    sidecars = [json.loads((root / "metrics" / "run_info" / "table1.json").read_text()) for root in smoke_chain]
+    runs = [s["runs"]["synthetic/mimo_unet"] for s in sidecars]
+    assert all(len(ids) == 1 for r in runs for ids in r.values())  # tracked in MLflow ...
+    assert runs[0] != runs[1] and all(s["date"] for s in sidecars)  # ... with ids of their own run
+    page = (first / "reports" / "site" / "index.html").read_text()
+    assert all(run_id in page for ids in runs[0].values() for run_id in ids)
     for rel in ("eval/table1/mimo_unet/synthetic/blurdm/seed0/scores.csv",
                 "runs/table1/mimo_unet/stage3/seed0/model.pt"):
         if rel.endswith(".csv"):  # the per-image table without its timing column
@@ -982,3 +978,39 @@ def test_an_image_too_small_for_ssim_is_refused_before_inference(baseline_checkp
     err = capsys.readouterr().err
     assert str(data / "input" / "2.png") in err and "1x1" in err and "11x11" in err and "SSIM" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["test"]
+
+
+# item 11 ------------------------------------------------------------------------------------------
+
+def test_profile_writes_the_same_bytes_twice_and_keeps_timings_aside(tmp_path):
+    outs = [tmp_path / f"run{i}" / "costs.json" for i in range(2)]
+    for out in outs:
+        assert main(["profile", "--scale", "tiny", "--backbones", "mimo_unet", "--latency", "--device", "cpu",
+                     *SMOKE, "--params", str(REPO / "params.yaml"), "--out", str(out)]) == 0
+    first, second = (out.read_bytes() for out in outs)
+    assert first == second  # the tracked file: counts only
+    costs = json.loads(first)
+    assert "latency" not in costs and "blurdm_module_latency_ms" not in costs["paper_claims"]["ours"]
+    assert costs["published_backbones_source"] == "models/published_costs.yaml"
+    assert str(REPO) not in first.decode() and str(tmp_path) not in first.decode()
+    for out in outs:  # the timings, beside it in the untracked sidecar, for the report
+        sidecar = json.loads((out.parent / "run_info" / "costs.json").read_text())
+        assert {r["model"] for r in sidecar["latency"]["results"]} == {"blurdm_module", "mimo_unet"}
+        assert sidecar["table_sha256"] == __import__("hashlib").sha256(first).hexdigest()
+
+
+def test_the_report_reads_run_info_only_when_it_belongs_to_the_table(tmp_path):
+    from pipelines.config import load_params
+    from reports.build import build_report
+
+    root = tmp_path / "outputs"
+    shutil.copytree(REPO / "tests" / "fixtures" / "report", root)
+    sidecar = json.loads((root / "metrics" / "run_info" / "table1.json").read_text())
+    run_id = sidecar["runs"]["synthetic/mimo_unet"]["baseline"][0]
+    params = load_params(REPO / "params.yaml")
+    page = build_report(root / "metrics", tmp_path / "site", root=root, params=params).read_text()
+    assert run_id in page and sidecar["date"] in page
+    table = root / "metrics" / "table1.json"  # other tables (say, an older commit checked out) ...
+    table.write_text(table.read_text().replace('"cpu_count": 2', '"cpu_count": 4'))
+    page = build_report(root / "metrics", tmp_path / "site", root=root, params=params).read_text()
+    assert run_id not in page and "belongs to another version of table1.json" in page  # ... are not mislabelled
