@@ -730,7 +730,7 @@ def test_a_folder_symlink_loop_is_read_once(baseline_checkpoint, tmp_path, capsy
         assert _evaluate(baseline_checkpoint, data, out) == 0  # crops on (params: crop_images 4)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_images"] == 2 and len((out / "scores.csv").read_text().splitlines()) == 3
-    assert sorted(p.name for p in (out / "crops").iterdir())[0] == "0_blur.png"
+    assert min(p.name for p in (out / "crops").iterdir()) == "0_blur.png"
 
 
 def test_broken_and_looping_file_symlinks_are_skipped_naming_them(tmp_path):
@@ -846,8 +846,9 @@ def test_a_second_writer_of_a_training_folder_is_refused(tiny_training, tmp_path
 # item 7 -------------------------------------------------------------------------------------------
 
 def test_evaluate_refuses_inputs_whose_outputs_would_share_a_name(baseline_checkpoint, tmp_path, capsys, monkeypatch):
-    import pipelines.evaluate as ev
     from PIL import Image
+
+    import pipelines.evaluate as ev
 
     data = _pairs(tmp_path / "test", [(32, 32)] * 2)
     image = np.random.default_rng(7).integers(0, 256, (32, 32, 3), dtype=np.uint8)
