@@ -128,8 +128,13 @@ def normalise_spec(spec: dict, source: str = "model spec") -> dict:
     }
     if mode == "diffusion" and prior is None:
         raise ValueError(f"{source}: prior_mode 'diffusion' needs 'prior' (blurdm, rddm or ddpm) and 'T'")
-    if prior is not None and not isinstance(out["T"], int):
+    if prior is not None and (isinstance(out["T"], bool) or not isinstance(out["T"], int)):
         raise ValueError(f"{source}: a diffusion prior needs an integer 'T', got {out['T']!r}")
+    if prior is not None:
+        from pipelines.config import MAX_T
+
+        if not 1 <= out["T"] <= MAX_T:  # before anything is allocated for T steps
+            raise ValueError(f"{source}: 'T' must be in 1..{MAX_T}, got {out['T']}")
     if mode == "sharp_encoder" and not out["sharp_encoder"]:
         raise ValueError(f"{source}: prior_mode 'sharp_encoder' but the model has no sharp encoder")
     if (mode == "none") == out["fusion"]:

@@ -4,7 +4,8 @@ A checkpoint is a dict saved with ``torch.save``. :func:`save_checkpoint` refuse
 not a tensor, ``str``/``int``/``float``/``bool``/``None`` or a dict/list/tuple of those, so every
 file we write loads with ``torch.load(weights_only=True)``; :func:`load_checkpoint` never loads any
 other way, so a crafted pickle (one that would construct arbitrary objects or run code) is refused
-with a :class:`CheckpointError` naming the file.
+with a :class:`CheckpointError` naming the file, and so are model weights holding NaN or Inf
+(naming the tensor).
 
 The training resume state (``last.pt``) also carries the random number generator states
 (:func:`rng_state` / :func:`set_rng_state`): torch CPU (and CUDA when present), Python ``random``
@@ -72,7 +73,22 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path}: expected a dict at the top level, found {type(payload).__name__}")
+    check_finite_weights(payload.get("model"), path)
     return payload
+
+
+def check_finite_weights(state, path: str | os.PathLike) -> None:
+    """Refuse model weights (``state``: the checkpoint's ``model`` dict) holding NaN or Inf, naming the
+    first such tensor: such a model outputs NaN, which would become a black image or a bogus score."""
+    if not isinstance(state, dict):
+        return
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor) and (value.is_floating_point() or value.is_complex()):
+            bad = int((~torch.isfinite(value)).sum())
+            if bad:
+                raise CheckpointError(f"{path}: refused: weight tensor model.{key} holds {bad} non-finite value(s) "
+                                      f"(NaN or Inf) of {value.numel()}: the training that wrote it diverged, or "
+                                      "the file was altered")
 
 
 def cpu_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -5,7 +5,9 @@ the active profile and a ``profiles`` block of named overlays (``smoke``, ``cpu`
 are deep-merged onto the base (dicts merge, lists and scalars replace). The result is validated by
 the pydantic schema below *before any work starts*: an unknown key, backbone, prior, profile or
 stage, a negative step count, ``T = 0`` ... is rejected with a message naming the key and the
-allowed values.
+allowed values. Booleans and integers are strict (``true`` is not a step count, ``1`` is not a
+switch), a key given twice in the YAML is an error (not "the last one wins"), seed lists may not be
+empty and ``T`` is at most :data:`MAX_T`.
 
 Usage::
 
@@ -18,11 +20,14 @@ from __future__ import annotations
 
 import copy
 import os
+import types
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipelines.limits import DEFAULT_MAX_PIXELS
 
 BACKBONE_NAMES = ("mimo_unet", "mimo_unet_plus", "stripformer", "fftformer", "loformer")
 PRIOR_NAMES = ("none", "blurdm", "rddm", "ddpm", "oracle")
@@ -34,6 +39,7 @@ SCALES = ("paper", "tiny")
 # scikit-image photographs bundled in its wheel (load offline; pipelines/synth.py loads them)
 SYNTH_SOURCES = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field",
                  "colorwheel", "retina")
+MAX_T = 1000  # diffusion steps: a larger T is a typo (and would allocate its schedules before failing)
 
 
 def repo_root() -> Path:
@@ -61,8 +67,51 @@ def shared_root() -> Path:
     return root
 
 
+def _strict_problem(annotation, value) -> str | None:
+    """Why ``value`` is not strictly an ``annotation`` (``true`` for an integer, ``1`` or ``"yes"`` for a
+    boolean, ``5.0`` or ``"5"`` for an integer), or None. Only bool / int / float and containers of them
+    are checked here; pydantic validates everything else."""
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        if value is None and len(args) < len(get_args(annotation)):
+            return None
+        problems = [_strict_problem(a, value) for a in args]
+        return None if any(p is None for p in problems) else problems[0]
+    if annotation is bool:
+        return None if isinstance(value, bool) else f"expected true or false, got {value!r}"
+    if annotation is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else f"expected an integer, got {value!r}"
+    if annotation is float:
+        return f"expected a number, got {value!r}" if isinstance(value, bool) else None
+    if origin is list and isinstance(value, list):
+        for i, item in enumerate(value):
+            problem = _strict_problem(get_args(annotation)[0], item)
+            if problem:
+                return f"item {i}: {problem}"
+    if origin is tuple and isinstance(value, (list, tuple)):
+        for i, (arg, item) in enumerate(zip(get_args(annotation), value)):
+            problem = None if arg is Ellipsis else _strict_problem(arg, item)
+            if problem:
+                return f"item {i}: {problem}"
+    if origin is dict and isinstance(value, dict):
+        for key, item in value.items():
+            problem = _strict_problem(get_args(annotation)[1], item)
+            if problem:
+                return f"{key}: {problem}"
+    return None
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _strict_scalars(cls, value, info):
+        problem = _strict_problem(cls.model_fields[info.field_name].annotation, value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 class NoiseConfig(Strict):
@@ -103,6 +152,7 @@ class DataConfig(Strict):
     val_fraction: float = Field(0.1, ge=0, lt=1)
     num_workers: int = Field(0, ge=0)
     augment: bool = True
+    max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1)  # every image reader refuses larger images (header check)
 
 
 class ModelsConfig(Strict):
@@ -113,7 +163,7 @@ class ModelsConfig(Strict):
 
 class PriorConfig(Strict):
     name: Literal[DIFFUSION_PRIORS] = "blurdm"
-    T: int = Field(5, ge=1)
+    T: int = Field(5, ge=1, le=MAX_T)
 
 
 class StepsConfig(Strict):
@@ -123,7 +173,7 @@ class StepsConfig(Strict):
 
 
 class TrainConfig(Strict):
-    seeds: list[int] = [0]
+    seeds: list[int] = Field([0], min_length=1)
     batch_size: int = Field(4, ge=1)
     steps: StepsConfig
     lr: float = Field(1e-4, gt=0)
@@ -146,9 +196,9 @@ class AblationConfig(Strict):
     @field_validator("t_sweep")
     @classmethod
     def _t_positive(cls, v):
-        bad = [t for t in v if t < 1]
+        bad = [t for t in v if not 1 <= t <= MAX_T]
         if bad:
-            raise ValueError(f"every T must be >= 1, got {bad}")
+            raise ValueError(f"every T must be in 1..{MAX_T}, got {bad}")
         return v
 
 
@@ -158,7 +208,7 @@ class BootstrapConfig(Strict):
 
 
 class EvaluateConfig(Strict):
-    eval_seeds: list[int] = [2023]
+    eval_seeds: list[int] = Field([2023], min_length=1)
     bootstrap: BootstrapConfig = BootstrapConfig()
     lpips: bool = True
     save_images: bool = False
@@ -324,10 +374,35 @@ def load_params(path: str | os.PathLike | None = None, profile: str | None = Non
     except OSError as err:
         raise ParamsError(f"{path}: cannot read params file ({err.strerror or err})") from None
     try:
-        raw = yaml.safe_load(text) or {}
+        raw = yaml.load(text, Loader=UniqueKeyLoader) or {}
     except yaml.YAMLError as err:
         raise ParamsError(f"{path}: not valid YAML: {err}") from None
     resolved = resolve_raw(raw, profile, source=str(path))
     if overrides:
         resolved = deep_merge(resolved, overrides)
-    return validate(resolved, source=str(path))
+    params = validate(resolved, source=str(path))
+    from pipelines.limits import set_max_pixels
+
+    set_max_pixels(params.data.max_pixels)  # every image reader of this process (pipelines/imageio.py)
+    return params
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    first = seen.setdefault(key, key_node.start_mark)
+                except TypeError:
+                    continue  # an unhashable key: SafeLoader reports it
+                if first is not key_node.start_mark:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark,
+                        f"duplicate key {key!r} (first given on line {first.line + 1})", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)

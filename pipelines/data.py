@@ -43,20 +43,13 @@ class Pair:
 # --------------------------------------------------------------------------------------------------
 # finding pairs
 
-def _is_image(path: Path) -> bool:
-    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
-
-
 def _images_under(folder: Path) -> dict[str, Path]:
-    """Relative posix path -> file, for every image below ``folder`` (hidden files and folders skipped)."""
-    found = {}
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for filename in filenames:
-            path = Path(dirpath) / filename
-            if _is_image(path):
-                found[path.relative_to(folder).as_posix()] = path
-    return found
+    """Relative posix path -> file, for every image below ``folder`` (hidden files and folders skipped;
+    folder symlinks followed once, never round a loop; broken / looping file symlinks skipped with a
+    warning: :func:`pipelines.io.walk_files`)."""
+    from pipelines.io import walk_files
+
+    return {path.relative_to(folder).as_posix(): path for path in walk_files(folder, IMAGE_EXTENSIONS)}
 
 
 def _listing(names: Iterable[str]) -> str:
@@ -148,14 +141,16 @@ def find_pairs(root: str | os.PathLike) -> list[Pair]:
     return pairs
 
 
-def check_pairs(pairs: Sequence[Pair], crop_size: int | None = None, crop_key: str = "data.crop_size") -> None:
+def check_pairs(pairs: Sequence[Pair], crop_size: int | None = None, crop_key: str = "data.crop_size",
+                min_side: tuple[int, str] | None = None) -> None:
     """Check every pair from the image headers, before any work starts: both files are images, of the
-    same size, and (with ``crop_size``) at least ``crop_size`` pixels on each side. A problem raises one
-    ValueError naming the files and, for the crop, the params key ``crop_key``. (Pixel data is not
+    same size, within the pixel limit (``data.max_pixels``), and (with ``crop_size``) at least
+    ``crop_size`` pixels on each side, and (with ``min_side = (n, why)``) at least ``n``. A problem raises
+    one ValueError naming the files and, for the crop, the params key ``crop_key``. (Pixel data is not
     decoded: a truncated file is reported, naming it, when it is read.)"""
     from pipelines.imageio import read_image_size
 
-    mismatched, small, smallest = [], [], None
+    mismatched, small, smallest, tiny = [], [], None, []
     for pair in pairs:
         blur, sharp = read_image_size(pair.blur), read_image_size(pair.sharp)
         if blur != sharp:
@@ -165,7 +160,12 @@ def check_pairs(pairs: Sequence[Pair], crop_size: int | None = None, crop_key: s
         smallest = side if smallest is None else min(smallest, side)
         if crop_size is not None and side < crop_size:
             small.append(f"{pair.blur} ({blur[0]}x{blur[1]})")
+        if min_side is not None and side < min_side[0]:
+            tiny.append(f"{pair.blur} ({blur[0]}x{blur[1]})")
     problems = []
+    if tiny:
+        problems.append(f"{len(tiny)} image(s) smaller than {min_side[0]}x{min_side[0]} pixels ({min_side[1]}): "
+                        f"{_listing(tiny)}")
     if mismatched:
         problems.append(f"size mismatch in {len(mismatched)} pair(s) (width x height): {_listing(mismatched)}")
     if small:

@@ -35,32 +35,33 @@ class Job:
     target: Path
 
 
-def collect_inputs(inputs: list[str | os.PathLike]) -> list[tuple[Path, Path]]:
+def collect_inputs(inputs: list[str | os.PathLike], log=None) -> list[tuple[Path, Path]]:
     """``(file, relative output stem path)`` for every input image, in a stable order (duplicates dropped).
 
     A file given by name is taken whatever its extension (a non-image is then reported as unreadable);
-    inside folders only files with a known image extension are taken.
+    inside folders only files with a known image extension are taken, folder symlinks are followed
+    but never round a loop, and a broken or looping file symlink is skipped with a warning naming it
+    (``log``; :func:`pipelines.io.walk_files`).
     """
     from pipelines.imageio import IMAGE_EXTENSIONS
+    from pipelines.io import walk_files
 
+    log = log or (lambda msg: print(msg, file=sys.stderr))
     found: list[tuple[Path, Path]] = []
     seen: set[Path] = set()
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            for dirpath, dirnames, filenames in os.walk(path, followlinks=True):
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-                for filename in sorted(filenames):
-                    file = Path(dirpath) / filename
-                    if filename.startswith(".") or file.suffix.lower() not in IMAGE_EXTENSIONS:
-                        continue
-                    if file.resolve() not in seen:
-                        seen.add(file.resolve())
-                        found.append((file, file.relative_to(path)))
+            for file in walk_files(path, IMAGE_EXTENSIONS, warn=log):
+                if file.resolve() not in seen:
+                    seen.add(file.resolve())
+                    found.append((file, file.relative_to(path)))
         elif path.exists():
             if path.resolve() not in seen:
                 seen.add(path.resolve())
                 found.append((path, Path(path.name)))
+        elif path.is_symlink():
+            raise FileNotFoundError(f"{path}: input is a broken or looping symbolic link")
         else:
             raise FileNotFoundError(f"{path}: input does not exist")
     return found

@@ -133,9 +133,21 @@ def restore_image(model, blur: np.ndarray, sharp: np.ndarray | None = None, gene
     _sync(device)
     start = time.perf_counter()
     out = restore_tensor(model, x, s, generator)
+    check_finite_output(out)
     restored = to_uint8_image(out[0], model.value_range)  # copies to the CPU
     _sync(device)
     return restored, time.perf_counter() - start
+
+
+class NonFiniteOutputError(ValueError):
+    """The model's output holds NaN or Inf: an error, never a black image or a bogus score."""
+
+
+def check_finite_output(out: torch.Tensor) -> None:
+    bad = int((~torch.isfinite(out)).sum())
+    if bad:
+        raise NonFiniteOutputError(f"the model output holds {bad} non-finite value(s) (NaN or Inf) of {out.numel()}; "
+                                   "nothing was written for it")
 
 
 def score_image(restored: np.ndarray, sharp: np.ndarray, lpips=None, realblur_mode: str | None = None) -> dict:
@@ -230,6 +242,34 @@ def _check_replaceable(out_dir: Path) -> None:
                              "(the output folder is replaced whole); choose a new --out")
 
 
+def _image_file(name: str) -> str:
+    return str(Path(name).with_suffix("")) + ".png"
+
+
+def _crop_stem(name: str) -> str:
+    return str(Path(name).with_suffix("")).replace("/", "__")
+
+
+def check_output_names(pairs, save_images: bool, crop_images: int) -> None:
+    """Refuse, before any work, two inputs whose outputs would get the same file name (``dup.png`` and
+    ``dup.jpg`` both give ``images/dup.png``; ``a/b.png`` and ``a__b.png`` the same crop names): one
+    would silently overwrite the other."""
+    owners: dict[str, object] = {}
+    clashes = []
+    for index, pair in enumerate(pairs):
+        names = [f"images/{_image_file(pair.name)}"] if save_images else []
+        if index < crop_images:
+            names.append(f"crops/{_crop_stem(pair.name)}_*.png")
+        for name in names:
+            first = owners.setdefault(name, pair)
+            if first is not pair:
+                clashes.append(f"{first.blur} and {pair.blur} would both be written as {name}")
+    if clashes:
+        shown = "; ".join(clashes[:5]) + (f"; ... ({len(clashes) - 5} more)" if len(clashes) > 5 else "")
+        raise ValueError(f"output name collision ({len(clashes)}): {shown}. Outputs are named after the input "
+                         "without its extension: rename one of each, or evaluate without --save-images / crops")
+
+
 def evaluate_model(model, pairs, out_dir: str | os.PathLike, *, dataset: str, data_root: str | os.PathLike,
                    spec: dict | None = None, checkpoint: str | os.PathLike | None = None,
                    eval_seeds: Sequence[int] = (2023,), oracle: bool = False, lpips=None,
@@ -251,8 +291,11 @@ def evaluate_model(model, pairs, out_dir: str | os.PathLike, *, dataset: str, da
         raise ValueError(f"unknown RealBlur mode {realblur_mode!r}; allowed: authors, official")
     _check_replaceable(out_dir)
     from pipelines.data import check_pairs
+    from pipelines.metrics import WINDOW_SIZE
 
-    check_pairs(pairs)  # unreadable or size-mismatched files: refused now, not after hours of inference
+    check_output_names(pairs, save_images, crop_images)
+    # unreadable, size-mismatched, too large or too small files: refused now, not after hours of inference
+    check_pairs(pairs, min_side=(WINDOW_SIZE, f"SSIM needs a {WINDOW_SIZE}x{WINDOW_SIZE} window"))
     _remove_stale(out_dir)
     device = torch.device(device)
     model = model.to(device).eval()
@@ -266,7 +309,7 @@ def evaluate_model(model, pairs, out_dir: str | os.PathLike, *, dataset: str, da
         lpips_reason = lpips_reason or getattr(lpips, "reason", None)
     rows: list[dict] = []
     sizes = set()
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, marker=SUMMARY_FILE) as tmp:
         bar = tqdm(total=len(pairs) * len(seeds), desc=f"evaluate {dataset}", unit="img", disable=not progress)
         for index, pair in enumerate(pairs):
             blur, sharp = read_rgb_uint8(pair.blur), read_rgb_uint8(pair.sharp)
@@ -276,16 +319,19 @@ def evaluate_model(model, pairs, out_dir: str | os.PathLike, *, dataset: str, da
             sizes.add(f"{blur.shape[1]}x{blur.shape[0]}")
             for k, seed in enumerate(seeds):
                 generator = torch.Generator().manual_seed(image_seed(seed, pair.name)) if seed is not None else None
-                restored, seconds = restore_image(model, blur, sharp if uses_sharp else None, generator, device)
+                try:
+                    restored, seconds = restore_image(model, blur, sharp if uses_sharp else None, generator, device)
+                except NonFiniteOutputError as err:
+                    raise NonFiniteOutputError(f"{pair.blur}: {err} (model {checkpoint or 'in memory'})") from None
                 scores = score_image(restored, sharp, lpips if lpips_available else None, realblur_mode)
                 rows.append({"name": pair.name, "seed": seed, **{m: scores.get(m) for m in METRICS},
                              "seconds": seconds})
                 if k == 0:
                     if save_images:
-                        write_png(tmp / "images" / (str(Path(pair.name).with_suffix("")) + ".png"), restored)
+                        write_png(tmp / "images" / _image_file(pair.name), restored)
                     if index < crop_images:
                         top, left, h, w = centre_crop_box(*blur.shape[:2], crop_size)
-                        stem = str(Path(pair.name).with_suffix("")).replace("/", "__")
+                        stem = _crop_stem(pair.name)
                         for kind, img in (("blur", blur), ("restored", restored), ("sharp", sharp)):
                             write_png(tmp / "crops" / f"{stem}_{kind}.png", img[top:top + h, left:left + w])
                 bar.update(1)

@@ -11,12 +11,16 @@ Reading always returns an ``(H, W, 3)`` ``uint8`` RGB array, with explicit, docu
 * an EXIF orientation tag (JPEG photos) is applied, so the array is upright as viewers show it.
 
 A file that is missing, unreadable, truncated, corrupt or not an image raises :class:`ImageReadError`
-(a ``ValueError``) whose message names the file and the problem.
+(a ``ValueError``) whose message names the file and the problem. An image whose header declares more
+pixels than :func:`pipelines.limits.max_pixels` (params ``data.max_pixels``, default 7680 x 4320) is
+refused from its header, before any pixel is decoded, naming the file, its size and the limit
+(:class:`ImageTooLargeError`); this replaces Pillow's own decompression-bomb check.
 
 Writing (:func:`write_png`) is atomic and deterministic: the same array gives the same bytes.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import warnings
@@ -39,6 +43,33 @@ _GRAY_16BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 class ImageReadError(ValueError):
     """An image file could not be read as an RGB image (the message names the file and why)."""
+
+
+class ImageTooLargeError(ImageReadError):
+    """An image declares more pixels than the limit (params ``data.max_pixels``)."""
+
+
+def check_pixel_count(name: str, width: int, height: int) -> None:
+    """Raise :class:`ImageTooLargeError` when ``width x height`` is over :func:`pipelines.limits.max_pixels`."""
+    from pipelines.limits import DEFAULT_MAX_PIXELS, MAX_PIXELS_KEY, max_pixels
+
+    limit = max_pixels()
+    if width * height > limit:
+        default = " (the default: an 8K frame, 7680x4320)" if limit == DEFAULT_MAX_PIXELS else ""
+        raise ImageTooLargeError(f"{name}: image is {width}x{height} = {width * height} pixels, over the limit of "
+                                 f"{limit} pixels{default} ({MAX_PIXELS_KEY}): refused before decoding")
+
+
+@contextlib.contextmanager
+def _size_checked_by_us():
+    """Pillow's decompression-bomb check off (it warns, or fails without the size, at its own limit):
+    every open in this module checks :func:`check_pixel_count` before decoding instead."""
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
 
 
 @dataclass(frozen=True)
@@ -82,14 +113,17 @@ def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
     truncated file is only detected when it is read."""
     path = Path(path)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _size_checked_by_us():
             warnings.simplefilter("ignore")
             with Image.open(path) as image:
                 width, height = image.size
+                check_pixel_count(str(path), width, height)
                 try:
                     orientation = image.getexif().get(0x0112, 1)
                 except Exception:  # noqa: BLE001 - a broken EXIF block: read_image ignores it too
                     orientation = 1
+    except ImageReadError:
+        raise
     except FileNotFoundError:
         raise ImageReadError(f"{path}: image file does not exist") from None
     except UnidentifiedImageError:
@@ -105,12 +139,15 @@ def decode_image(data: bytes, name: str = "<bytes>") -> tuple[np.ndarray, ImageI
     previous = ImageFile.LOAD_TRUNCATED_IMAGES
     ImageFile.LOAD_TRUNCATED_IMAGES = False  # another library may have switched it on globally
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _size_checked_by_us():
             warnings.simplefilter("ignore")
             image = Image.open(io.BytesIO(data))
+            check_pixel_count(name, *image.size)  # from the header, before any pixel is decoded
             image.load()  # decodes every pixel: truncated / corrupt data fail here
             fmt, mode, (width, height) = image.format or "?", image.mode, image.size
             image, transposed = _apply_exif_orientation(image)
+    except ImageReadError:
+        raise
     except UnidentifiedImageError:
         raise ImageReadError(f"{name}: not an image file (format not recognised)") from None
     except Image.DecompressionBombError as err:

@@ -9,6 +9,11 @@ target, so retries of a large fetch or synthesis do not fill the disk. A write t
 disk is full, the quota is exhausted or the folder is read-only raises :class:`OSError` naming the
 destination. Outputs get the usual permissions (``0o666`` / ``0o777`` minus the umask), not the
 private ``0o600`` / ``0o700`` of :mod:`tempfile`.
+
+A folder is only ever replaced when it is ours: :func:`atomic_dir` with a ``marker`` refuses an existing
+``--out`` that is not empty and does not hold that marker file (what the command always writes).
+:func:`walk_files` reads a folder tree without looping through folder symlinks, and :class:`FolderLock`
+gives one writer per folder.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ import shutil
 import socket
 import tempfile
 from pathlib import Path
+from typing import Self
 
 # errno values that can only mean "the destination cannot be written"
 FULL_OR_READ_ONLY = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
@@ -176,10 +182,42 @@ def _json_default(obj):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-@contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike):
-    """Yield a temporary directory next to ``path``; on success it replaces ``path`` whole."""
+def check_replaceable(path: str | os.PathLike, marker: str, signature: bytes | None = None) -> None:
+    """Refuse to replace ``path`` unless it is absent, an empty folder, or a folder holding the file
+    ``marker`` (whose content includes ``signature``, when given): what one of our commands wrote. A
+    ``ValueError`` names the folder, so a typo in ``--out`` never deletes someone's files."""
     path = Path(path)
+    if path.is_symlink():
+        raise ValueError(f"{path}: is a symbolic link, not a folder this command wrote: refusing to replace it "
+                         "(the output folder is replaced whole); choose another --out")
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise ValueError(f"{path}: exists and is not a folder: refusing to replace it; choose another --out")
+    if not any(path.iterdir()):
+        return
+    mark = path / marker
+    ours = mark.is_file() and not mark.is_symlink()
+    if ours and signature is not None:
+        try:
+            ours = signature in mark.read_bytes()
+        except OSError:
+            ours = False
+    if not ours:
+        what = f"no {marker} written by blurdm-bench" if signature is not None else f"no {marker}"
+        raise ValueError(f"{path}: folder is not empty and holds {what}: refusing to replace it (the output "
+                         "folder is replaced whole, deleting everything in it); choose a new or empty --out")
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike, marker: str | None = None, signature: bytes | None = None):
+    """Yield a temporary directory next to ``path``; on success it replaces ``path`` whole.
+
+    With ``marker``, an existing ``path`` must be empty or hold that file (see :func:`check_replaceable`),
+    checked before the work starts and again just before the replacement."""
+    path = Path(path)
+    if marker is not None:
+        check_replaceable(path, marker, signature)
     prefix = _prepare(path)
     with _naming(path):
         tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=path.parent))
@@ -187,6 +225,8 @@ def atomic_dir(path: str | os.PathLike):
         with _body_errors(path, guess_full=False):
             yield tmp
         old = path.with_name(f".{path.name}.old")
+        if marker is not None:
+            check_replaceable(path, marker, signature)  # it may have changed while we worked
         with _naming(path):
             os.chmod(tmp, 0o777 & ~_umask())
             if path.exists():
@@ -223,3 +263,133 @@ def sha256_file(path: str | os.PathLike, progress: bool = False, chunk: int = 1 
         if bar is not None:
             bar.close()
     return digest.hexdigest()
+
+
+class SkippedPathWarning(UserWarning):
+    """A path met while reading a folder was skipped (broken or looping symlink, folder already read)."""
+
+
+def _warn(message: str) -> None:
+    import warnings
+
+    warnings.warn(message, SkippedPathWarning, stacklevel=3)
+
+
+def walk_files(folder: str | os.PathLike, suffixes: tuple[str, ...] | None = None, warn=None):
+    """Yield every regular file below ``folder`` (folders sorted, then files sorted; hidden names skipped;
+    with ``suffixes``, only names ending in one of them, case-insensitively).
+
+    Folder symlinks are followed, but never into a folder already read (tracked by real path), so a
+    loop such as ``again -> .`` is read once, not again and again. A broken or looping file symlink is
+    skipped with a warning naming it (``warn(message)``; default: a :class:`SkippedPathWarning`).
+    """
+    warn = warn or _warn
+    folder = Path(folder)
+    visited = {os.path.realpath(folder)}
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        kept = []
+        for name in sorted(dirnames):
+            if name.startswith("."):
+                continue
+            sub = os.path.join(dirpath, name)
+            real = os.path.realpath(sub)
+            if real in visited:
+                warn(f"{sub}: skipped: symbolic link to a folder already read ({real}); a folder is read once")
+                continue
+            visited.add(real)
+            kept.append(name)
+        dirnames[:] = kept
+        for name in sorted(filenames):
+            if name.startswith(".") or (suffixes is not None and not name.lower().endswith(suffixes)):
+                continue
+            path = Path(dirpath) / name
+            if path.is_symlink():
+                try:
+                    os.stat(path)
+                except OSError as err:
+                    why = "symbolic link loop" if err.errno == errno.ELOOP else "broken symbolic link"
+                    warn(f"{path}: skipped: {why} ({os.strerror(err.errno)})")
+                    continue
+            if path.is_file():
+                yield path
+
+
+class FolderLockedError(ValueError):
+    """Another process holds the lock of a folder it is writing."""
+
+
+class FolderLock:
+    """An exclusive lock of one writer on a folder: ``flock`` on the file ``<folder>/<name>``.
+
+    The kernel drops the lock when its holder exits, even on SIGKILL, so a stale lock file never
+    blocks a later run; :meth:`release` removes the file. A second writer gets a
+    :class:`FolderLockedError` naming the folder and the holder (pid and host)."""
+
+    def __init__(self, folder: str | os.PathLike, name: str = ".lock", what: str = "run"):
+        self.folder = Path(folder)
+        self.path = self.folder / name
+        self.what = what
+        self._fd: int | None = None
+        self._unlocked = False  # held without a lock (a filesystem that has none)
+
+    def acquire(self) -> Self:
+        import fcntl
+
+        if self._fd is not None or self._unlocked:
+            return self
+        with _naming(self.path):
+            self.folder.mkdir(parents=True, exist_ok=True)
+        while True:
+            with _naming(self.path):
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as err:
+                if err.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS):
+                    import warnings
+
+                    os.close(fd)  # a filesystem without locks: warn, and write unlocked rather than not at all
+                    warnings.warn(f"{self.path}: cannot lock ({os.strerror(err.errno)}); make sure no other "
+                                  f"{self.what} writes this folder", RuntimeWarning, stacklevel=2)
+                    self._unlocked = True
+                    return self
+                if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    os.close(fd)
+                    raise
+                try:
+                    holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
+                finally:
+                    os.close(fd)
+                raise FolderLockedError(
+                    f"{self.folder}: another {self.what} is writing this folder ({holder}; lock file {self.path}); "
+                    "wait for it to finish, or use another --out") from None
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:  # the previous holder removed the file between our open and our lock: retry
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+            self._fd = fd
+            return self
+
+    def release(self) -> None:
+        if self._unlocked:
+            self._unlocked = False
+            self.path.unlink(missing_ok=True)
+        if self._fd is None:
+            return
+        try:
+            self.path.unlink(missing_ok=True)  # while still holding it: a waiting writer then retries
+        finally:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> Self:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()

@@ -16,11 +16,14 @@ the BlurDM module alone (Blur Encoder + both estimators, the whole reverse chain
 ``--latency`` times full-image inference (:func:`models.inference.restore_full`: padding, LoFormer's
 tiles) at every size of ``params.cost.sizes``: ``warmup`` untimed runs, then the median and IQR of
 ``repeats`` timed runs (``time.perf_counter`` on CPU; CUDA events + ``synchronize`` on a GPU).
-Timings are measurements of this machine: nothing here is asserted in tests.
+Timings are measurements of this machine: nothing here is asserted in tests. They differ from run to
+run, so ``--out FILE`` holds the counts only (the same bytes for the same commit and params) and the
+timings go to the untracked ``<folder of FILE>/run_info/<name of FILE>`` (:mod:`pipelines.run_info`).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 from pathlib import Path
@@ -65,6 +68,17 @@ def _paper_yaml_candidates() -> list[Path]:
     return [root / "reports" / "published" / PAPER_YAML_NAME, root.parent / "shared" / "paper" / PAPER_YAML_NAME]
 
 
+def _shown(path: str | Path) -> str:
+    """``path`` relative to the repository root (``../shared/...`` when beside it): no absolute path,
+    which would differ between checkouts, goes into the tracked costs.json."""
+    from pipelines.config import repo_root
+
+    try:
+        return Path(os.path.relpath(Path(path).resolve(), repo_root())).as_posix()
+    except ValueError:  # another drive (Windows)
+        return Path(path).name
+
+
 def load_published(published_costs: str | Path | None = None, paper_yaml: str | Path | None = None) -> dict:
     """``{"backbones": {...} | None, "overhead": {...} | None, "sources": {...}}``.
 
@@ -77,9 +91,9 @@ def load_published(published_costs: str | Path | None = None, paper_yaml: str | 
     if costs_path.is_file():
         data = yaml.safe_load(costs_path.read_text()) or {}
         out["backbones"] = data.get("backbones_published")
-        out["sources"]["backbones"] = str(costs_path)
+        out["sources"]["backbones"] = _shown(costs_path)
     else:
-        out["sources"]["backbones"] = f"not found: {costs_path}"
+        out["sources"]["backbones"] = f"not found: {_shown(costs_path)}"
     candidates = [Path(paper_yaml)] if paper_yaml else _paper_yaml_candidates()
     for path in candidates:
         if path.is_file():
@@ -87,11 +101,11 @@ def load_published(published_costs: str | Path | None = None, paper_yaml: str | 
             out["overhead"] = data.get("overhead")
             if out["backbones"] is None:
                 out["backbones"] = data.get("backbones_published")
-                out["sources"]["backbones"] = str(path)
-            out["sources"]["overhead"] = str(path)
+                out["sources"]["backbones"] = _shown(path)
+            out["sources"]["overhead"] = _shown(path)
             break
     else:
-        out["sources"]["overhead"] = "not found: " + ", ".join(str(p) for p in candidates)
+        out["sources"]["overhead"] = "not found: " + ", ".join(_shown(p) for p in candidates)
     return out
 
 
@@ -344,7 +358,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from pipelines.config import load_params
-    from pipelines.io import write_json
+    from pipelines.run_info import run_info_path, split_costs, write_tracked
 
     params = load_params(args.params, profile=args.profile)
     scale = args.scale or params.models.scale
@@ -354,7 +368,8 @@ def run(args) -> int:
         device=args.device,
     )
     report["params_profile"] = params.profile
-    write_json(args.out, report)
-    print(f"wrote {args.out}")
+    # timings differ from run to run: they go to the untracked run_info/ sidecar, not the tracked file
+    write_tracked(args.out, *split_costs(report))
+    print(f"wrote {args.out}" + (f" (timings: {run_info_path(args.out)})" if args.latency else ""))
     return 0
 

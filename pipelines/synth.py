@@ -52,6 +52,7 @@ _SPLIT_CODE = {"train": 0, "test": 1}
 _RNG_FAMILY, _RNG_SAMPLE = 1, 2  # purpose tags in the RNG seeds
 KERNELS_FILE = Path(__file__).resolve().parent / "data" / "levin09_kernels.npz"
 MANIFEST_VERSION = 1
+DATASET_NAME = "blurdm-bench synthetic motion blur"  # in manifest.json: what marks a folder as ours
 INTERP_SUPPORT_PX = 2  # bicubic reads 2 px beyond the sampled point
 
 
@@ -403,7 +404,9 @@ def _versions() -> dict:
 def generate(cfg, out_dir: str | Path, progress: bool = True) -> dict:
     """Generate the dataset described by ``cfg`` (a ``SynthConfig``) into ``out_dir``; return the manifest.
 
-    ``out_dir`` is replaced whole and atomically; on any error it is left untouched.
+    ``out_dir`` is replaced whole and atomically; on any error it is left untouched. An existing
+    ``out_dir`` must be empty or a dataset written by this function (its ``manifest.json``), else a
+    ValueError names it and nothing is deleted.
     """
     from tqdm import tqdm
 
@@ -413,7 +416,8 @@ def generate(cfg, out_dir: str | Path, progress: bool = True) -> dict:
         load_source(name)  # fail fast on an unknown / unloadable source, before any work
     jobs = [(split, i, bool(use_kernel)) for split in SPLITS for i, use_kernel in enumerate(kernel_family_mask(cfg, split))]
     samples_meta, psnrs = [], {s: [] for s in SPLITS}
-    with atomic_dir(out_dir) as tmp:
+    # an existing out_dir is replaced only when empty or a dataset we generated (never, say, a home folder)
+    with atomic_dir(out_dir, marker="manifest.json", signature=DATASET_NAME.encode()) as tmp:
         for split, index, use_kernel in tqdm(jobs, desc="synth", unit="pair", disable=not progress):
             sample = render_sample(cfg, split, index, use_kernel, with_exposures=cfg.save_exposures)
             stem = f"{index:06d}"
@@ -434,7 +438,7 @@ def generate(cfg, out_dir: str | Path, progress: bool = True) -> dict:
         extents = {s: [m["blur_extent_px"] for m in samples_meta if m["split"] == s] for s in SPLITS}
         manifest = {
             "format_version": MANIFEST_VERSION,
-            "dataset": "blurdm-bench synthetic motion blur",
+            "dataset": DATASET_NAME,
             "layout": "gopro",
             "params": cfg.model_dump(mode="json"),
             "versions": _versions(),

@@ -9,6 +9,9 @@ files, and the input of the report and of ``blurdm-bench check``):
 * ``ablation_prior.json``, ``ablation_stages.json``, ``t_sweep.json``: one row per variant, with its
   PSNR gain over the no-prior baseline of the same backbone, paired on the same images.
 
+These tracked files hold no run-specific field: the date and the MLflow run ids go to the untracked
+``metrics/run_info/<name>.json`` (:mod:`pipelines.run_info`).
+
 Only what was run appears; a missing evaluation is left out (the report says "not run").
 """
 from __future__ import annotations
@@ -22,7 +25,7 @@ import subprocess
 from pathlib import Path
 
 from pipelines.config import Params, load_params, repo_root
-from pipelines.io import write_json
+from pipelines.run_info import split_table, write_tracked
 from pipelines.study import ablation_variants, eval_dir, eval_root, train_dir
 
 METRICS = ("psnr", "ssim", "ssim3d", "lpips")
@@ -202,7 +205,8 @@ def build_tables(params: Params, out_dir: Path) -> dict[str, dict]:
         "t_sweep": ablation_table(params, [f"T={t}" for t in sweep], dataset),
     }
     for name, table in tables.items():
-        write_json(out_dir / f"{name}.json", table)
+        # the same commit and params give the same bytes: date and MLflow run ids go to run_info/<name>.json
+        write_tracked(out_dir / f"{name}.json", *split_table(table))
     return tables
 
 

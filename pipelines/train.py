@@ -40,6 +40,9 @@ held-out split of the TRAINING pairs (``split_train_val`` with the global ``seed
 Outputs in ``--out``, each written atomically: ``last.pt`` (resume state: model, optimiser, scheduler,
 RNG states, step, logs), ``model.pt`` (final weights + spec, see :mod:`models.deblur_model`),
 ``sample.png`` (blur | restored | sharp of one validation crop), ``metrics.json`` (written last).
+One writer per ``--out``: while a run writes it, the folder holds the lock file ``.train.lock``
+(``flock``; released by the kernel even on SIGKILL), and a second run on the same folder stops
+at once with an error naming it.
 
 Exact resume: the data order, augmentation, diffusion noise and every other draw of step ``s`` are
 pure functions of ``(seed, s, rank)``, so a run killed at any moment (even SIGKILL) and restarted
@@ -73,6 +76,7 @@ from torch.utils.data import Dataset, Sampler
 
 from pipelines.cli import UserError
 from pipelines.config import BACKBONE_NAMES, DIFFUSION_PRIORS, STAGE_COMBOS, STAGE_NAMES
+from pipelines.io import FolderLock
 
 DEFAULT_VARIANT = "s1_s2_s3"
 VARIANT_STAGES: dict[str, tuple[str, ...]] = {
@@ -85,6 +89,7 @@ VARIANTS = tuple(VARIANT_STAGES)
 assert set(VARIANTS) == set(STAGE_COMBOS)
 STUDIES = ("table1", "ablation-prior", "ablation-stages", "t-sweep")
 TRAIN_STATE_FORMAT = "blurdm-bench/train-state"
+TRAIN_LOCK = ".train.lock"  # in the --out folder while a run writes it (pipelines.io.FolderLock)
 SAMPLE_CROP = 128
 
 # purpose tags mixed into the per-step seeds
@@ -136,8 +141,10 @@ class TrainJob:
             raise UserError(f"unknown backbone {self.backbone!r}; allowed: {', '.join(BACKBONE_NAMES)}")
         if self.prior not in DIFFUSION_PRIORS:
             raise UserError(f"unknown prior {self.prior!r}; allowed: {', '.join(DIFFUSION_PRIORS)}")
-        if isinstance(self.T, bool) or not isinstance(self.T, int) or self.T < 1:
-            raise UserError(f"--T must be an integer >= 1, got {self.T!r}")
+        from pipelines.config import MAX_T
+
+        if isinstance(self.T, bool) or not isinstance(self.T, int) or not 1 <= self.T <= MAX_T:
+            raise UserError(f"--T must be an integer >= 1 and <= {MAX_T}, got {self.T!r}")
         if self.steps is not None and self.steps < 0:
             raise UserError(f"--steps must be >= 0, got {self.steps}")
         if self.study not in STUDIES:
@@ -523,15 +530,20 @@ def train(job: TrainJob, params, progress: bool = True) -> dict:
     saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
              torch.is_deterministic_algorithms_warn_only_enabled())
     dist = Distributed.from_env(params.train.gpus)
+    # one writer per run folder: a second `train` on the same --out gets a clear error (taken by _train
+    # when it creates the folder, after the checks, so a refused job leaves nothing behind)
+    lock = FolderLock(job.out_dir, TRAIN_LOCK, "training run") if dist.is_main else None
     try:
-        return _train(job, params, dist, progress)
+        return _train(job, params, dist, progress, lock)
     finally:
+        if lock is not None:
+            lock.release()
         dist.close()
         torch.set_num_threads(saved[0])  # leave the caller's process as it was (tests run in-process)
         torch.use_deterministic_algorithms(saved[1], warn_only=saved[2])
 
 
-def _train(job: TrainJob, params, dist: Distributed, progress: bool) -> dict:
+def _train(job: TrainJob, params, dist: Distributed, progress: bool, lock=None) -> dict:
     from tqdm import tqdm
 
     from models.deblur_model import model_payload
@@ -586,6 +598,8 @@ def _train(job: TrainJob, params, dist: Distributed, progress: bool) -> dict:
              "mlflow_run_id": None}
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
+        if lock is not None:
+            lock.acquire()
         for name in ("last.pt", "model.pt", "metrics.json", "sample.png"):
             remove_orphaned_temporaries(out / name)  # left by a killed earlier session
         if not job.resume:

@@ -2,13 +2,16 @@
 
 Inputs, all under ``--metrics-dir`` (default ``<repo>/metrics``) and each optional:
 ``table1.json``, ``ablation_prior.json``, ``ablation_stages.json``, ``t_sweep.json`` (format:
-pipelines/tables.py) and ``costs.json`` (pipelines/profile.py); the per-image CSVs and crops that
-``table1.json`` names (repo-relative); the paper's numbers in ``reports/published/``.
+pipelines/tables.py) and ``costs.json`` (pipelines/profile.py), with their untracked sidecars
+``run_info/<name>`` (date, MLflow run ids, latency: pipelines/run_info.py); the per-image CSVs and
+crops that ``table1.json`` names (relative to ``--root``; a path resolving outside it, or a crop that
+is not an image, is refused); the paper's numbers in ``reports/published/``.
 
 A section whose file is absent says "not run"; a file that is present but malformed (missing key,
 wrong type) stops the build with the file and the key named. Every number on the page comes from
 those files (the templates hold none). The page is rendered with Jinja2 (``StrictUndefined``) into a
-temporary folder that then replaces ``--out`` whole, so a killed run never leaves a partial page.
+temporary folder that then replaces ``--out`` whole, so a killed run never leaves a partial page; an
+existing ``--out`` is replaced only when it is empty or a site rendered by this command.
 The page is self-contained: inline CSS and JS, figures as local PNGs under ``assets/``.
 """
 from __future__ import annotations
@@ -27,6 +30,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 TEMPLATES_DIR = PACKAGE_DIR / "templates"
 PUBLISHED_YAML = PACKAGE_DIR / "published" / "blurdm-neurips2025.yaml"
 MLFLOW_UI = "http://127.0.0.1:5000"
+SITE_SIGNATURE = b"Rendered by <code>blurdm-bench report</code>"  # in index.html (templates/index.html.j2)
 
 METRIC_FILES = {
     "table1": "table1.json",
@@ -262,7 +266,9 @@ def parse_meta(src: Source, obj, where: str) -> Meta:
         resamples=src.integer(boot, "resamples", wb), bootstrap_seed=src.integer(boot, "seed", wb),
         confidence=src.num(boot, "confidence", wb),
         # null: the tables were made outside a git checkout (e.g. an unpacked release archive)
-        git_commit=src.text(meta, "git_commit", w, optional=True) or "unknown", date=src.text(meta, "date", w),
+        git_commit=src.text(meta, "git_commit", w, optional=True) or "unknown",
+        # the date is run-specific: it lives in the untracked sidecar (merged in by load_inputs), if at all
+        date=src.text(meta, "date", w) if "date" in meta else "not recorded",
         machine=src.mapping(meta, "machine", w),
     )
 
@@ -293,7 +299,7 @@ def parse_table1(src: Source) -> Table1:
         wg = src.join(w, "gain")
         per_image = src.mapping(row, "per_image", w)
         crops = src.mapping(row, "crops", w)
-        runs = src.mapping(row, "runs", w)
+        runs = src.mapping(row, "runs", w) if "runs" in row else {"baseline": [], "blurdm": []}  # (sidecar)
         stages = src.mapping(row, "dvc_stages", w)
         rows.append(Table1Row(
             dataset=src.text(row, "dataset", w), backbone=src.text(row, "backbone", w),
@@ -324,7 +330,7 @@ def parse_ablation(src: Source, with_t: bool = False) -> Ablation:
             variant=src.text(row, "variant", w), psnr=src.num(row, "psnr", w),
             ssim=src.num(row, "ssim", w, optional=True), ssim3d=src.num(row, "ssim3d", w, optional=True),
             lpips=src.num(row, "lpips", w, optional=True), gain=parse_gain(src, row, "gain", w),
-            runs=src.paths(row, "runs", w), dvc_stage=src.text(row, "dvc_stage", w),
+            runs=src.paths(row, "runs", w) if "runs" in row else [], dvc_stage=src.text(row, "dvc_stage", w),
             T=src.integer(row, "T", w) if with_t else None,
         ))
     return Ablation(src, parse_meta(src, data, ""), src.text(data, "dataset"), src.text(data, "backbone"), rows)
@@ -1275,19 +1281,60 @@ def summary_section(ctx: Context, parsed: dict, claims: list[Claim]) -> Section:
 # the page
 # ---------------------------------------------------------------------------------------------
 def load_inputs(metrics_dir: Path, root: Path) -> dict:
-    """Parse every metric file that exists (absent -> None); malformed files raise ValueError."""
+    """Parse every metric file that exists (absent -> None); malformed files raise ValueError.
+
+    The run-specific values (date, MLflow run ids, latency) come from each file's untracked sidecar
+    ``run_info/<name>`` (:mod:`pipelines.run_info`). Every path Table 1 names must lie under ``root``."""
+    from pipelines.run_info import merge_run_info, read_run_info
+
     parsed: dict = {}
     for key, name in METRIC_FILES.items():
         src = Source.load_json(metrics_dir / name, display_path(metrics_dir / name, root))
+        if src is not None:
+            src.data = merge_run_info(src.data, *read_run_info(src.path), costs=key == "costs")
         if src is None:
             parsed[key] = None
         elif key == "table1":
             parsed[key] = parse_table1(src)
+            check_input_paths(parsed[key], root)
         elif key == "costs":
             parsed[key] = parse_costs(src)
         else:
             parsed[key] = parse_ablation(src, with_t=key == "t_sweep")
     return parsed
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.relative_to(root)
+    except ValueError:
+        return False
+    return True
+
+
+def check_input_paths(t1: Table1, root: Path) -> None:
+    """Every path ``table1.json`` names must resolve (symlinks followed) under ``root``, and a crop that
+    exists must be an image: the report copies crops into the site and reads the per-image CSVs, so
+    a crafted file naming ``/etc/passwd`` or ``../../secret`` is refused, naming the file and key."""
+    from pipelines.imageio import IMAGE_EXTENSIONS, ImageReadError, read_image_size
+
+    real_root = Path(root).resolve()
+    for i, row in enumerate(t1.rows):
+        named = [(f"rows[{i}].per_image.{side}[{j}]", p, False) for side in ("baseline", "blurdm")
+                 for j, p in enumerate(row.per_image[side])]
+        named += [(f"rows[{i}].crops.{kind}[{j}]", p, True) for kind, paths in row.crops.items()
+                  for j, p in enumerate(paths)]
+        for where, rel, image in named:
+            real = (Path(root) / rel).resolve()
+            if not _inside(real, real_root):
+                t1.source.fail(where, f"{rel!r} resolves to {real}, outside --root {real_root}: refused")
+            if image and real.exists():
+                if real.suffix.lower() not in IMAGE_EXTENSIONS:
+                    t1.source.fail(where, f"{rel!r} is not an image file (extension {real.suffix!r}): refused")
+                try:
+                    read_image_size(real)
+                except ImageReadError as err:
+                    t1.source.fail(where, f"{rel!r} is not a readable image ({err}): refused")
 
 
 def template_environment():
@@ -1312,7 +1359,8 @@ def build_report(metrics_dir: Path, out_dir: Path, root: Path | None = None, par
     metrics_dir = Path(metrics_dir)
     published = load_published(published_path)
     parsed = load_inputs(metrics_dir, root)
-    with atomic_dir(out_dir) as tmp:
+    # an existing out_dir is replaced only when empty or a site we rendered (its index.html says so)
+    with atomic_dir(out_dir, marker="index.html", signature=SITE_SIGNATURE) as tmp:
         ctx = Context(root=root, metrics_dir=metrics_dir, published=published, assets=Assets(tmp),
                       mlflow_ui=mlflow_ui.rstrip("/"),
                       configured_backbones=list(params.models.backbones) if params else [],

@@ -2,6 +2,11 @@
 or read-only disk never leave partial outputs where a later stage reads them, unsafe input is refused,
 the MLflow UI stays on 127.0.0.1, and the smoke chain is byte-for-byte reproducible.
 
+Issue 14 (the section at the end): no --out folder we did not write is ever replaced, folder symlink
+loops are read once, non-finite weights and outputs are refused, report inputs stay under --root, one
+writer per training folder, no two outputs share a name, images over the pixel limit are refused from
+their header, strict params, and the tracked metric files are the same bytes in two runs.
+
 Covered elsewhere (not repeated here): params schema -> tests/test_config.py; corrupt / truncated /
 size-mismatched / unpaired / grayscale / RGBA / 16-bit files -> tests/test_data.py, tests/test_imageio.py;
 synth and fetch failing half-way -> tests/test_synth.py, tests/test_fetch.py; SIGKILL during training
@@ -13,7 +18,6 @@ tests/test_evaluate.py, tests/test_report.py.
 from __future__ import annotations
 
 import ast
-import copy
 import errno
 import json
 import os
@@ -152,34 +156,26 @@ def smoke_chain(tmp_path_factory):
     return roots
 
 
-def _comparable(table: dict) -> dict:
-    """A metric table without what legitimately differs between two runs: the date, the commit, and the
-    MLflow run ids (random UUIDs; their number is kept)."""
-    table = copy.deepcopy(table)
-    table["meta"].pop("date")
-    table["meta"].pop("git_commit")
-
-    def strip_runs(obj):
-        if isinstance(obj, dict):
-            return {k: (len(v) if k == "runs" else strip_runs(v)) for k, v in obj.items()}
-        if isinstance(obj, list):
-            return [strip_runs(v) for v in obj]
-        return obj
-
-    return strip_runs(table)
-
-
 def test_smoke_chain_gives_byte_identical_metric_tables(smoke_chain):
+    """Issue 14, item 11: the tracked tables are the same BYTES in two runs (no date, no MLflow run id, no
+    absolute path in them); what differs between runs sits in the untracked metrics/run_info/ sidecars,
+    and the report still links every run from there."""
     first = smoke_chain[0]
     names = sorted(p.name for p in (first / "metrics").glob("*.json"))
     assert names == ["ablation_prior.json", "ablation_stages.json", "t_sweep.json", "table1.json"]
     table1 = json.loads((first / "metrics" / "table1.json").read_text())
     assert [(r["dataset"], r["backbone"]) for r in table1["rows"]] == [("synthetic", "mimo_unet")]
-    assert all(len(ids) == 1 for ids in table1["rows"][0]["runs"].values())  # tracked in MLflow
+    assert "date" not in table1["meta"] and "runs" not in table1["rows"][0]
     for name in names:
-        a, b = (json.loads((root / "metrics" / name).read_text()) for root in smoke_chain)
-        a_bytes, b_bytes = (json.dumps(_comparable(t), sort_keys=True, indent=2).encode() for t in (a, b))
-        assert a_bytes == b_bytes, name
+        a, b = ((root / "metrics" / name).read_bytes() for root in smoke_chain)
+        assert a == b, name
+        assert str(first) not in a.decode() and str(smoke_chain[1]) not in a.decode(), name
+    sidecars = [json.loads((root / "metrics" / "run_info" / "table1.json").read_text()) for root in smoke_chain]
+    runs = [s["runs"]["synthetic/mimo_unet"] for s in sidecars]
+    assert all(len(ids) == 1 for r in runs for ids in r.values())  # tracked in MLflow ...
+    assert runs[0] != runs[1] and all(s["date"] for s in sidecars)  # ... with ids of their own run
+    page = (first / "reports" / "site" / "index.html").read_text()
+    assert all(run_id in page for ids in runs[0].values() for run_id in ids)
     for rel in ("eval/table1/mimo_unet/synthetic/blurdm/seed0/scores.csv",
                 "runs/table1/mimo_unet/stage3/seed0/model.pt"):
         if rel.endswith(".csv"):  # the per-image table without its timing column
@@ -651,3 +647,371 @@ def test_ui_refuses_a_non_loopback_host_unless_exposed(monkeypatch, capsys):
     assert "--host 0.0.0.0" in captured.out
     assert main(["ui", "--store=--default-artifact-root=/tmp", "--dry-run"]) == 2  # would be read as an option
     assert main(["ui", "--store", "sqlite:///x.db", "--port", "70000", "--dry-run"]) == 2
+
+
+# ------------------------------------------------------------------------------- issue 14
+
+EVAL_PARAMS = ["--no-lpips", "--params", str(REPO / "params.yaml")]
+
+
+def _evaluate(checkpoint: Path, data: Path, out: Path, *extra: str) -> int:
+    return main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(data), "--out", str(out), *EVAL_PARAMS,
+                 *extra])
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A tiny PNG whose header declares ``width x height`` (the pixel data is absent): a decompression bomb."""
+    import struct
+    import zlib
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+# item 2 -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("command,content", [
+    ("synth", {"thesis.tex": "years of work", "sub/data.csv": "1,2"}),
+    ("synth", {"manifest.json": '{"dataset": "gopro", "layout": "gopro"}', "train/x.png": "not ours"}),  # fetched
+    ("report", {"thesis.tex": "years of work", "sub/data.csv": "1,2"}),
+    ("report", {"index.html": "<html>my own home page</html>", "photo.jpg": "x"}),
+])
+def test_an_out_folder_we_did_not_write_is_never_replaced(tmp_path, capsys, command, content):
+    out = tmp_path / "home"
+    for rel, text in content.items():
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_text(text)
+    before = _tree(out)
+    (tmp_path / "metrics").mkdir()
+    argv = {"synth": ["synth", "--params", str(REPO / "params.yaml"), *SMOKE, "--out", str(out), "--no-progress"],
+            "report": ["report", "--metrics-dir", str(tmp_path / "metrics"), "--out", str(out), "--root", str(tmp_path),
+                       "--params", str(REPO / "params.yaml")]}[command]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert str(out) in err and "refusing to replace it" in err and "Traceback" not in err
+    assert _tree(out) == before  # not one file deleted
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "metrics"]  # no temporary folder left
+
+
+def test_our_own_output_folders_are_still_replaced(tmp_path, capsys):
+    from pipelines.config import load_params
+    from pipelines.synth import generate
+
+    (tmp_path / "metrics").mkdir()
+    site = tmp_path / "site"
+    argv = ["report", "--metrics-dir", str(tmp_path / "metrics"), "--out", str(site), "--root", str(tmp_path),
+            "--params", str(REPO / "params.yaml")]
+    site.mkdir()  # an empty folder may be used
+    assert main(argv) == 0 and main(argv) == 0  # ... and a site we rendered is replaced
+    assert (site / "index.html").is_file()
+    cfg = load_params(REPO / "params.yaml", profile="smoke").synth.model_copy(update={"n_train": 1, "n_test": 1})
+    generate(cfg, tmp_path / "ds", progress=False)
+    (tmp_path / "ds" / "stale.txt").write_text("from the previous dataset")
+    generate(cfg, tmp_path / "ds", progress=False)
+    assert not (tmp_path / "ds" / "stale.txt").exists() and (tmp_path / "ds" / "manifest.json").is_file()
+
+
+# item 3 -------------------------------------------------------------------------------------------
+
+def test_a_folder_symlink_loop_is_read_once(baseline_checkpoint, tmp_path, capsys):
+    from pipelines.data import find_pairs
+
+    data = _pairs(tmp_path / "test", [(32, 32)] * 2)
+    for side in ("input", "target"):
+        (data / side / "again").symlink_to(".", target_is_directory=True)  # again/again/again/... -> itself
+    with pytest.warns(UserWarning, match="again.*folder already read"):
+        pairs = find_pairs(data)
+    assert [p.name for p in pairs] == ["0.png", "1.png"]
+    out = tmp_path / "eval"
+    with pytest.warns(UserWarning, match="again"):
+        assert _evaluate(baseline_checkpoint, data, out) == 0  # crops on (params: crop_images 4)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_images"] == 2 and len((out / "scores.csv").read_text().splitlines()) == 3
+    assert min(p.name for p in (out / "crops").iterdir()) == "0_blur.png"
+
+
+def test_broken_and_looping_file_symlinks_are_skipped_naming_them(tmp_path):
+    from pipelines.data import find_pairs
+
+    data = _pairs(tmp_path / "test", [(32, 32)] * 2)
+    for side in ("input", "target"):
+        (data / side / "gone.png").symlink_to(data / side / "deleted.png")
+        (data / side / "loop.png").symlink_to("loop.png")
+    with pytest.warns(UserWarning) as caught:
+        pairs = find_pairs(data)
+    assert [p.name for p in pairs] == ["0.png", "1.png"]
+    messages = " | ".join(str(w.message) for w in caught)
+    for side in ("input", "target"):
+        assert f"{data / side / 'gone.png'}: skipped: broken symbolic link" in messages
+        assert f"{data / side / 'loop.png'}: skipped: symbolic link loop" in messages
+
+
+# item 4 -------------------------------------------------------------------------------------------
+
+def _altered_checkpoint(checkpoint: Path, dest: Path, alter) -> Path:
+    payload = torch.load(checkpoint, weights_only=True)
+    for key, value in payload["model"].items():
+        if value.is_floating_point():
+            alter(key, value)
+    torch.save(payload, dest)
+    return dest
+
+
+def test_non_finite_weights_are_refused_naming_the_tensor(baseline_checkpoint, tmp_path, capsys):
+    def poison(key, value):
+        if key == "backbone.head.0.weight":
+            value.view(-1)[3] = float("nan")
+
+    bad = _altered_checkpoint(baseline_checkpoint, tmp_path / "nan.pt", poison)
+    data = _pairs(tmp_path / "test", [(32, 32)] * 2)
+    assert _evaluate(bad, data, tmp_path / "eval") == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "model.backbone.head.0.weight" in err and "non-finite" in err
+    assert main(["deblur", str(data / "input"), "-o", str(tmp_path / "restored"), "--checkpoint", str(bad)]) == 2
+    assert "model.backbone.head.0.weight" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nan.pt", "test"]  # no black image, no scores
+
+
+def test_a_non_finite_model_output_is_an_error_not_a_black_image(baseline_checkpoint, tmp_path, capsys):
+    huge = _altered_checkpoint(baseline_checkpoint, tmp_path / "huge.pt", lambda _k, v: v.mul_(1e30))  # finite
+    data = _pairs(tmp_path / "test", [(32, 32)] * 2)
+    assert main(["deblur", str(data / "input"), "-o", str(tmp_path / "restored"), "--checkpoint", str(huge)]) == 1
+    err = capsys.readouterr().err
+    assert "non-finite" in err and str(data / "input" / "0.png") in err and "2 of 2 file(s) failed" in err
+    restored = tmp_path / "restored"
+    assert not restored.exists() or not list(restored.rglob("*.png"))  # no black image
+    assert _evaluate(huge, data, tmp_path / "eval") == 2
+    err = capsys.readouterr().err
+    assert "non-finite" in err and str(data / "input" / "0.png") in err and "Traceback" not in err
+    assert not (tmp_path / "eval").exists() and not list(tmp_path.glob(".eval.*"))
+
+
+# item 5 -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("key,path,message", [
+    ("crops", "/etc/passwd", "outside --root"),
+    ("crops", "../../../../etc/hostname", "outside --root"),
+    ("crops", "notes/secret.png", "not a readable image"),
+    ("crops", "notes/secret.txt", "not an image file"),
+    ("per_image", "../../outside/scores.csv", "outside --root"),
+])
+def test_report_refuses_paths_outside_root_or_crops_that_are_not_images(tmp_path, capsys, key, path, message):
+    root = tmp_path / "outputs"
+    shutil.copytree(REPO / "tests" / "fixtures" / "report", root)
+    (root / "notes").mkdir()
+    for name in ("secret.png", "secret.txt"):
+        (root / "notes" / name).write_text("password: hunter2")
+    table = root / "metrics" / "table1.json"
+    data = json.loads(table.read_text())
+    entry = data["rows"][0][key]
+    side = "blurred" if key == "crops" else "baseline"
+    entry[side] = [path] + (entry[side][1:] if isinstance(entry[side], list) else [])
+    table.write_text(json.dumps(data, indent=2))
+    site = tmp_path / "site"
+    assert main(["report", "--metrics-dir", str(root / "metrics"), "--out", str(site), "--root", str(root),
+                 "--params", str(REPO / "params.yaml")]) == 2
+    err = capsys.readouterr().err
+    where = "rows[0].crops.blurred[0]" if key == "crops" else "rows[0].per_image.baseline[0]"
+    assert str(table) in err and where in err and message in err and "refused" in err
+    assert not site.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["outputs"]
+
+
+# item 6 -------------------------------------------------------------------------------------------
+
+def test_a_second_writer_of_a_training_folder_is_refused(tiny_training, tmp_path):
+    import fcntl
+
+    from pipelines.train import TrainJob, train
+
+    out = tmp_path / "run"
+    out.mkdir()
+    job = {"stage": "stage1", "backbone": "mimo_unet", "out_dir": out, "mlflow": False}
+    with open(out / ".train.lock", "w") as held:  # another `train` is writing this folder
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("pid 4242 on node7\n")
+        held.flush()
+        with pytest.raises(ValueError) as err:
+            train(TrainJob(**job), tiny_training, progress=False)
+        assert str(out) in str(err.value) and "another training run is writing this folder" in str(err.value)
+        assert "pid 4242 on node7" in str(err.value)
+        assert sorted(p.name for p in out.iterdir()) == [".train.lock"]  # the second writer wrote nothing
+    metrics = train(TrainJob(**job), tiny_training, progress=False)  # once the first is done: fine
+    assert metrics["steps"] == 4
+    assert ".train.lock" not in {p.name for p in out.iterdir()}  # the lock is gone with its writer
+
+
+# item 7 -------------------------------------------------------------------------------------------
+
+def test_evaluate_refuses_inputs_whose_outputs_would_share_a_name(baseline_checkpoint, tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    import pipelines.evaluate as ev
+
+    data = _pairs(tmp_path / "test", [(32, 32)] * 2)
+    image = np.random.default_rng(7).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    for side in ("input", "target"):
+        write_png(data / side / "dup.png", image)
+        Image.fromarray(image).save(data / side / "dup.jpg", quality=95)
+    monkeypatch.setattr(ev, "restore_image", lambda *a, **k: pytest.fail("inference started"))
+    assert _evaluate(baseline_checkpoint, data, tmp_path / "eval", "--save-images") == 2
+    err = capsys.readouterr().err
+    assert "output name collision" in err and "images/dup.png" in err
+    assert str(data / "input" / "dup.jpg") in err and str(data / "input" / "dup.png") in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["test"]
+
+
+# item 8 -------------------------------------------------------------------------------------------
+
+def test_a_decompression_bomb_is_refused_from_its_header_naming_both_sizes(baseline_checkpoint, tmp_path, capsys):
+    data = _pairs(tmp_path / "test", [(32, 32)] * 2)
+    bomb = _png_header_only(20000, 20000)
+    assert len(bomb) < 80
+    for side in ("input", "target"):
+        (data / side / "bomb.png").write_bytes(bomb)
+    assert _evaluate(baseline_checkpoint, data, tmp_path / "eval") == 2
+    err = capsys.readouterr().err
+    assert str(data / "input" / "bomb.png") in err and "20000x20000" in err and "7680x4320" in err
+    assert "Traceback" not in err and sorted(p.name for p in tmp_path.iterdir()) == ["test"]
+    assert main(["deblur", str(data / "input"), "-o", str(tmp_path / "restored"), "--checkpoint",
+                 str(baseline_checkpoint)]) == 1
+    err = capsys.readouterr().err
+    assert str(data / "input" / "bomb.png") in err and "20000x20000" in err
+    assert sorted(p.name for p in (tmp_path / "restored").iterdir()) == ["0.png", "1.png"]
+
+
+def test_a_valid_image_over_the_pixel_limit_is_not_decoded(tmp_path):
+    from PIL import Image
+
+    from pipelines.imageio import ImageReadError, read_image, read_image_size
+
+    big = tmp_path / "big.png"
+    Image.new("1", (8000, 5000)).save(big)  # 40 Mpixel: over an 8K frame, under Pillow's own warning
+    assert big.stat().st_size < 100_000
+    for reader in (read_image_size, read_image):
+        with pytest.raises(ImageReadError, match=r"8000x5000 = 40000000 pixels, over the limit of 33177600"):
+            reader(big)
+
+
+def test_the_pixel_limit_comes_from_params(baseline_checkpoint, in_root, tmp_path, capsys, monkeypatch):
+    import pipelines.limits
+
+    monkeypatch.setattr(pipelines.limits, "_max_pixels", pipelines.limits.DEFAULT_MAX_PIXELS)  # restored after
+    params = _params_file(in_root, lambda r: r["data"].update(max_pixels=1000))
+    data = _pairs(tmp_path / "test", [(32, 32)] * 2)
+    assert main(["evaluate", "--checkpoint", str(baseline_checkpoint), "--data", str(data), "--out",
+                 str(tmp_path / "eval"), "--no-lpips", "--params", str(params)]) == 2
+    err = capsys.readouterr().err
+    assert str(data / "input" / "0.png") in err and "32x32 = 1024 pixels" in err and "limit of 1000" in err
+    assert "data.max_pixels" in err
+
+
+# item 9 -------------------------------------------------------------------------------------------
+
+def test_deblur_skips_a_looping_file_symlink_and_restores_the_rest(baseline_checkpoint, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    write_png(photos / "a.png", np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    (photos / "loop.png").symlink_to("loop.png")
+    (photos / "gone.png").symlink_to(tmp_path / "deleted.png")
+    (photos / "again").symlink_to(".", target_is_directory=True)
+    out = tmp_path / "restored"
+    assert main(["deblur", str(photos), "-o", str(out), "--checkpoint", str(baseline_checkpoint)]) == 0
+    err = capsys.readouterr().err
+    assert f"{photos / 'loop.png'}: skipped: symbolic link loop" in err
+    assert f"{photos / 'gone.png'}: skipped: broken symbolic link" in err
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == ["a.png"]
+
+
+# item 10 ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mutate,message", [
+    (lambda r: r["profiles"]["smoke"]["train"]["steps"].update(stage1=True),
+     "train.steps.stage1: Value error, expected an integer, got True"),
+    (lambda r: r["data"].update(augment=1), "data.augment: Value error, expected true or false, got 1"),
+    (lambda r: r["profiles"]["smoke"]["evaluate"].update(eval_seeds=[]), "evaluate.eval_seeds: List should have at least 1"),
+    (lambda r: r["profiles"]["smoke"]["train"].update(seeds=[]), "train.seeds: List should have at least 1"),
+    (lambda r: r["prior"].update(T=10**9), "prior.T: Input should be less than or equal to 1000"),
+    (lambda r: r["ablations"].update(t_sweep=[1, 5000]), "every T must be in 1..1000"),
+])
+def test_params_are_strict(in_root, capsys, mutate, message):
+    params = _params_file(in_root, mutate)
+    assert main([*STUDY_STAGE1, "--params", str(params)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert sorted(p.name for p in in_root.iterdir()) == ["params.yaml"]  # nothing trained, no MLflow run
+
+
+def test_a_key_given_twice_in_params_is_refused(in_root, capsys):
+    params = _params_file(in_root)
+    text = params.read_text()
+    params.write_text(text + "seed: 7\n")  # `seed: 0` is already at the top
+    assert main([*STUDY_STAGE1, "--params", str(params)]) == 2
+    err = capsys.readouterr().err
+    assert str(params) in err and "duplicate key 'seed'" in err and "Traceback" not in err
+    params.write_text(text.replace("  T: 5\n", "  T: 5\n  T: 8\n", 1))  # nested, too
+    assert main([*STUDY_STAGE1, "--params", str(params)]) == 2
+    assert "duplicate key 'T'" in capsys.readouterr().err
+    assert sorted(p.name for p in in_root.iterdir()) == ["params.yaml"]
+
+
+def test_a_checkpoint_with_an_absurd_T_is_refused_before_any_allocation(tmp_path, capsys):
+    from models.deblur_model import normalise_spec
+
+    spec = {"backbone": "mimo_unet", "scale": "tiny", "prior_mode": "diffusion", "prior": "blurdm", "T": 10**9}
+    with pytest.raises(ValueError, match=r"'T' must be in 1\.\.1000, got 1000000000"):
+        normalise_spec(spec, source="model.pt")
+    evil = tmp_path / "model.pt"
+    torch.save({"format": "blurdm-bench/model", "version": 1, "spec": spec, "model": {}, "meta": {}}, evil)
+    data = _pairs(tmp_path / "test", [(32, 32)])
+    assert _evaluate(evil, data, tmp_path / "eval") == 2
+    err = capsys.readouterr().err
+    assert str(evil) in err and "'T' must be in 1..1000" in err and "Traceback" not in err
+
+
+def test_an_image_too_small_for_ssim_is_refused_before_inference(baseline_checkpoint, tmp_path, capsys, monkeypatch):
+    import pipelines.evaluate as ev
+
+    data = _pairs(tmp_path / "test", [(32, 32), (32, 32), (1, 1)])
+    monkeypatch.setattr(ev, "restore_image", lambda *a, **k: pytest.fail("inference started"))
+    assert _evaluate(baseline_checkpoint, data, tmp_path / "eval") == 2
+    err = capsys.readouterr().err
+    assert str(data / "input" / "2.png") in err and "1x1" in err and "11x11" in err and "SSIM" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["test"]
+
+
+# item 11 ------------------------------------------------------------------------------------------
+
+def test_profile_writes_the_same_bytes_twice_and_keeps_timings_aside(tmp_path):
+    outs = [tmp_path / f"run{i}" / "costs.json" for i in range(2)]
+    for out in outs:
+        assert main(["profile", "--scale", "tiny", "--backbones", "mimo_unet", "--latency", "--device", "cpu",
+                     *SMOKE, "--params", str(REPO / "params.yaml"), "--out", str(out)]) == 0
+    first, second = (out.read_bytes() for out in outs)
+    assert first == second  # the tracked file: counts only
+    costs = json.loads(first)
+    assert "latency" not in costs and "blurdm_module_latency_ms" not in costs["paper_claims"]["ours"]
+    assert costs["published_backbones_source"] == "models/published_costs.yaml"
+    assert str(REPO) not in first.decode() and str(tmp_path) not in first.decode()
+    for out in outs:  # the timings, beside it in the untracked sidecar, for the report
+        sidecar = json.loads((out.parent / "run_info" / "costs.json").read_text())
+        assert {r["model"] for r in sidecar["latency"]["results"]} == {"blurdm_module", "mimo_unet"}
+        assert sidecar["table_sha256"] == __import__("hashlib").sha256(first).hexdigest()
+
+
+def test_the_report_reads_run_info_only_when_it_belongs_to_the_table(tmp_path):
+    from pipelines.config import load_params
+    from reports.build import build_report
+
+    root = tmp_path / "outputs"
+    shutil.copytree(REPO / "tests" / "fixtures" / "report", root)
+    sidecar = json.loads((root / "metrics" / "run_info" / "table1.json").read_text())
+    run_id = sidecar["runs"]["synthetic/mimo_unet"]["baseline"][0]
+    params = load_params(REPO / "params.yaml")
+    page = build_report(root / "metrics", tmp_path / "site", root=root, params=params).read_text()
+    assert run_id in page and sidecar["date"] in page
+    table = root / "metrics" / "table1.json"  # other tables (say, an older commit checked out) ...
+    table.write_text(table.read_text().replace('"cpu_count": 2', '"cpu_count": 4'))
+    page = build_report(root / "metrics", tmp_path / "site", root=root, params=params).read_text()
+    assert run_id not in page and "belongs to another version of table1.json" in page  # ... are not mislabelled

@@ -96,6 +96,11 @@ def fixture_json(name: str) -> dict:
     return json.loads((FIXTURE / "metrics" / name).read_text())
 
 
+def fixture_run_info(name: str) -> dict:
+    """The untracked sidecar of a metric file (date, MLflow run ids, latency: pipelines/run_info.py)."""
+    return json.loads((FIXTURE / "metrics" / "run_info" / name).read_text())
+
+
 def ci_text(g: dict, digits: int) -> str:
     return f"{g['mean']:+.{digits}f} [{g['ci_low']:+.{digits}f}, {g['ci_high']:+.{digits}f}]"
 
@@ -223,6 +228,8 @@ def test_claim_verdicts(page):
 def test_cost_tables(page, paper):
     html, _ = page
     costs = fixture_json("costs.json")
+    latency = fixture_run_info("costs.json")["latency"]  # timings live in the untracked sidecar
+    assert "latency" not in costs
     for name, entry in costs["backbones"].items():
         for variant in ("baseline", "blurdm"):
             key = f"{name}/{variant}"
@@ -231,7 +238,7 @@ def test_cost_tables(page, paper):
             assert html.value("table-cost", key, "thop_gmacs") == pytest.approx(entry[variant]["thop_macs"] / 1e9)
             assert html.value("table-cost", key, "gflops") == pytest.approx(entry[variant]["flops"] / 1e9)
             for size in ((256, 256), (720, 1280)):
-                lat = next(r for r in costs["latency"]["results"]
+                lat = next(r for r in latency["results"]
                            if r["model"] == name and r["variant"] == variant and r["size"] == list(size))
                 assert html.value("table-cost", key, f"latency-{size[0]}-{size[1]}") == lat["median_ms"]
         assert html.value("table-cost", f"{name}/baseline", "paper_gmacs") == paper["backbones_published"][name]["gmacs"]
@@ -242,7 +249,7 @@ def test_cost_tables(page, paper):
     assert html.value("table-module", "thop_gmacs", "paper") == paper["overhead"]["gflops"]
     assert html.value("table-module", "latency/256x256", "paper") == paper["overhead"]["latency_ms"]
     text = " ".join(html.section_text["cost"])
-    assert "MACs" in text and "FLOPs" in text and costs["latency"]["timer"] in text
+    assert "MACs" in text and "FLOPs" in text and latency["timer"] in text
 
 
 def test_visual_section_has_crops_and_distributions(page):
@@ -268,11 +275,12 @@ def test_every_run_is_linked(page):
     html, _ = page
     runs = html.tables["table-runs"]
     listed = {cell["run"]["text"]: cell for cell in runs.values()}
-    expected = set()
-    for row in fixture_json("table1.json")["rows"]:
-        expected |= set(row["runs"]["baseline"]) | set(row["runs"]["blurdm"])
+    expected = set()  # the run ids live in the untracked sidecars, not in the tracked tables
+    for runs in fixture_run_info("table1.json")["runs"].values():
+        expected |= set(runs["baseline"]) | set(runs["blurdm"])
     for name in ("ablation_prior.json", "ablation_stages.json", "t_sweep.json"):
-        expected |= {r for row in fixture_json(name)["rows"] for r in row["runs"]}
+        expected |= {r for runs in fixture_run_info(name)["runs"].values() for r in runs}
+        assert all("runs" not in row for row in fixture_json(name)["rows"])
     assert set(listed) == expected
     for run_id, cells in listed.items():
         assert cells["run"]["href"] == f"http://127.0.0.1:5000/#/runs/{run_id}"

@@ -29,8 +29,10 @@ ESTIMATOR_DEPTH = {"paper": 6, "tiny": 3}
 
 
 def check_T(T) -> int:
-    if isinstance(T, bool) or not isinstance(T, int) or T < 1:
-        raise ValueError(f"T (number of diffusion steps) must be an integer >= 1, got {T!r}")
+    from pipelines.config import MAX_T
+
+    if isinstance(T, bool) or not isinstance(T, int) or not 1 <= T <= MAX_T:
+        raise ValueError(f"T (number of diffusion steps) must be an integer >= 1 and <= {MAX_T}, got {T!r}")
     return T
 
 
