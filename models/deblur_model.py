@@ -31,8 +31,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from models.encoder import PRIOR_DIM, prior_dim
+
 PRIOR_MODES = ("none", "sharp_encoder", "diffusion")
-PRIOR_DIM = 256
 MODEL_FORMAT = "blurdm-bench/model"
 MODEL_FORMAT_VERSION = 1
 SPEC_KEYS = ("backbone", "scale", "prior_mode", "prior", "T", "fusion", "sharp_encoder")
@@ -148,7 +149,7 @@ def build_deblur_model(spec: dict) -> DeblurModel:
     from models.backbones import build_backbone
 
     spec = normalise_spec(spec)
-    backbone = build_backbone(spec["backbone"], spec["scale"], prior_dim=PRIOR_DIM if spec["fusion"] else None)
+    backbone = build_backbone(spec["backbone"], spec["scale"], prior_dim=prior_dim(spec["scale"]) if spec["fusion"] else None)
     sharp = None
     if spec["sharp_encoder"]:
         from models.encoder import sharp_encoder

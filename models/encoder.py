@@ -9,8 +9,13 @@ Layout: pixel-unshuffle by 4 of each 3-channel input (48 channels each), concate
 conv3x3 -> ``width`` + LeakyReLU(0.1), ``blocks`` residual blocks (conv-[BN]-act-conv-[BN] + skip),
 a chain of conv3x3 + LeakyReLU(0.1) (``head`` channels), global average pool, then Linear -> 256 and
 Linear(256, 256), each + LeakyReLU(0.1). At ``paper`` scale SE has 1,148,224 parameters and BE
-1,146,688 (spec: ~1.148 M / ~1.147 M). ``tiny`` keeps the 256-d output so the fusion layers of the
-backbones are the same at both scales.
+1,146,688 (spec: ~1.148 M / ~1.147 M).
+
+The latent (prior) dimension is per scale (:data:`PRIOR_DIMS`): 256 at ``paper`` scale (spec), 32 at
+``tiny`` scale. A 256-d latent with its 513-input estimators would make the tiny prior ~9x larger than
+the tiny backbones it feeds; at 32-d, with a narrow encoder and estimators, the prior's share of the
+whole model (params) is within 1.5x of its paper-scale share for every backbone (``profile`` reports
+both shares at both scales).
 """
 from __future__ import annotations
 
@@ -18,7 +23,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-PRIOR_DIM = 256
+# latent (prior vector) dimension per scale: the ONE home of this number (fusion layers, estimators and
+# the deblurring model read it from here)
+PRIOR_DIMS: dict[str, int] = {"paper": 256, "tiny": 32}
+PRIOR_DIM = PRIOR_DIMS["paper"]
 UNSHUFFLE = 4
 NEGATIVE_SLOPE = 0.1
 
@@ -26,8 +34,15 @@ NEGATIVE_SLOPE = 0.1
 # head: output channels of the conv3x3 chain after the blocks (the last feeds the Linear layers).
 ENCODER_SCALES: dict[str, dict] = {
     "paper": {"width": 64, "blocks": 6, "head": (128, 128, 256)},
-    "tiny": {"width": 16, "blocks": 2, "head": (32, 64, 128)},
+    "tiny": {"width": 8, "blocks": 1, "head": (16, 32)},
 }
+
+
+def prior_dim(scale: str) -> int:
+    """The latent (prior) dimension at ``scale``."""
+    if scale not in PRIOR_DIMS:
+        raise ValueError(f"unknown scale {scale!r}; allowed: {', '.join(PRIOR_DIMS)}")
+    return PRIOR_DIMS[scale]
 
 
 def _act() -> nn.LeakyReLU:
@@ -52,7 +67,7 @@ class ResidualBlock(nn.Module):
 
 
 class LatentEncoder(nn.Module):
-    """``forward(a, b) -> (B, 256)`` for two (B, 3, H, W) images, H and W multiples of 4."""
+    """``forward(a, b) -> (B, prior_dim(scale))`` for two (B, 3, H, W) images, H and W multiples of 4."""
 
     def __init__(self, scale: str = "paper", batchnorm: bool = False):
         super().__init__()
@@ -61,7 +76,7 @@ class LatentEncoder(nn.Module):
         cfg = ENCODER_SCALES[scale]
         self.scale = scale
         self.batchnorm = batchnorm
-        self.out_dim = PRIOR_DIM
+        self.out_dim = dim = PRIOR_DIMS[scale]
         in_ch = 2 * 3 * UNSHUFFLE**2
         width = cfg["width"]
         self.stem = nn.Sequential(nn.Conv2d(in_ch, width, 3, padding=1), _act())
@@ -73,8 +88,8 @@ class LatentEncoder(nn.Module):
             prev = ch
         self.head = nn.Sequential(*head)
         self.mlp = nn.Sequential(
-            nn.Linear(prev, PRIOR_DIM), _act(),
-            nn.Linear(PRIOR_DIM, PRIOR_DIM), _act(),
+            nn.Linear(prev, dim), _act(),
+            nn.Linear(dim, dim), _act(),
         )
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

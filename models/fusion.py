@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-PRIOR_DIM = 256
+from models.encoder import PRIOR_DIM  # the paper-scale latent dimension (models.encoder.PRIOR_DIMS)
 
 
 class PriorFusion(nn.Module):

@@ -10,6 +10,7 @@ from models.diffusion import (
     BlurDMProcess,
     DDPMProcess,
     DiffusionPrior,
+    EncoderOnlyProcess,
     Estimator,
     RDDMProcess,
 )
@@ -20,7 +21,7 @@ TS = (1, 3, 5, 10)
 
 def _latents(batch=3, seed=0, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
-    z0, c, eps = (torch.randn(batch, 256, generator=g, dtype=dtype) for _ in range(3))
+    z0, c, eps = (torch.randn(batch, 256, generator=g, dtype=dtype) for _ in range(3))  # any dimension works
     return z0, c, eps
 
 
@@ -81,16 +82,60 @@ def test_blurdm_explicit_residuals_end_at_blur_latent():
         p.mean(z0, c, 2, e[:2])
 
 
-def test_ddpm_starts_from_pure_noise_and_ddim_recovers_z0():
+def test_ddpm_is_diffir_style_z0_prediction_from_pure_noise():
+    """DiffIR-style: linear betas 0.1 -> 0.99, pure-noise start, posterior-mean steps on a z0 estimate;
+    the last step returns the estimate itself and no coefficient amplifies an estimator's error."""
     p = DDPMProcess(5)
     z0, c, eps = _latents()
+    assert p.estimator_names == ("z0",)
     assert torch.equal(p.start(c, eps), eps)
+    assert p.betas[1:] == pytest.approx([0.1, 0.3225, 0.545, 0.7675, 0.99])
     assert p.alpha_bar[0] == 1.0 and p.alpha_bar[-1] < 1e-3
     assert all(a > b for a, b in zip(p.alpha_bar, p.alpha_bar[1:]))
-    z = p.forward_marginal(z0, c, 5, eps)
+    assert p.coef_z0[1] == pytest.approx(1.0) and p.coef_z[1] == pytest.approx(0.0)
+    assert all(0 <= a <= 1 + 1e-12 and 0 <= b <= 1 for a, b in zip(p.coef_z0[1:], p.coef_z[1:]))
+    # with a perfect z0 estimate the chain from pure noise lands on z0 exactly
+    z = p.start(c, eps)
     for t in range(5, 0, -1):
-        z = p.reverse_step(t, z, {"noise": eps}, c)
-    torch.testing.assert_close(z, z0, atol=1e-8, rtol=1e-8)
+        z = p.reverse_step(t, z, {"z0": z0}, c)
+    torch.testing.assert_close(z, z0, atol=1e-9, rtol=1e-9)
+    # an error in the estimate is never amplified: it reaches z_0 at most 1x
+    z = p.start(c, eps)
+    for t in range(5, 0, -1):
+        z = p.reverse_step(t, z, {"z0": z0 + 0.1}, c)
+    assert (z - z0).abs().max() <= 0.1 + 1e-9
+
+
+def test_ddpm_prior_learns_better_than_the_trivial_predictor():
+    """After a short fit through the whole chain, the DDPM prior's z0 error is below the error of the
+    best constant (the mean target): it no longer explodes (it once did, at ~60 against ~0.3)."""
+    torch.manual_seed(0)
+    prior = build_prior("ddpm", T=5, scale="tiny")
+    g = torch.Generator().manual_seed(1)
+    blur = torch.rand(64, 3, 16, 16, generator=g) - 0.5
+    mix = torch.randn(3, prior.dim, generator=g)
+    target = blur.mean(dim=(2, 3)) @ mix  # a latent that the blurred image determines
+    trivial = float(((target - target.mean(0)) ** 2).mean())
+    opt = torch.optim.Adam(prior.parameters(), lr=3e-3)
+    for step in range(300):
+        opt.zero_grad()
+        loss = ((prior(blur, generator=torch.Generator().manual_seed(step)) - target) ** 2).mean()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        final = float(((prior(blur, generator=torch.Generator().manual_seed(999)) - target) ** 2).mean())
+    assert final < 0.5 * trivial, (final, trivial)
+
+
+def test_encoder_prior_is_the_blur_encoder_alone():
+    prior = build_prior("encoder", T=5, scale="tiny").eval()
+    blur = torch.rand(2, 3, 16, 16)
+    assert len(prior.estimators) == 0
+    with torch.no_grad():
+        a = prior(blur, generator=torch.Generator().manual_seed(1))
+        b = prior(blur, generator=torch.Generator().manual_seed(2))
+        torch.testing.assert_close(a, prior.condition(blur))
+    assert torch.equal(a, b)  # no noise: no sampling spread
 
 
 def test_rddm_schedule_ends_at_one():
@@ -110,10 +155,10 @@ def test_prior_forward_shape_and_seed_determinism(name, T):
         a = prior(blur, generator=torch.Generator().manual_seed(2023))
         b = prior(blur, generator=torch.Generator().manual_seed(2023))
         d = prior(blur, generator=torch.Generator().manual_seed(7))
-    assert a.shape == (2, 256) and torch.isfinite(a).all()
+    assert a.shape == (2, 32) and torch.isfinite(a).all()  # the tiny latent is 32-d (models.encoder.PRIOR_DIMS)
     assert torch.equal(a, b)
-    if name == "blurdm" and T == 1:
-        assert torch.equal(a, d)  # T = 1: beta_bar_1 = 0, BlurDM ignores the noise
+    if (name == "blurdm" and T == 1) or name == "encoder":
+        assert torch.equal(a, d)  # T = 1: beta_bar_1 = 0, BlurDM ignores the noise; the encoder draws none
     else:
         assert not torch.allclose(a, d)
     # explicit noise equals the same draw through the generator
@@ -126,7 +171,7 @@ def test_sampler_runs_process_steps_with_estimators():
     """The generic sampler is exactly start + T reverse steps with the estimator outputs."""
     prior = build_prior("blurdm", T=3).eval()
     blur = torch.rand(1, 3, 8, 8)
-    noise = torch.randn(1, 256)
+    noise = torch.randn(1, prior.dim)
     with torch.no_grad():
         c = prior.condition(blur)
         z = c + prior.process.beta_bar[3] * noise
@@ -140,12 +185,12 @@ def test_sampler_runs_process_steps_with_estimators():
 
 def test_noise_shape_checked():
     prior = build_prior("rddm", T=2)
-    with pytest.raises(ValueError, match=r"noise must have shape \(1, 256\)"):
+    with pytest.raises(ValueError, match=r"noise must have shape \(1, 32\)"):
         prior(torch.rand(1, 3, 8, 8), noise=torch.randn(1, 128))
 
 
 @pytest.mark.parametrize("name", PRIORS)
-def test_gradients_reach_encoder_and_every_estimator(name):
+def test_gradients_reach_encoder_and_every_estimator(name):  # the encoder control has no estimators
     prior = build_prior(name, T=3, scale="tiny")
     z0 = prior(torch.rand(2, 3, 8, 8), generator=torch.Generator().manual_seed(0))
     z0.square().mean().backward()
@@ -176,11 +221,11 @@ def test_blurdm_paper_module_cost_matches_spec():
 def test_priors_names_match_config():
     from pipelines.config import DIFFUSION_PRIORS
 
-    assert PRIORS == ("blurdm", "rddm", "ddpm") == tuple(DIFFUSION_PRIORS)
+    assert PRIORS == ("blurdm", "rddm", "ddpm", "encoder") == tuple(DIFFUSION_PRIORS)
 
 
 def test_build_prior_errors():
-    with pytest.raises(ValueError, match="allowed: blurdm, rddm, ddpm"):
+    with pytest.raises(ValueError, match="allowed: blurdm, rddm, ddpm, encoder"):
         build_prior("oracle")
     for bad_T in (0, -1, 2.5, True):
         with pytest.raises(ValueError, match="integer >= 1"):

@@ -9,7 +9,8 @@ Uniform convention (the trainer and evaluator rely on it):
   same value range as the input (residual connections are inside the backbone).
 * attributes: ``pad_multiple`` (H and W must be multiples of it), ``value_range`` (``"half"`` =
   [-0.5, 0.5] or ``"unit"`` = [0, 1]), ``prior_dim``, ``scale``, ``tile`` (``None`` or
-  ``(tile_size, overlap)`` for backbones that infer on tiles, i.e. LoFormer).
+  ``(tile_size, overlap)`` for backbones that infer on tiles, i.e. LoFormer), ``residual_outputs``
+  (names of the layers whose output is added to the input image: :func:`zero_init_residual_outputs`).
 """
 from __future__ import annotations
 
@@ -36,3 +37,15 @@ def build_backbone(name: str, scale: str = "tiny", prior_dim: int | None = 256) 
     module_name, class_name = BACKBONES[name]
     cls = getattr(importlib.import_module(module_name), class_name)
     return cls(scale=scale, prior_dim=prior_dim)
+
+
+def zero_init_residual_outputs(backbone: nn.Module) -> nn.Module:
+    """Zero the weights (and biases) of ``backbone.residual_outputs``: the untrained model then returns
+    its input exactly (every output = 0 + input), and training starts from the identity."""
+    import torch
+
+    with torch.no_grad():
+        for name in backbone.residual_outputs:
+            for param in getattr(backbone, name).parameters():
+                param.zero_()
+    return backbone

@@ -37,8 +37,8 @@ CONFIGS: dict[str, dict] = {
     "paper": {"dim": 48, "num_blocks": (6, 6, 12), "num_refinement": 4, "ffn_factor": 3.0,
               "fuse_ffn_factor": 2.66, "patch": 8},
     # Same code, small enough for CPU smoke training.
-    "tiny": {"dim": 8, "num_blocks": (1, 1, 1), "num_refinement": 1, "ffn_factor": 1.0,
-             "fuse_ffn_factor": 1.0, "patch": 8},
+    "tiny": {"dim": 8, "num_blocks": (1, 1, 1), "num_refinement": 1, "ffn_factor": 2.0,
+             "fuse_ffn_factor": 2.0, "patch": 8},
 }
 
 
@@ -172,6 +172,7 @@ class FFTformer(nn.Module):
     """FFTformer backbone; ``forward(x, prior=None) -> [restored]`` (one full-resolution output)."""
 
     value_range = "unit"
+    residual_outputs = ("output",)  # the layer whose output is added to the input
     tile = None
 
     def __init__(self, scale: str = "tiny", prior_dim: int | None = PRIOR_DIM):

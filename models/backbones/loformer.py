@@ -151,6 +151,7 @@ class LoFormerS(nn.Module):
     """LoFormer-S backbone; ``forward(x, prior=None) -> [restored]`` (one full-resolution output)."""
 
     value_range = "unit"
+    residual_outputs = ("output",)  # the layer whose output is added to the input
 
     def __init__(self, scale: str = "tiny", prior_dim: int | None = PRIOR_DIM):
         super().__init__()

@@ -125,6 +125,7 @@ class MIMOUNet(nn.Module):
     pad_multiple = 8
     value_range = "half"
     tile = None
+    residual_outputs = ("out_quarter", "out_half", "out_full")  # the convs whose output is added to the input
 
     def __init__(self, scale: str = "tiny", prior_dim: int | None = 256):
         super().__init__()

@@ -38,8 +38,8 @@ STRIPFORMER_SCALES: dict[str, dict] = {
         "decoder_heads": 3,
     },
     "tiny": {
-        "channels": (16, 32, 64),
-        "decoder_channels": 48,
+        "channels": (12, 24, 48),
+        "decoder_channels": 36,
         "encoder_res_units": 1,
         "bottleneck_pairs": 1,
         "bottleneck_heads": 2,
@@ -188,6 +188,7 @@ class Stripformer(nn.Module):
     SCALES = STRIPFORMER_SCALES
     pad_multiple = 32
     value_range = "half"
+    residual_outputs = ("tail",)  # the layers whose output is added to the input
     tile = None
 
     def __init__(self, scale: str = "tiny", prior_dim: int | None = 256):

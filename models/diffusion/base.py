@@ -24,8 +24,10 @@ from torch import nn
 from models.encoder import PRIOR_DIM, LatentEncoder, blur_encoder
 
 NEGATIVE_SLOPE = 0.1
-# Number of Linear layers (each followed by LeakyReLU(0.1)) of an estimator; hidden width is 256.
+# Number of Linear layers (each followed by LeakyReLU(0.1)) of an estimator, and their hidden width
+# (paper: 6 layers of 256, spec; tiny: 3 layers of 32 on a 32-d latent, see models.encoder.PRIOR_DIMS).
 ESTIMATOR_DEPTH = {"paper": 6, "tiny": 3}
+ESTIMATOR_HIDDEN = {"paper": 256, "tiny": 32}
 
 
 def check_T(T) -> int:
@@ -108,8 +110,9 @@ class DiffusionPrior(nn.Module):
         self.process = process
         self.scale = scale
         self.encoder = encoder if encoder is not None else blur_encoder(scale)
-        self.estimators = nn.ModuleDict({name: Estimator(ESTIMATOR_DEPTH[scale]) for name in process.estimator_names})
         self.dim = self.encoder.out_dim
+        self.estimators = nn.ModuleDict({name: Estimator(ESTIMATOR_DEPTH[scale], dim=self.dim, hidden=ESTIMATOR_HIDDEN[scale])
+                                         for name in process.estimator_names})
 
     @property
     def T(self) -> int:
