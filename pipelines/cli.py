@@ -15,6 +15,7 @@ from pipelines.compat import set_offline_env
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("pipelines.synth", "generate the embedded synthetic motion-blur dataset"),
     "fetch": ("pipelines.fetch", "download, verify and unpack a real dataset"),
+    "realcrops": ("pipelines.realcrops", "cut the committed real GoPro test crops from shared/realdata"),
     "train": ("pipelines.train", "run one training job (stage x backbone x prior x variant)"),
     "evaluate": ("pipelines.evaluate", "score a trained model on a test set"),
     "profile": ("pipelines.profile", "parameters, MACs, FLOPs and latency of every model"),

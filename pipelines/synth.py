@@ -42,31 +42,33 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipelines.config import SYNTH_SOURCES
-from pipelines.imageio import encode_png
+from pipelines.config import PHOTO_SOURCES
+from pipelines.imageio import encode_png, read_rgb_uint8
 from pipelines.io import atomic_dir, write_json
 
 GAMMA = 2.2
 SPLITS = ("train", "test")
 _SPLIT_CODE = {"train": 0, "test": 1}
-_RNG_FAMILY, _RNG_SAMPLE = 1, 2  # purpose tags in the RNG seeds
+_RNG_FAMILY, _RNG_SAMPLE, _RNG_LEAVES, _RNG_LEAVES_MASK = 1, 2, 3, 4  # purpose tags in the RNG seeds
+DEAD_LEAVES_PREFIX = "dead_leaves_"
+SUPERSAMPLE = 2  # dead-leaves scenes are drawn at 2x and area-downsampled (anti-aliased, sub-pixel edges)
 KERNELS_FILE = Path(__file__).resolve().parent / "data" / "levin09_kernels.npz"
 MANIFEST_VERSION = 1
 DATASET_NAME = "blurdm-bench synthetic motion blur"  # in manifest.json: what marks a folder as ours
 INTERP_SUPPORT_PX = 2  # bicubic reads 2 px beyond the sampled point
 
 
-def _skimage_loader(name: str) -> Callable[[], np.ndarray]:
-    def load():
-        import skimage.data
+def photo_path(name: str) -> Path:
+    """Where the bundled photograph ``name`` lies inside its installed package (the package is located,
+    not imported: loading a photo runs no package code)."""
+    import importlib.util
 
-        return getattr(skimage.data, name)()
-
-    return load
-
-
-# scikit-image photographs that ship inside its wheel (no download): pipelines.config.SYNTH_SOURCES.
-SOURCES: dict[str, Callable[[], np.ndarray]] = {name: _skimage_loader(name) for name in SYNTH_SOURCES}
+    package, rel = PHOTO_SOURCES[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError(f"synth source {name!r}: package {package!r} is not installed (it ships the photo "
+                         f"{rel}); run `make install`")
+    return Path(next(iter(spec.submodule_search_locations))) / rel
 
 
 # --------------------------------------------------------------------------------------------------
@@ -96,29 +98,74 @@ class Source:
     linear: np.ndarray  # (H, W, 3) float32
 
 
-@lru_cache(maxsize=32)
-def load_source(name: str) -> Source:
-    """One bundled scikit-image photograph as RGB uint8 (+ its linear-light version)."""
-    if name not in SOURCES:
-        raise ValueError(f"synth source {name!r} is not a bundled scikit-image photograph; "
-                         f"allowed: {', '.join(sorted(SOURCES))}")
-    try:
-        image = np.asarray(SOURCES[name]())
-    except Exception as err:  # noqa: BLE001 - report any loader failure as bad input
-        raise ValueError(f"synth source {name!r}: scikit-image could not load it offline ({err})") from None
-    if image.dtype != np.uint8:
-        raise ValueError(f"synth source {name!r}: expected 8-bit data, got {image.dtype}")
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=2)
-    elif image.ndim == 3 and image.shape[2] == 4:
-        image = image[..., :3]  # alpha dropped
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"synth source {name!r}: unexpected shape {image.shape}")
+def _make_source(name: str, image: np.ndarray) -> Source:
     image = np.ascontiguousarray(image)
     image.setflags(write=False)
     linear = srgb_to_linear(image)
     linear.setflags(write=False)
     return Source(name, image, linear)
+
+
+@lru_cache(maxsize=32)
+def load_source(name: str) -> Source:
+    """One bundled photograph (:data:`pipelines.config.PHOTO_SOURCES`) as RGB uint8 (+ linear light)."""
+    if name not in PHOTO_SOURCES:
+        raise ValueError(f"synth source {name!r} is not a bundled photograph; allowed: {', '.join(sorted(PHOTO_SOURCES))}")
+    path = photo_path(name)
+    try:
+        image = read_rgb_uint8(path)  # explicit decoding: grey / alpha / 16-bit converted, errors name the file
+    except (OSError, ValueError) as err:
+        raise ValueError(f"synth source {name!r}: cannot load {path} ({err})") from None
+    return _make_source(name, image)
+
+
+def source_label(name: str, cfg) -> str:
+    """Where a source comes from, for the manifest."""
+    if name.startswith(DEAD_LEAVES_PREFIX):
+        return f"dead_leaves(seed={cfg.seed}, scene={int(name[len(DEAD_LEAVES_PREFIX):])})"
+    package, rel = PHOTO_SOURCES[name]
+    return f"{package}:{rel}"
+
+
+def _palette(names: tuple[str, ...], seed: int, n: int = 4096) -> np.ndarray:
+    """``n`` colours (uint8 RGB) drawn from the given photographs: dead leaves get natural colours."""
+    rng = np.random.default_rng([int(seed), _RNG_LEAVES, 0])
+    pixels = np.concatenate([load_source(name).rgb.reshape(-1, 3) for name in names])
+    return pixels[rng.integers(0, len(pixels), size=n)]
+
+
+@lru_cache(maxsize=64)
+def dead_leaves_source(seed: int, index: int, size: int, shapes: int, radius: tuple[float, float],
+                       palette_from: tuple[str, ...]) -> Source:
+    """Dead-leaves scene ``index``: ``shapes`` opaque discs and ellipses dropped one over another, radii
+    with density ~ r^-3 between ``radius`` (the scale-invariant law of natural images, Lee, Mumford and
+    Huang 2001), colours from ``palette_from``'s photographs.
+    A pure function of its arguments (drawn at 2x, area-downsampled)."""
+    rng = np.random.default_rng([int(seed), _RNG_LEAVES, 1, int(index)])
+    palette = _palette(palette_from, seed) if palette_from else rng.integers(0, 256, size=(4096, 3))
+    big = size * SUPERSAMPLE
+    canvas = np.empty((big, big, 3), dtype=np.uint8)
+    canvas[:] = palette[rng.integers(len(palette))]
+    r_lo, r_hi = (r * SUPERSAMPLE for r in radius)
+    u = rng.random(shapes)
+    radii = (r_lo**-2 - u * (r_lo**-2 - r_hi**-2)) ** -0.5  # inverse CDF of p(r) ~ r^-3
+    centres = rng.uniform(-0.1 * big, 1.1 * big, size=(shapes, 2))
+    colours = palette[rng.integers(0, len(palette), size=shapes)].astype(np.float64)
+    colours *= rng.uniform(0.85, 1.15, size=(shapes, 1))  # brightness variation
+    aspect = rng.uniform(0.4, 1.0, size=shapes)
+    angles = rng.uniform(0, 180, size=shapes)
+    is_disc = rng.random(shapes) < 0.5
+    for k in range(shapes):
+        colour = tuple(float(c) for c in np.clip(colours[k], 0, 255))
+        centre = (int(round(centres[k, 0])), int(round(centres[k, 1])))
+        r = max(1, int(round(radii[k])))
+        if is_disc[k]:
+            cv2.circle(canvas, centre, r, colour, thickness=-1, lineType=cv2.LINE_8)
+        else:
+            axes = (r, max(1, int(round(r * aspect[k]))))
+            cv2.ellipse(canvas, centre, axes, float(angles[k]), 0, 360, colour, thickness=-1, lineType=cv2.LINE_8)
+    image = cv2.resize(canvas, (size, size), interpolation=cv2.INTER_AREA)
+    return _make_source(f"{DEAD_LEAVES_PREFIX}{index:03d}", image)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -318,6 +365,27 @@ def kernel_family_mask(cfg, split: str) -> np.ndarray:
     return perm < n_kernel
 
 
+def dead_leaves_mask(cfg, split: str) -> np.ndarray:
+    """Which samples of a split are cut from a dead-leaves scene: exactly ``round(fraction * n_train)``
+    training samples (none in the test split), spread by a seeded permutation."""
+    n = cfg.n_train if split == "train" else cfg.n_test
+    if split != "train" or cfg.dead_leaves.fraction <= 0:
+        return np.zeros(n, dtype=bool)
+    perm = np.random.default_rng([int(cfg.seed), _SPLIT_CODE[split], _RNG_LEAVES_MASK]).permutation(n)
+    return perm < round(cfg.dead_leaves.fraction * n)
+
+
+def sample_source(cfg, split: str, index: int) -> Source:
+    """The source image of sample ``index``: a dead-leaves scene (training only) or, round-robin, one of
+    the split's photographs."""
+    if dead_leaves_mask(cfg, split)[index]:
+        dl = cfg.dead_leaves
+        return dead_leaves_source(cfg.seed, index % dl.scenes, dl.size, dl.shapes, tuple(dl.radius),
+                                  tuple(cfg.train_sources))
+    sources = cfg.train_sources if split == "train" else cfg.test_sources
+    return load_source(sources[index % len(sources)])
+
+
 def _random_crop_xy(rng: np.random.Generator, source: Source, crop_size: int, margin: int) -> tuple[int, int]:
     h, w = source.rgb.shape[:2]
     x_max, y_max = w - crop_size - margin, h - crop_size - margin
@@ -329,8 +397,7 @@ def _random_crop_xy(rng: np.random.Generator, source: Source, crop_size: int, ma
 
 def render_sample(cfg, split: str, index: int, use_kernel: bool, with_exposures: bool = False) -> Sample:
     """Render sample ``index`` of ``split`` (a pure function of the config, split and index)."""
-    sources = cfg.train_sources if split == "train" else cfg.test_sources
-    source = load_source(sources[index % len(sources)])
+    source = sample_source(cfg, split, index)
     rng_seed = sample_rng_seed(cfg.seed, split, index)
     rng = np.random.default_rng(rng_seed)
     crop = cfg.crop_size
@@ -396,9 +463,15 @@ def _write(root: Path, rel: str, data: bytes, hashes: dict) -> str:
 
 
 def _versions() -> dict:
-    import skimage
+    from importlib.metadata import PackageNotFoundError, version
 
-    return {"numpy": np.__version__, "opencv": cv2.__version__, "scikit-image": skimage.__version__}
+    out = {"numpy": np.__version__, "opencv": cv2.__version__}
+    for dist in ("scikit-image", "sporco", "mahotas", "matplotlib"):  # the packages that ship the photos
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = None
+    return out
 
 
 def generate(cfg, out_dir: str | Path, progress: bool = True) -> dict:
@@ -431,7 +504,7 @@ def generate(cfg, out_dir: str | Path, progress: bool = True) -> dict:
             psnrs[split].append(psnr)
             samples_meta.append({
                 "split": split, "index": index, "scene": sample.source, "name": f"{sample.source}/{stem}.png",
-                "source_image": f"skimage.data:{sample.source}", "blur": blur_rel, "sharp": sharp_rel,
+                "source_image": source_label(sample.source, cfg), "blur": blur_rel, "sharp": sharp_rel,
                 "exposures": exposure_rels, "psnr_blur_vs_sharp": round(psnr, 4) if math.isfinite(psnr) else None,
                 **sample.meta, "sha256": hashes,
             })

@@ -219,3 +219,69 @@ def test_cli_smoke_profile(tmp_path, repo_root, capsys):
     smoke = load_params(repo_root / "params.yaml", profile="smoke").synth
     assert len(manifest["samples"]) == smoke.n_train + smoke.n_test
     assert "median" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------------------------------
+# sources: bundled photographs, dead-leaves scenes
+
+@pytest.mark.parametrize("name", sorted(synth.PHOTO_SOURCES))
+def test_every_bundled_photograph_loads_offline_as_colour(name):
+    source = synth.load_source(name)
+    h, w, c = source.rgb.shape
+    assert c == 3 and min(h, w) >= 256, (name, source.rgb.shape)
+    assert source.rgb.std(axis=2).mean() > 2  # a colour photograph, not grey replicated to 3 channels
+
+
+def test_repo_split_is_by_photograph_and_test_holds_only_photographs(repo_root):
+    cfg = load_params(repo_root / "params.yaml", profile="cpu").synth
+    assert not set(cfg.train_sources) & set(cfg.test_sources)
+    assert set(cfg.test_sources) <= set(synth.PHOTO_SOURCES)
+    assert not synth.dead_leaves_mask(cfg, "test").any()
+
+
+def test_dead_leaves_scene_is_deterministic_covered_and_natural():
+    a = synth.dead_leaves_source(7, 3, 128, 3000, (2.0, 32.0), ("coffee",))
+    b = synth.dead_leaves_source.__wrapped__(7, 3, 128, 3000, (2.0, 32.0), ("coffee",))  # uncached
+    c = synth.dead_leaves_source(7, 4, 128, 3000, (2.0, 32.0), ("coffee",))
+    np.testing.assert_array_equal(a.rgb, b.rgb)
+    assert not np.array_equal(a.rgb, c.rgb)
+    # occluding flat shapes: many distinct colours, most neighbouring pixels equal (flat interiors)
+    flat = (np.abs(np.diff(a.rgb.astype(int), axis=1)).sum(axis=2) == 0).mean()
+    assert 0.3 < flat < 0.98
+    assert len(np.unique(a.rgb.reshape(-1, 3), axis=0)) > 100
+
+
+def test_dead_leaves_fraction_is_exact_and_only_in_training(tmp_path):
+    cfg = tiny_cfg(n_train=10, save_exposures=False,
+                   dead_leaves={"fraction": 0.4, "scenes": 2, "size": 96, "shapes": 500, "radius": [2.0, 16.0]})
+    manifest = synth.generate(cfg, tmp_path / "ds", progress=False)
+    train = [s for s in manifest["samples"] if s["split"] == "train"]
+    leaves = [s for s in train if s["scene"].startswith(synth.DEAD_LEAVES_PREFIX)]
+    assert len(leaves) == 4
+    assert all(s["source_image"].startswith("dead_leaves(seed=7") for s in leaves)
+    assert not [s for s in manifest["samples"] if s["split"] == "test" and s["scene"].startswith("dead")]
+
+
+def test_committed_real_crops_follow_the_documented_rule(tmp_path, repo_root):
+    """The real GoPro test crops in the repo are exactly what the rule cuts from shared/realdata."""
+    from pipelines.realcrops import DEFAULT_OUT, make_crops
+
+    src = repo_root.parent / "shared" / "realdata" / "gopro" / "dev"
+    committed = find_pairs(DEFAULT_OUT)
+    assert len(committed) == 22
+    if not (src / "target").is_dir():
+        pytest.skip("shared/realdata is not beside this checkout")
+    assert make_crops(src, tmp_path / "crops") == 22
+    assert _files(tmp_path / "crops") == _files(DEFAULT_OUT)
+
+
+def test_real_crop_windows_are_the_sharpest_and_do_not_overlap():
+    from pipelines.realcrops import choose_windows, window_scores
+
+    rng = np.random.default_rng(0)
+    sharp = np.zeros((256, 384, 3), np.uint8)
+    sharp[64:192, 256:384] = rng.integers(0, 255, size=(128, 128, 3))  # the only textured area
+    windows = choose_windows(sharp, 128, 64, 2)
+    assert windows[0] == (64, 256)
+    assert abs(windows[1][0] - 64) >= 128 or abs(windows[1][1] - 256) >= 128
+    assert max(window_scores(sharp, 128, 64))[1:] == (64, 256)
