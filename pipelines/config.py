@@ -30,15 +30,35 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pipelines.limits import DEFAULT_MAX_PIXELS
 
 BACKBONE_NAMES = ("mimo_unet", "mimo_unet_plus", "stripformer", "fftformer", "loformer")
-PRIOR_NAMES = ("none", "blurdm", "rddm", "ddpm", "oracle")
-DIFFUSION_PRIORS = ("blurdm", "rddm", "ddpm")
+PRIOR_NAMES = ("none", "blurdm", "rddm", "ddpm", "encoder", "oracle")
+# priors behind the one DiffusionPrior interface (models/diffusion): three diffusions and the `encoder`
+# control (the Blur Encoder alone, no diffusion)
+DIFFUSION_PRIORS = ("blurdm", "rddm", "ddpm", "encoder")
 STAGE_NAMES = ("stage1", "stage2", "stage3", "baseline")
 STAGE_COMBOS = ("s3_only", "s1_s2", "s1_s3", "s1_s2_s3")
 PROFILE_NAMES = ("smoke", "cpu", "paper")
 SCALES = ("paper", "tiny")
-# scikit-image photographs bundled in its wheel (load offline; pipelines/synth.py loads them)
-SYNTH_SOURCES = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field",
-                 "colorwheel", "retina")
+# Natural colour photographs that ship inside installed packages (all load offline, no download):
+# name -> (package, file inside the package folder). The packages are pinned in constraints.txt.
+# Left out on purpose: mahotas' lena.jpg (its subject asked for it to be retired), scikit-image's
+# non-photographs (microscopy, deep space, retina fundus, colour wheel) and motorcycle_right (a stereo
+# twin of motorcycle_left: the same scene on both sides of a split would leak).
+PHOTO_SOURCES: dict[str, tuple[str, str]] = {
+    "astronaut": ("skimage", "data/astronaut.png"),
+    "chelsea": ("skimage", "data/chelsea.png"),
+    "coffee": ("skimage", "data/coffee.png"),
+    "rocket": ("skimage", "data/rocket.jpg"),
+    "motorcycle": ("skimage", "data/motorcycle_left.png"),
+    "barbara": ("sporco", "data/barbara.png"),
+    "kodim23": ("sporco", "data/kodim23.png"),
+    "monarch": ("sporco", "data/monarch.png"),
+    "sail": ("sporco", "data/sail.png"),
+    "tulips": ("sporco", "data/tulips.png"),
+    "department_store": ("mahotas", "demos/data/DepartmentStore.jpg"),
+    "luispedro": ("mahotas", "demos/data/luispedro.jpg"),
+    "grace_hopper": ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
+}
+SYNTH_SOURCES = tuple(PHOTO_SOURCES)
 MAX_T = 1000  # diffusion steps: a larger T is a typo (and would allocate its schedules before failing)
 
 
@@ -119,6 +139,15 @@ class NoiseConfig(Strict):
     read: float = Field(5e-4, ge=0)  # Gaussian read noise std (linear light)
 
 
+class DeadLeavesConfig(Strict):
+    """Procedural dead-leaves scenes (occluding shapes, power-law sizes) mixed into the TRAINING split."""
+    fraction: float = Field(0.0, ge=0, lt=1)  # share of training samples cut from a dead-leaves scene
+    scenes: int = Field(16, ge=1)  # distinct scenes (each a pure function of synth.seed and its index)
+    size: int = Field(512, ge=64)  # scene side in px
+    shapes: int = Field(10000, ge=1)  # shapes dropped per scene (enough to cover it)
+    radius: tuple[float, float] = (3.0, 96.0)  # min, max radius in px (density ~ r^-3)
+
+
 class SynthConfig(Strict):
     out_dir: str = "data/synthetic"
     train_sources: list[Literal[SYNTH_SOURCES]] = Field(min_length=1)
@@ -131,6 +160,7 @@ class SynthConfig(Strict):
     max_rotation_deg: float = Field(ge=0)
     kernel_fraction: float = Field(ge=0, le=1)
     noise: NoiseConfig = NoiseConfig()
+    dead_leaves: DeadLeavesConfig = DeadLeavesConfig()
     save_exposures: bool = False
     seed: int = 2025
 
@@ -139,6 +169,9 @@ class SynthConfig(Strict):
         lo, hi = self.blur_length
         if lo < 0 or hi < lo:
             raise ValueError(f"synth.blur_length must be [min, max] with 0 <= min <= max, got {list(self.blur_length)}")
+        r_lo, r_hi = self.dead_leaves.radius
+        if not 0 < r_lo <= r_hi:
+            raise ValueError(f"synth.dead_leaves.radius must be [min, max] with 0 < min <= max, got {[r_lo, r_hi]}")
         overlap = set(self.train_sources) & set(self.test_sources)
         if overlap:
             raise ValueError(f"synth.train_sources and synth.test_sources must be disjoint; both contain {sorted(overlap)}")
@@ -159,6 +192,9 @@ class ModelsConfig(Strict):
     scale: Literal["paper", "tiny"] = "tiny"
     backbones: list[Literal[BACKBONE_NAMES]] = list(BACKBONE_NAMES[:1])
     ablation_backbone: Literal[BACKBONE_NAMES] = "mimo_unet"
+    # start every freshly built backbone from the identity (output residual layers zeroed);
+    # see README "Method notes" for the measurement behind the default
+    zero_init_residual: bool = False
 
 
 class PriorConfig(Strict):
@@ -306,9 +342,13 @@ class ParamsError(ValueError):
 
 
 def deep_merge(base: dict, overlay: dict) -> dict:
+    """``overlay`` over ``base``: dicts merge, other values replace, and ``null`` removes the key (its
+    schema default then applies; e.g. a profile drops a test set of the base)."""
     out = copy.deepcopy(base)
     for key, value in (overlay or {}).items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = deep_merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)

@@ -48,6 +48,7 @@ METRICS = ("psnr", "ssim", "ssim3d", "lpips")
 HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "ssim3d": True, "lpips": False}
 NA = "NA"
 SCORES_FILE = "scores.csv"
+INPUT_SCORES_FILE = "input_scores.csv"  # the blurred input itself scored against the sharp image (doing nothing)
 SUMMARY_FILE = "summary.json"
 METRIC_NOTES = {
     "psnr": "RGB uint8, no border crop, peak 255 (BasicSR formula)",
@@ -68,8 +69,12 @@ def image_seed(eval_seed: int, name: str) -> int:
 
 
 def is_stochastic(model) -> bool:
-    """Whether the model's output depends on a random draw (a diffusion prior feeds the backbone)."""
-    return getattr(model, "prior_mode", "none") == "diffusion"
+    """Whether the model's output depends on a random draw (a diffusion prior feeds the backbone; the
+    ``encoder`` control draws nothing)."""
+    if getattr(model, "prior_mode", "none") != "diffusion":
+        return False
+    return bool(getattr(getattr(model, "prior", None), "process", None) is None
+                or model.prior.process.estimator_names)
 
 
 def _sync(device: torch.device) -> None:
@@ -308,6 +313,7 @@ def evaluate_model(model, pairs, out_dir: str | os.PathLike, *, dataset: str, da
     if lpips is not None and not lpips_available:
         lpips_reason = lpips_reason or getattr(lpips, "reason", None)
     rows: list[dict] = []
+    input_rows: list[dict] = []
     sizes = set()
     with atomic_dir(out_dir, marker=SUMMARY_FILE) as tmp:
         bar = tqdm(total=len(pairs) * len(seeds), desc=f"evaluate {dataset}", unit="img", disable=not progress)
@@ -317,6 +323,9 @@ def evaluate_model(model, pairs, out_dir: str | os.PathLike, *, dataset: str, da
                 raise ValueError(f"size mismatch: {pair.blur} is {blur.shape[1]}x{blur.shape[0]} but {pair.sharp} "
                                  f"is {sharp.shape[1]}x{sharp.shape[0]} (width x height)")
             sizes.add(f"{blur.shape[1]}x{blur.shape[0]}")
+            input_scores = score_image(blur, sharp, lpips if lpips_available else None, realblur_mode)
+            input_rows.append({"name": pair.name, "seed": None, **{m: input_scores.get(m) for m in METRICS},
+                               "seconds": 0.0})
             for k, seed in enumerate(seeds):
                 generator = torch.Generator().manual_seed(image_seed(seed, pair.name)) if seed is not None else None
                 try:
@@ -338,6 +347,7 @@ def evaluate_model(model, pairs, out_dir: str | os.PathLike, *, dataset: str, da
                 bar.set_postfix(psnr=f"{scores['psnr']:.2f}")
         bar.close()
         write_text(tmp / SCORES_FILE, _rows_to_csv(rows))
+        write_text(tmp / INPUT_SCORES_FILE, _rows_to_csv(input_rows))
         summary = {
             "dataset": dataset,
             "data_root": str(data_root),
@@ -353,12 +363,14 @@ def evaluate_model(model, pairs, out_dir: str | os.PathLike, *, dataset: str, da
             "seed_rule": "noise of an image = torch CPU generator seeded with image_seed(eval_seed, name)"
                          if stochastic else None,
             "metrics": summarise(rows, seeds),
+            "input_metrics": summarise(input_rows, [None]),
             "lpips_available": bool(lpips_available),
             "lpips_reason": None if lpips_available else (lpips_reason or "LPIPS switched off (evaluate.lpips)"),
             "metric_notes": METRIC_NOTES,
             "protocol": "full-resolution inference at batch 1 (models.inference.restore_full), outputs clamped "
                         "and rounded to 8-bit RGB, scored from the 8-bit images",
-            "files": {"scores": SCORES_FILE, "images": "images/" if save_images else None,
+            "files": {"scores": SCORES_FILE, "input_scores": INPUT_SCORES_FILE,
+                      "images": "images/" if save_images else None,
                       "crops": "crops/" if crop_images else None},
             "crops": {"images": min(crop_images, len(pairs)), "size": crop_size, "position": "centre"}
             if crop_images else None,

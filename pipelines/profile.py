@@ -174,6 +174,23 @@ def count_all(backbones: list[str], scale: str, T: int, progress: bool = True) -
     return results
 
 
+def prior_shares(backbones: list[str], T: int, progress: bool = True) -> dict:
+    """The prior's share of the whole +BlurDM model (BlurDM module + fusion layers over the total), in
+    params and in MACs at 1x3x256x256, at both scales, and tiny / paper (the cpu study keeps it within
+    1.5x: a gain at tiny scale is then not bought with a relatively bigger prior)."""
+    counts = {scale: count_all(backbones, scale, T, progress=progress)["backbones"] for scale in ("paper", "tiny")}
+    out = {}
+    for name in backbones:
+        entry = {}
+        for scale, per in counts.items():
+            with_prior, overhead = per[name]["blurdm"], per[name]["overhead"]
+            entry[scale] = {"params": overhead["params"] / with_prior["params"],
+                            "macs": overhead["macs"] / with_prior["macs"]}
+        entry["tiny_over_paper"] = {k: entry["tiny"][k] / entry["paper"][k] for k in ("params", "macs")}
+        out[name] = entry
+    return out
+
+
 def compare_published(results: dict, published: dict | None, scale: str) -> None:
     """Add ``published`` (params_m, gmacs and our thop-style numbers) to each backbone entry."""
     for name, entry in results["backbones"].items():
@@ -329,6 +346,7 @@ def profile_models(scale: str = "tiny", backbones: list[str] | None = None, T: i
             "comparable": scale == "paper",
         },
         "published_backbones_source": published["sources"].get("backbones"),
+        "prior_share": prior_shares(backbones, T, progress=progress),
         # where the numbers come from: counts on the meta device, timings (if any) on this device
         "environment": {"counting_device": "meta", **environment(pick_device(device))},
     }

@@ -30,7 +30,7 @@ from pipelines.study import ablation_variants, eval_dir, eval_root, train_dir
 
 METRICS = ("psnr", "ssim", "ssim3d", "lpips")
 ABLATION_ORDER = {
-    "ablation_prior": ["none", "ddpm", "rddm", "blurdm", "oracle"],
+    "ablation_prior": ["none", "encoder", "ddpm", "rddm", "blurdm", "oracle"],
     "ablation_stages": ["s3_only", "s1_s2", "s1_s3", "s1_s2_s3", "oracle"],
 }
 
@@ -103,6 +103,50 @@ def _gain(method: list[Path], baseline: list[Path], metric: str, params: Params)
     return {"gain": gain, "method_mean": result["method_mean"], "baseline_mean": result["baseline_mean"]}
 
 
+def _input_file(dirs: list[Path]) -> Path:
+    """The blurred input's own scores (written by every evaluation of the same test set; the first)."""
+    from pipelines.evaluate import INPUT_SCORES_FILE
+
+    return dirs[0] / INPUT_SCORES_FILE
+
+
+def _input_means(dirs: list[Path]) -> dict[str, float | None]:
+    """Scores of doing nothing: the blurred test input against the sharp images, per metric."""
+    from pipelines.evaluate import per_image, read_scores
+
+    frame = read_scores(_input_file(dirs))
+    out = {}
+    for metric in METRICS:
+        try:
+            out[metric] = float(per_image(frame, metric).mean())
+        except ValueError:
+            out[metric] = None  # LPIPS unavailable offline: said once, with its reason
+    return out
+
+
+def _over_input(dirs: list[Path], params: Params, metrics=METRICS) -> dict[str, dict | None]:
+    """Gain of the models in ``dirs`` over the blurred input itself, per metric (paired over images)."""
+    out = {}
+    for metric in metrics:
+        g = _gain(dirs, [_input_file(dirs)], metric, params)
+        out[metric] = None if g is None else {**g["gain"], "n_seeds": len(dirs)}
+    return out
+
+
+def _stage2_r2(study: str, key: str, seeds) -> dict | None:
+    """Validation R^2 of the stage-2 prior against SE(blur, sharp) (mean and per training seed)."""
+    values = {}
+    for seed in seeds:
+        f = train_dir(study, key, "stage2", seed) / "metrics.json"
+        if f.is_file():
+            r2 = json.loads(f.read_text()).get("val_latent_r2")
+            if r2 is not None:
+                values[str(seed)] = r2
+    if not values:
+        return None
+    return {"mean": sum(values.values()) / len(values), "per_seed": values}
+
+
 def _crops(folder: Path) -> dict:
     crops = folder / "crops"
     if not crops.is_dir():
@@ -133,6 +177,8 @@ def table1(params: Params) -> dict:
                 row["gain"][metric] = None if g is None else g["gain"]
                 if g is not None:
                     gains_by_metric[metric].append(g["gain"]["mean"])
+            row["input"] = _input_means(dirs["baseline"])
+            row["over_input"] = {m: _over_input(dirs[m], params) for m in ("baseline", "blurdm")}
             row["lpips_reason"] = _lpips_reason(dirs["blurdm"]) if row["gain"]["lpips"] is None else None
             row["per_image"] = {m: _rel(dirs[m][0] / "scores.csv") for m in dirs}
             base_crops, method_crops = _crops(dirs["baseline"][0]), _crops(dirs["blurdm"][0])
@@ -173,26 +219,56 @@ def _variant_training(params: Params, variant: str) -> tuple[list[str], str]:
     return _run_ids(where["study"], str(where["key"]), where["stage"], seeds), name
 
 
-def ablation_table(params: Params, variants: list[str], dataset: str) -> dict:
+def _variant_r2(params: Params, variant: str) -> dict | None:
+    """Stage-2 R^2 of the prior a variant uses (None for variants without a trained stage-2 prior)."""
+    bb = params.models.ablation_backbone
+    if variant in ("blurdm", "s1_s2_s3", "s1_s2") or variant == f"T={params.prior.T}":
+        return _stage2_r2("table1", bb, params.train.seeds)
+    where = ablation_variants(params).get(variant)
+    if where is None or where["study"] not in ("ablation-prior", "t-sweep"):
+        return None
+    return _stage2_r2(where["study"], str(where["key"]), params.train.seeds)
+
+
+def ablation_rows(params: Params, variants: list[str], dataset: str) -> tuple[list[dict], dict | None]:
+    """One row per variant that was run on ``dataset`` (gain over no prior and over the blurred input),
+    and the blurred input's own scores."""
     reference = _variant_dirs(params, dataset, "none")
-    rows = []
-    if all((d / "scores.csv").is_file() for d in reference):
-        for variant in variants:
-            dirs = _variant_dirs(params, dataset, variant)
-            if not all((d / "scores.csv").is_file() for d in dirs):
-                continue
-            row: dict = {"variant": variant}
-            for metric in METRICS:
-                g = _gain(dirs, reference, metric, params)
-                row[metric] = None if g is None else g["method_mean"]
-                if metric == "psnr":
-                    row["gain"] = g["gain"]
-            runs, stage = _variant_training(params, variant)
-            row["runs"], row["dvc_stage"] = runs, stage
-            if variant.startswith("T="):
-                row["T"] = int(variant[2:])
-            rows.append(row)
-    return {"meta": meta(params), "dataset": dataset, "backbone": params.models.ablation_backbone, "rows": rows}
+    rows: list[dict] = []
+    if not all((d / "scores.csv").is_file() for d in reference):
+        return rows, None
+    for variant in variants:
+        dirs = _variant_dirs(params, dataset, variant)
+        if not all((d / "scores.csv").is_file() for d in dirs):
+            continue
+        row: dict = {"variant": variant}
+        for metric in METRICS:
+            g = _gain(dirs, reference, metric, params)
+            row[metric] = None if g is None else g["method_mean"]
+            if metric == "psnr":
+                row["gain"] = g["gain"]
+        row["over_input"] = _over_input(dirs, params, ("psnr",))["psnr"]
+        row["stage2_r2"] = _variant_r2(params, variant)
+        runs, stage = _variant_training(params, variant)
+        row["runs"], row["dvc_stage"] = runs, stage
+        if variant.startswith("T="):
+            row["T"] = int(variant[2:])
+        rows.append(row)
+    return rows, _input_means(reference)
+
+
+def ablation_table(params: Params, variants: list[str], dataset: str) -> dict:
+    """The ablation on the first test set (``rows``), and on every other test set (``other_datasets``)."""
+    rows, input_means = ablation_rows(params, variants, dataset)
+    others = {}
+    for other in list(params.data.test)[1:]:
+        other_rows, other_input = ablation_rows(params, variants, other)
+        for row in other_rows:
+            row.pop("runs")  # the same training runs as the first test set's rows
+        if other_rows:
+            others[other] = {"input": other_input, "rows": other_rows}
+    return {"meta": meta(params), "dataset": dataset, "backbone": params.models.ablation_backbone,
+            "input": input_means, "rows": rows, "other_datasets": others}
 
 
 def build_tables(params: Params, out_dir: Path) -> dict[str, dict]:

@@ -368,13 +368,22 @@ def build_stage_model(job: TrainJob, params) -> tuple[nn.Module, list[nn.Module]
     """``(DeblurModel, frozen submodules, init record)`` for the job; fresh parts seeded by ``job.seed``."""
     from models.deblur_model import build_deblur_model
 
+    from models.backbones import zero_init_residual_outputs
+
     scale = params.models.scale
     base = {"backbone": job.backbone, "scale": scale}
     torch.manual_seed(job.seed)
+
+    def build(spec: dict):
+        model = build_deblur_model(spec)
+        if params.models.zero_init_residual:  # a backbone copied from an earlier stage overwrites this
+            zero_init_residual_outputs(model.backbone)
+        return model
+
     if job.stage == "baseline":
-        return build_deblur_model({**base, "prior_mode": "none"}), [], {}
+        return build({**base, "prior_mode": "none"}), [], {}
     if job.stage == "stage1":
-        return build_deblur_model({**base, "prior_mode": "sharp_encoder"}), [], {}
+        return build({**base, "prior_mode": "sharp_encoder"}), [], {}
     diffusion = {**base, "prior_mode": "diffusion", "prior": job.prior, "T": job.T}
     if job.stage == "stage2":
         file, payload = _read_source("stage1", job.stage1, job, scale)
@@ -385,7 +394,7 @@ def build_stage_model(job: TrainJob, params) -> tuple[nn.Module, list[nn.Module]
             module.requires_grad_(False)
         return model, frozen, {"stage1": payload["_source"]}
     # stage3
-    model = build_deblur_model(diffusion)
+    model = build(diffusion)
     init: dict = {}
     stage2_parent = None  # sha256 of the stage-1 model the stage-2 prior was trained against
     if job.variant in ("s1_s2_s3", "s1_s2"):
@@ -442,7 +451,9 @@ class StageObjective(nn.Module):
 def validate(model: nn.Module, dataset, device: torch.device, seed: int, latent: bool = False) -> dict:
     """Mean PSNR (8-bit RGB) over ``dataset`` with the evaluator's full-resolution inference
     (:func:`pipelines.evaluate.restore_tensor`: padding, LoFormer tiles, per-image noise seed
-    :func:`pipelines.evaluate.image_seed`) and, with ``latent``, the stage-2 latent loss."""
+    :func:`pipelines.evaluate.image_seed`) and, with ``latent``, the stage-2 latent loss and
+    :func:`latent_r2`, how much of the spread of the target ``SE(blur, sharp)`` the prior's ``z_0``
+    explains (1 = exact, 0 = no better than the mean target, < 0 = worse)."""
     from models.inference import pad_to_multiple
     from pipelines.data import to_uint8_image
     from pipelines.evaluate import image_seed, restore_tensor
@@ -451,7 +462,7 @@ def validate(model: nn.Module, dataset, device: torch.device, seed: int, latent:
 
     was_training = model.training
     model.eval()
-    psnrs, latents = [], []
+    psnrs, latents, z0s, targets = [], [], [], []
     try:
         for i in range(len(dataset)):
             item = dataset[i]
@@ -465,13 +476,28 @@ def validate(model: nn.Module, dataset, device: torch.device, seed: int, latent:
                 multiple = math.lcm(int(model.pad_multiple), 4)
                 b, s = pad_to_multiple(blur, multiple)[0], pad_to_multiple(sharp, multiple)[0]
                 gen = torch.Generator().manual_seed(image_seed(seed, item["name"]))
-                latents.append(float(latent_loss(model.prior(b, generator=gen), model.sharp_encoder(b, s))))
+                z0, target = model.prior(b, generator=gen), model.sharp_encoder(b, s)
+                latents.append(float(latent_loss(z0, target)))
+                z0s.append(z0)
+                targets.append(target)
     finally:
         model.train(was_training)
     finite = [p for p in psnrs if math.isfinite(p)]
     return {"psnr": float(np.mean(finite)) if finite else None,
             "latent_loss": float(np.mean(latents)) if latents else None,
+            "latent_r2": latent_r2(torch.cat(z0s), torch.cat(targets)) if len(z0s) > 1 else None,
             "images": len(psnrs)}
+
+
+def latent_r2(prediction: torch.Tensor, target: torch.Tensor) -> float | None:
+    """Coefficient of determination of ``prediction`` for ``target`` (both (N, D)), pooled over the D
+    latent dimensions: ``1 - sum((pred - target)^2) / sum((target - mean_over_N(target))^2)``. The
+    trivial predictor (the mean target) scores 0. ``None`` when the targets do not vary."""
+    target = target.double()
+    spread = float(((target - target.mean(dim=0, keepdim=True)) ** 2).sum())
+    if spread <= 0:
+        return None
+    return 1.0 - float(((prediction.double() - target) ** 2).sum()) / spread
 
 
 @torch.no_grad()
@@ -509,7 +535,8 @@ def _fingerprint(job: TrainJob, params, steps: int, init: dict) -> dict:
     data.pop("test", None)
     data["train"] = str(job.data or params.resolve_path(params.data.train))
     return {"job": {**job.describe(), "steps": steps}, "train": train, "data": data,
-            "scale": params.models.scale, "split_seed": params.seed,
+            "scale": params.models.scale, "zero_init_residual": params.models.zero_init_residual,
+            "split_seed": params.seed,
             "init": {k: v["sha256"] for k, v in init.items()}}
 
 
@@ -671,8 +698,9 @@ def _train(job: TrainJob, params, dist: Distributed, progress: bool, lock=None) 
     def run_validation(step: int) -> None:
         if dist.is_main and val_set is not None:
             result = validate(model, val_set, device, eval_seed, latent=kind == "latent")
-            state["val_log"].append([step, result["psnr"], result["latent_loss"]])
-            tracker.log_metrics({"val_psnr": result["psnr"], "val_latent_loss": result["latent_loss"]}, step)
+            state["val_log"].append([step, result["psnr"], result["latent_loss"], result["latent_r2"]])
+            tracker.log_metrics({"val_psnr": result["psnr"], "val_latent_loss": result["latent_loss"],
+                                 "val_latent_r2": result["latent_r2"]}, step)
         dist.barrier()
 
     # ---- the loop
@@ -743,7 +771,7 @@ def _train(job: TrainJob, params, dist: Distributed, progress: bool, lock=None) 
             write_png(out / "sample.png", sample)
             tracker.log_artifact(out / "sample.png")
         tracker.log_file_reference(model_file, "model_checkpoint", model_sha, {"stage": job.stage})
-        final_val = state["val_log"][-1] if state["val_log"] else [total_steps, None, None]
+        final_val = state["val_log"][-1] if state["val_log"] else [total_steps, None, None, None]
         # steps per second of training (forward, backward, update, data), over all sessions of the run
         it_per_s = state["step"] / state["train_seconds"] if state["train_seconds"] else None
         metrics = {
@@ -751,14 +779,15 @@ def _train(job: TrainJob, params, dist: Distributed, progress: bool, lock=None) 
             "steps": total_steps, "steps_rule": steps_rule, "batch_size": cfg.batch_size,
             "world_size": dist.world_size, "device": str(device), "threads": threads,
             "train_loss": state["loss_log"][-1][1] if state["loss_log"] else None,
-            "val_psnr": final_val[1], "val_latent_loss": final_val[2],
+            "val_psnr": final_val[1], "val_latent_loss": final_val[2], "val_latent_r2": final_val[3],
             "train_pairs": len(train_pairs), "val_pairs": len(val_pairs),
             "loss_log": state["loss_log"], "val_log": state["val_log"],
             "it_per_s": it_per_s, "train_seconds": state["train_seconds"], "seconds": state["elapsed"],
             "resumed_from_step": resumed_from, "mlflow_run_id": state["mlflow_run_id"],
             "model": "model.pt", "model_sha256": model_sha, "init": init,
         }
-        tracker.log_metrics({k: metrics[k] for k in ("train_loss", "val_psnr", "it_per_s") if metrics[k] is not None},
+        tracker.log_metrics({k: metrics[k] for k in ("train_loss", "val_psnr", "val_latent_r2", "it_per_s")
+                             if metrics[k] is not None},
                             total_steps)
         tracker.end("FINISHED")
         write_json(out / "metrics.json", metrics)

@@ -48,7 +48,7 @@ GAIN_DIGITS = {"psnr": 2, "ssim3d": 4, "ssim": 4, "lpips": 4}
 # our metric -> column name in the paper YAML (the paper's SSIM is the 3-D Gaussian one; it has no BasicSR SSIM)
 PAPER_METRIC = {"psnr": "psnr", "ssim3d": "ssim", "lpips": "lpips"}
 REFERENCE_DATASET = "gopro"  # the paper's numbers shown beside a dataset the paper does not have (synthetic)
-PRIOR_VARIANTS = ("none", "ddpm", "rddm", "blurdm", "oracle")
+PRIOR_VARIANTS = ("none", "encoder", "ddpm", "rddm", "blurdm", "oracle")
 STAGE_VARIANTS = ("s3_only", "s1_s2", "s1_s3", "s1_s2_s3", "oracle")
 PAPER_VARIANT_KEY = {"none": "baseline"}  # our variant name -> key in the paper YAML's ablation blocks
 APPROX_TOLERANCE = 0.25  # "~4 GMACs": within 25 % of the paper's figure
@@ -57,11 +57,11 @@ CROP_KINDS = ("blurred", "baseline", "blurdm", "sharp")
 GAIN_KEYS = ("mean", "ci_low", "ci_high", "seed_std", "n_images", "n_seeds")
 REPRODUCED, NOT_REPRODUCED, NOT_RUN = "reproduced", "not reproduced", "not run"
 
-DATASET_LABELS = {"synthetic": "synthetic (embedded)", "gopro": "GoPro", "hide": "HIDE", "realblur_j": "RealBlur-J",
+DATASET_LABELS = {"synthetic": "synthetic (embedded)", "gopro_real": "real GoPro crops (dev pairs)", "gopro": "GoPro", "hide": "HIDE", "realblur_j": "RealBlur-J",
                   "realblur_r": "RealBlur-R"}
 BACKBONE_LABELS = {"mimo_unet": "MIMO-UNet", "mimo_unet_plus": "MIMO-UNet+", "stripformer": "Stripformer",
                    "fftformer": "FFTformer", "loformer": "LoFormer"}
-VARIANT_LABELS = {"none": "none (baseline)", "ddpm": "DDPM", "rddm": "RDDM", "blurdm": "BlurDM",
+VARIANT_LABELS = {"none": "none (baseline)", "encoder": "encoder only (no diffusion)", "ddpm": "DDPM", "rddm": "RDDM", "blurdm": "BlurDM",
                   "oracle": "oracle (sharp prior)", "s3_only": "stage 3 only", "s1_s2": "stages 1+2",
                   "s1_s3": "stages 1+3", "s1_s2_s3": "stages 1+2+3", "baseline": "none (baseline)"}
 CROP_LABELS = {"blurred": "blurred", "baseline": "baseline", "blurdm": "+BlurDM", "sharp": "sharp"}
@@ -220,6 +220,8 @@ class Table1Row:
     crops: dict[str, list[str]]
     runs: dict[str, list[str]]
     dvc_stages: dict[str, str]
+    input: dict[str, float | None] = field(default_factory=dict)  # the blurred input's own scores
+    over_input: dict[str, dict[str, Gain | None]] = field(default_factory=dict)  # side -> metric -> gain
 
 
 @dataclass
@@ -241,6 +243,8 @@ class AblationRow:
     runs: list[str]
     dvc_stage: str
     T: int | None = None
+    over_input: Gain | None = None  # PSNR gain over the blurred input
+    stage2_r2: float | None = None  # validation R^2 of the stage-2 prior against SE(blur, sharp), mean over seeds
 
 
 @dataclass
@@ -250,6 +254,8 @@ class Ablation:
     dataset: str
     backbone: str
     rows: list[AblationRow]
+    input: dict[str, float | None] = field(default_factory=dict)
+    other_datasets: dict[str, "Ablation"] = field(default_factory=dict)
 
     def by_variant(self) -> dict[str, AblationRow]:
         return {row.variant: row for row in self.rows}
@@ -289,6 +295,27 @@ def _metric_values(src: Source, obj, key, where: str) -> dict[str, float | None]
     return {m: src.num(values, m, w, optional=True) for m in METRICS}
 
 
+def _given(obj, key) -> bool:
+    """Whether an optional key (added by a later version of pipelines/tables.py) is present and not null."""
+    return isinstance(obj, dict) and obj.get(key) is not None
+
+
+def _optional_metric_values(src: Source, obj, key, where: str) -> dict[str, float | None]:
+    return _metric_values(src, obj, key, where) if _given(obj, key) else {}
+
+
+def _parse_over_input(src: Source, row, where: str) -> dict[str, dict[str, Gain | None]]:
+    if not _given(row, "over_input"):
+        return {}
+    over = src.mapping(row, "over_input", where)
+    w = src.join(where, "over_input")
+    out = {}
+    for side in ("baseline", "blurdm"):
+        gains = src.mapping(over, side, w)
+        out[side] = {m: parse_gain(src, gains, m, src.join(w, side), optional=True) for m in METRICS}
+    return out
+
+
 def parse_table1(src: Source) -> Table1:
     data = src.data
     meta = parse_meta(src, data, "")
@@ -310,6 +337,8 @@ def parse_table1(src: Source) -> Table1:
             crops={kind: src.paths(crops, kind, src.join(w, "crops")) for kind in CROP_KINDS} if crops else {},
             runs={side: src.paths(runs, side, src.join(w, "runs")) for side in ("baseline", "blurdm")},
             dvc_stages={side: src.text(stages, side, src.join(w, "dvc_stages")) for side in ("baseline", "blurdm")},
+            input=_optional_metric_values(src, row, "input", w),
+            over_input=_parse_over_input(src, row, w),
         ))
         if rows[-1].gain["psnr"] is None:
             src.fail(src.join(wg, "psnr"), "the PSNR gain must be given")
@@ -321,19 +350,36 @@ def parse_table1(src: Source) -> Table1:
     return Table1(src, meta, rows, average_gain)
 
 
-def parse_ablation(src: Source, with_t: bool = False) -> Ablation:
-    data = src.data
+def _parse_ablation_rows(src: Source, rows_obj, where: str, with_t: bool) -> list[AblationRow]:
     rows = []
-    for i, row in enumerate(src.items(data, "rows")):
-        w = f"rows[{i}]"
+    for i, row in enumerate(rows_obj):
+        w = f"{where}rows[{i}]"
+        r2 = src.mapping(row, "stage2_r2", w) if _given(row, "stage2_r2") else None
         rows.append(AblationRow(
             variant=src.text(row, "variant", w), psnr=src.num(row, "psnr", w),
             ssim=src.num(row, "ssim", w, optional=True), ssim3d=src.num(row, "ssim3d", w, optional=True),
             lpips=src.num(row, "lpips", w, optional=True), gain=parse_gain(src, row, "gain", w),
             runs=src.paths(row, "runs", w) if "runs" in row else [], dvc_stage=src.text(row, "dvc_stage", w),
             T=src.integer(row, "T", w) if with_t else None,
+            over_input=parse_gain(src, row, "over_input", w) if _given(row, "over_input") else None,
+            stage2_r2=src.num(r2, "mean", src.join(w, "stage2_r2")) if r2 is not None else None,
         ))
-    return Ablation(src, parse_meta(src, data, ""), src.text(data, "dataset"), src.text(data, "backbone"), rows)
+    return rows
+
+
+def parse_ablation(src: Source, with_t: bool = False) -> Ablation:
+    data = src.data
+    meta = parse_meta(src, data, "")
+    backbone = src.text(data, "backbone")
+    others = {}
+    for name, block in (src.mapping(data, "other_datasets") if _given(data, "other_datasets") else {}).items():
+        w = f"other_datasets.{name}."
+        others[name] = Ablation(src, meta, name, backbone,
+                                _parse_ablation_rows(src, src.items(block, "rows", w[:-1]), w, with_t),
+                                input=_optional_metric_values(src, block, "input", w[:-1]))
+    return Ablation(src, meta, src.text(data, "dataset"), backbone,
+                    _parse_ablation_rows(src, src.items(data, "rows"), "", with_t),
+                    input=_optional_metric_values(src, data, "input", ""), other_datasets=others)
 
 
 # --- costs.json (pipelines/profile.py) ---
@@ -890,8 +936,37 @@ def table1_section(ctx: Context, t1: Table1 | None) -> tuple[Section, Claim]:
             notes.append(f"The paper has no {dataset_label(dataset)} results: its {dataset_label(ref)} numbers are "
                          f"shown for reference; compare the gains, not the absolute values.")
         blocks.append(Table(id=slug("table1", dataset), caption=caption, head=head, rows=body, notes=notes))
+        if any(r.over_input for r in ds_rows.values()):
+            blocks.append(input_table(dataset, ds_rows))
     status = "ok" if t1 else NOT_RUN
     return Section("table1", "Table 1: BlurDM gain per backbone", status, [_source_text(ctx, "table1", t1)], blocks), claim
+
+
+INPUT_METRICS = ("psnr", "ssim3d", "ssim")
+
+
+def input_table(dataset: str, ds_rows: dict[str, Table1Row]) -> Table:
+    """Do the models deblur at all? The blurred input's own scores and each model's gain over it."""
+    head = [[Cell("Backbone", header=True, rowspan=2), Cell("Metric", header=True, rowspan=2),
+             Cell("Blurred input (doing nothing)", header=True, rowspan=2),
+             Cell("Gain over the blurred input [95% CI]", header=True, colspan=2)],
+            head_row([("input_baseline", "baseline"), ("input_blurdm", "+BlurDM")])]
+    body = []
+    for backbone, row in ds_rows.items():
+        if not row.over_input:
+            continue
+        for k, metric in enumerate(INPUT_METRICS):
+            cells = []
+            if k == 0:
+                cells.append(Cell(backbone_label(backbone), col="backbone", header=True, rowspan=len(INPUT_METRICS)))
+            cells += [Cell(METRIC_LABELS[metric], col="metric", css="metric"),
+                      value_cell("input", row.input.get(metric), VALUE_DIGITS[metric]),
+                      gain_cell("input_baseline", row.over_input["baseline"][metric], GAIN_DIGITS[metric]),
+                      gain_cell("input_blurdm", row.over_input["blurdm"][metric], GAIN_DIGITS[metric])]
+            body.append(Row(cells, key=f"{backbone}/{metric}/input", css="first" if k == 0 else ""))
+    return Table(id=slug("table1-input", dataset), caption=f"{dataset_label(dataset)}: gain over the blurred input",
+                 head=head, rows=body, notes=["A model that deblurs has a gain above 0 here. Green: CI above 0; "
+                                              "red: the model makes the blurred images worse."])
 
 
 def _signed_cell(col: str, value: float | None, digits: int, na_text: str) -> Cell:
@@ -922,23 +997,22 @@ def ablation_section(ctx: Context, key: str, ablation: Ablation | None) -> tuple
                            {v: r.gain for v, r in by_variant.items()}, anchor)
     study = "Prior ablation" if prior else "Stage ablation"
     head = [head_row([("variant", "Variant"), ("ours_psnr", "Ours PSNR"), ("ours_gain", "Ours gain vs none [95% CI]"),
-                      ("ours_ssim3d", "Ours SSIM (3-D)"), ("paper_psnr", "Paper PSNR (GoPro)"),
+                      ("ours_input_gain", "Ours gain vs blurred input [95% CI]"), ("ours_ssim3d", "Ours SSIM (3-D)"),
+                      ("ours_r2", "Stage-2 R²"), ("paper_psnr", "Paper PSNR (GoPro)"),
                       ("paper_gain", f"Paper gain vs none ({baseline_paper:.2f})"), ("runs", "DVC stage / runs")])]
-    body = []
+    body = [input_row(ablation, paper_columns=2)] if ablation and ablation.input else []
     for variant in list(dict.fromkeys(list(variants) + list(by_variant))):
         row = by_variant.get(variant)
         href = title = None
         paper_value = pub.ablation(block, variant)
         cells = [Cell(variant_label(variant), col="variant", header=True)]
         if row is None:
-            cells += [not_run("ours_psnr"), not_run("ours_gain"), not_run("ours_ssim3d")]
+            cells += [not_run(c) for c in ("ours_psnr", "ours_gain", "ours_input_gain", "ours_ssim3d", "ours_r2")]
         else:
             entries = [(variant, row.dvc_stage, row.runs)]
             href = ctx.add_runs(study, variant_label(variant), entries, key, variant)
             title = _runs_title(entries)
-            cells += [value_cell("ours_psnr", row.psnr, 2, title=title),
-                      gain_cell("ours_gain", row.gain, 2, title=title),
-                      value_cell("ours_ssim3d", row.ssim3d, 3, title=title)]
+            cells += ablation_cells(row, title)
         cells += [value_cell("paper_psnr", paper_value, 2, "not in the paper"),
                   _signed_cell("paper_gain", None if paper_value is None else paper_value - baseline_paper, 2,
                                "not in the paper")]
@@ -950,12 +1024,53 @@ def ablation_section(ctx: Context, key: str, ablation: Ablation | None) -> tuple
             f"Ours: {dataset_label(ablation.dataset)}, {backbone_label(ablation.backbone)}; the paper: GoPro, "
             f"MIMO-UNet family. Absolute PSNR differs with the data; the ordering and the gains are what compare. "
             f"Gains are paired over the same images (bootstrap {ablation.meta.resamples} resamples)."))
-    blocks.append(Table(id=slug("table", key), caption="", head=head, rows=body))
+    blocks.append(Table(id=slug("table", key), caption="", head=head, rows=body, notes=[R2_NOTE]))
+    for other in (ablation.other_datasets.values() if ablation else []):
+        blocks.append(other_dataset_table(key, other, variants))
     if not prior:
         blocks.append(Paragraph("Gains are over the no-prior baseline (the 'none' model of the prior ablation) on "
                                 "the same images; the paper's gains use its prior-ablation baseline.", css="note"))
     title = "Prior ablation: which diffusion prior" if prior else "Stage combinations"
     return Section(anchor, title, "ok" if ablation else NOT_RUN, [_source_text(ctx, key, ablation)], blocks), claim
+
+
+R2_NOTE = ("Stage-2 R²: how much of the spread of the sharp-encoder latent SE(blur, sharp) the trained prior "
+           "recovers from the blurred image alone, on the validation split (1 = exactly, 0 = no better than "
+           "predicting the mean latent); mean over training seeds.")
+
+
+def ablation_cells(row: AblationRow, title: str | None = None) -> list[Cell]:
+    return [value_cell("ours_psnr", row.psnr, 2, title=title), gain_cell("ours_gain", row.gain, 2, title=title),
+            gain_cell("ours_input_gain", row.over_input, 2, title=title),
+            value_cell("ours_ssim3d", row.ssim3d, 3, title=title),
+            value_cell("ours_r2", row.stage2_r2, 3, na_text="no stage 2", title=title)]
+
+
+def input_row(ablation: Ablation, paper_columns: int) -> Row:
+    """The reference row: the blurred test input itself (doing nothing)."""
+    cells = [Cell("blurred input (doing nothing)", col="variant", header=True),
+             value_cell("ours_psnr", ablation.input.get("psnr"), 2), Cell("", col="ours_gain"),
+             Cell("", col="ours_input_gain"), value_cell("ours_ssim3d", ablation.input.get("ssim3d"), 3),
+             Cell("", col="ours_r2")]
+    cells += [Cell("", col="paper") for _ in range(paper_columns)] + [Cell("", col="runs")]
+    return Row(cells, key="input", css="average")
+
+
+def other_dataset_table(key: str, ablation: Ablation, variants) -> Table:
+    """The same ablation scored on another test set (no paper columns: the paper has no such set)."""
+    head = [head_row([("variant", "Variant"), ("ours_psnr", "PSNR"), ("ours_gain", "gain vs none [95% CI]"),
+                      ("ours_input_gain", "gain vs blurred input [95% CI]"), ("ours_ssim3d", "SSIM (3-D)"),
+                      ("ours_r2", "Stage-2 R²"), ("runs", "DVC stage")])]
+    by_variant = ablation.by_variant()
+    body = [input_row(ablation, paper_columns=0)] if ablation.input else []
+    for variant in list(dict.fromkeys(list(variants) + list(by_variant))):
+        row = by_variant.get(variant)
+        if row is None:
+            continue
+        body.append(Row([Cell(variant_label(variant), col="variant", header=True), *ablation_cells(row),
+                         Cell(row.dvc_stage, col="runs")], key=f"{ablation.dataset}/{variant}"))
+    return Table(id=slug("table", key, ablation.dataset), caption=f"{dataset_label(ablation.dataset)}",
+                 head=head, rows=body, notes=[R2_NOTE])
 
 
 def t_sweep_section(ctx: Context, sweep: Ablation | None) -> tuple[Section, Claim]:
@@ -979,17 +1094,18 @@ def t_sweep_section(ctx: Context, sweep: Ablation | None) -> tuple[Section, Clai
     blocks.append(Figure(rel, "PSNR gain against T with confidence band",
                          f"PSNR gain over the no-prior baseline against T; band: {sweep.meta.confidence:.0%} CI."))
     head = [head_row([("T", "T"), ("ours_psnr", "Ours PSNR"), ("ours_gain", "Ours gain vs none [95% CI]"),
-                      ("ours_ssim3d", "Ours SSIM (3-D)"), ("runs", "DVC stage / runs")])]
+                      ("ours_input_gain", "Ours gain vs blurred input [95% CI]"), ("ours_ssim3d", "Ours SSIM (3-D)"),
+                      ("ours_r2", "Stage-2 R²"), ("runs", "DVC stage / runs")])]
     body = []
     for row in rows:
         entries = [(row.variant, row.dvc_stage, row.runs)]
         href = ctx.add_runs("T sweep", row.variant, entries, "t_sweep", row.T)
         title = _runs_title(entries)
-        body.append(Row([Cell(str(row.T), value=row.T, col="T", header=True),
-                         value_cell("ours_psnr", row.psnr, 2, title=title), gain_cell("ours_gain", row.gain, 2, title=title),
-                         value_cell("ours_ssim3d", row.ssim3d, 3, title=title),
+        body.append(Row([Cell(str(row.T), value=row.T, col="T", header=True), *ablation_cells(row, title),
                          Cell(row.dvc_stage, col="runs", href=href, title=title)], key=f"T={row.T}"))
-    blocks.append(Table(id="table-t-sweep", caption="", head=head, rows=body, sortable=True))
+    blocks.append(Table(id="table-t-sweep", caption="", head=head, rows=body, sortable=True, notes=[R2_NOTE]))
+    for other in sweep.other_datasets.values():
+        blocks.append(other_dataset_table("t_sweep", other, [f"T={r.T}" for r in rows]))
     return Section("t-sweep", "T sweep: number of diffusion steps", "ok", [_source_text(ctx, "t_sweep", sweep)],
                    blocks), claim
 
