@@ -331,6 +331,10 @@ class Params(Strict):
         merged = TrainConfig.model_validate(deep_merge(self.train.model_dump(), override))
         return self.model_copy(update={"train": merged})
 
+    def seeds_for(self, backbone: str) -> list[int]:
+        """The training seeds of ``backbone`` (``train.seeds``, or its ``backbone_train`` override)."""
+        return list(self.for_backbone(backbone).train.seeds)
+
     def resolve_path(self, path: str | os.PathLike) -> Path:
         """Paths in params are relative to the repository root."""
         p = Path(path)

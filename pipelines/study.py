@@ -122,8 +122,8 @@ def torchrun_argv(job, gpus: int, params_file: str | None, profile: str | None, 
 
 
 def train_action(params: Params, args) -> None:
-    seeds = params.train.seeds
     bb_ab = params.models.ablation_backbone
+    seeds = params.seeds_for(args.backbone if args.study == "table1" and args.backbone else bb_ab)
     for seed in seeds:
         common = dict(seed=seed, dvc_stage=args.dvc_stage, progress=args.progress, source=(args.params, args.profile))
         if args.study == "table1":
@@ -186,7 +186,9 @@ def _evaluate(params: Params, model_dir: Path, out: Path, dataset: str, *, oracl
 
 
 def evaluate_action(params: Params, args) -> None:
-    for seed in params.train.seeds:
+    seeds = params.seeds_for(args.backbone if args.study == "table1" and args.backbone
+                             else params.models.ablation_backbone)
+    for seed in seeds:
         for dataset in params.data.test:
             if args.study == "table1":
                 bb = args.backbone

@@ -49,6 +49,7 @@ def meta(params: Params) -> dict:
 
     return {
         "profile": params.profile, "scale": params.models.scale, "train_seeds": list(params.train.seeds),
+        "train_seeds_by_backbone": {bb: params.seeds_for(bb) for bb in params.models.backbones},
         "eval_seeds": list(params.evaluate.eval_seeds),
         "bootstrap": {"resamples": params.evaluate.bootstrap.resamples, "seed": params.evaluate.bootstrap.seed,
                       "confidence": 0.95},
@@ -161,11 +162,11 @@ def _crops(folder: Path) -> dict:
 
 
 def table1(params: Params) -> dict:
-    seeds = params.train.seeds
     rows, average = [], {}
     for dataset in params.data.test:
         gains_by_metric: dict[str, list[float]] = {m: [] for m in METRICS}
         for bb in params.models.backbones:
+            seeds = params.seeds_for(bb)
             dirs = {m: [eval_dir("table1", bb, dataset, m, seed=s) for s in seeds] for m in ("baseline", "blurdm")}
             if not all((d / "scores.csv").is_file() for ds in dirs.values() for d in ds):
                 continue
@@ -196,8 +197,8 @@ def table1(params: Params) -> dict:
 
 
 def _variant_dirs(params: Params, dataset: str, variant: str) -> list[Path]:
-    seeds = params.train.seeds
     bb = params.models.ablation_backbone
+    seeds = params.seeds_for(bb)
     if variant == "none":
         return [eval_dir("table1", bb, dataset, "baseline", seed=s) for s in seeds]
     if variant in ("blurdm", "s1_s2_s3") or variant == f"T={params.prior.T}":
@@ -207,7 +208,7 @@ def _variant_dirs(params: Params, dataset: str, variant: str) -> list[Path]:
 
 def _variant_training(params: Params, variant: str) -> tuple[list[str], str]:
     bb = params.models.ablation_backbone
-    seeds = params.train.seeds
+    seeds = params.seeds_for(bb)
     where = ablation_variants(params).get(variant)
     if variant in ("blurdm", "s1_s2_s3") or variant == f"T={params.prior.T}":
         return _run_ids("table1", bb, "stage3", seeds), f"train_stage3@{bb}"
@@ -223,11 +224,11 @@ def _variant_r2(params: Params, variant: str) -> dict | None:
     """Stage-2 R^2 of the prior a variant uses (None for variants without a trained stage-2 prior)."""
     bb = params.models.ablation_backbone
     if variant in ("blurdm", "s1_s2_s3", "s1_s2") or variant == f"T={params.prior.T}":
-        return _stage2_r2("table1", bb, params.train.seeds)
+        return _stage2_r2("table1", bb, params.seeds_for(bb))
     where = ablation_variants(params).get(variant)
     if where is None or where["study"] not in ("ablation-prior", "t-sweep"):
         return None
-    return _stage2_r2(where["study"], str(where["key"]), params.train.seeds)
+    return _stage2_r2(where["study"], str(where["key"]), params.seeds_for(bb))
 
 
 def ablation_rows(params: Params, variants: list[str], dataset: str) -> tuple[list[dict], dict | None]:

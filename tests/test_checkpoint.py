@@ -96,7 +96,7 @@ def test_model_file_contract(tmp_path):
     blur, sharp = torch.rand(1, 3, 16, 16) - 0.5, torch.rand(1, 3, 16, 16) - 0.5
     with pytest.raises(ValueError, match="needs the sharp image"):
         model(blur)
-    assert model.prior_vector(blur, sharp).shape == (1, 256)
+    assert model.prior_vector(blur, sharp).shape == (1, 32)  # the tiny latent (models.encoder.PRIOR_DIMS)
     save_checkpoint(tmp_path / "model.pt", model_payload(model, {"stage": "stage1"}))
 
     oracle, spec = load_deblur_model(tmp_path / "model.pt", prior_mode="sharp_encoder")

@@ -23,13 +23,13 @@ def test_sharp_encoder_has_batchnorm_blur_encoder_not():
     assert count_params(sharp_encoder("paper")) - count_params(blur_encoder("paper")) == 2 * 6 * 64 * 2
 
 
-@pytest.mark.parametrize("scale", ["paper", "tiny"])
-def test_output_shape_is_256(scale):
+@pytest.mark.parametrize("scale, dim", [("paper", 256), ("tiny", 32)])
+def test_output_is_one_latent_per_image_of_the_scale_dimension(scale, dim):
     enc = LatentEncoder(scale=scale, batchnorm=scale == "tiny").eval()
     a, b = torch.rand(2, 3, 16, 24), torch.rand(2, 3, 16, 24)
     with torch.no_grad():
         out = enc(a, b)
-    assert out.shape == (2, 256)
+    assert out.shape == (2, dim) and enc.out_dim == dim
     assert torch.isfinite(out).all()
 
 
