@@ -266,6 +266,8 @@ class EvaluateConfig(Strict):
     max_images: int | None = Field(None, ge=1)
     crop_images: int = Field(4, ge=0)  # fixed centre crops (blur/restored/sharp) of the first N images
     crop_size: int = Field(96, ge=8)
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # the study's evaluations (auto: CUDA when present)
+    fast: bool = True  # CUDA graphs at a fixed shape on CUDA (models/fast_inference.py); the CPU is always eager
 
 
 class CostConfig(Strict):

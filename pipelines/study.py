@@ -181,8 +181,11 @@ def _evaluate(params: Params, model_dir: Path, out: Path, dataset: str, *, oracl
     from pipelines.evaluate import evaluate_checkpoint
 
     print(f"[study] evaluate {model_dir} on {dataset}{' (oracle)' if oracle else ''} -> {out}", flush=True)
+    from pipelines.evaluate import pick_device
+
     return evaluate_checkpoint(params, model_dir, params.resolve_path(params.data.test[dataset]), out,
-                               dataset=dataset, oracle=oracle, device="cpu")
+                               dataset=dataset, oracle=oracle, device=pick_device(params.evaluate.device),
+                               fast=params.evaluate.fast)
 
 
 def evaluate_action(params: Params, args) -> None:
