@@ -94,7 +94,7 @@ class GraphedFunction:
         if capture_after < 1 or max_graphs < 1:
             raise ValueError("capture_after and max_graphs must be >= 1")
         self.fn = fn
-        self.parameters = parameters or (lambda: [])
+        self.parameters = parameters or (list)
         self.backend = backend if backend is not None else CudaGraphBackend()
         self.capture_after, self.max_graphs = capture_after, max_graphs
         self.graphs: OrderedDict[tuple, tuple] = OrderedDict()  # signature -> (static inputs, replay, output)

@@ -202,7 +202,8 @@ def run_check(params, device: torch.device, *, backbones: list[str], stages: lis
     deadline = started + budget_s
     report = {"format": FORMAT, "version": 1, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "budget_s": budget_s, "profile": params.profile, "scale": params.models.scale,
-              "environment": cuda_environment(device), "overrides": {k: v for k, v in overrides.items() if v is not None},
+              "environment": cuda_environment(device),
+              "overrides": {k: v for k, v in overrides.items() if v is not None},
               "train": [], "latency": None}
     for backbone in backbones:
         for stage in stages:
@@ -221,7 +222,7 @@ def run_check(params, device: torch.device, *, backbones: list[str], stages: lis
         report["latency"] = latency_table(backbones, params, device, warmup=latency_warmup, repeats=latency_repeats,
                                           deadline=deadline)
         for row in report["latency"]["fast"]["speedup"]:
-            log(f"[gpu-check] latency {row['model']:15s} {str(row['variant']):8s} {row['size'][0]}x{row['size'][1]}: "
+            log(f"[gpu-check] latency {row['model']:15s} {row['variant']!s:8s} {row['size'][0]}x{row['size'][1]}: "
                 f"eager {row['eager_ms']:.2f} ms, fast {row['fast_ms']:.2f} ms")
     report["seconds"] = time.monotonic() - started
     return report

@@ -338,7 +338,8 @@ def measure_fast_latency(backbones: list[str], scale: str, T: int, sizes: list[t
         if device.type == "cuda":
             torch.cuda.empty_cache()
     medians = {(r["model"], r["variant"], tuple(r["size"])): r["median_ms"] for r in rows}
-    eager_medians = {(r["model"], r["variant"], tuple(r["size"])): r["median_ms"] for r in (eager or {}).get("results", [])}
+    eager_medians = {(r["model"], r["variant"], tuple(r["size"])): r["median_ms"]
+                     for r in (eager or {}).get("results", [])}
     overhead = []
     for name in backbones:
         for size in sizes:

@@ -11,8 +11,15 @@ import pytest
 import torch
 
 from models.deblur_model import build_deblur_model, model_payload
-from models.fast_inference import (FAST_ATOL, EagerReplayBackend, GraphedFunction, clear_graphs, fast_adapter,
-                                   fast_available, fast_prior)
+from models.fast_inference import (
+    FAST_ATOL,
+    EagerReplayBackend,
+    GraphedFunction,
+    clear_graphs,
+    fast_adapter,
+    fast_available,
+    fast_prior,
+)
 from models.inference import restore_full
 from models.priors import build_prior
 from pipelines.evaluate import restore_tensor

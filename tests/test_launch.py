@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from _train_fixtures import make_dataset, write_params_file
+
 from pipelines.config import load_params
 from pipelines.launch import resolve_launch
 from pipelines.study import torchrun_argv
@@ -63,8 +63,8 @@ def test_the_study_runs_a_job_under_torchrun_on_every_node(monkeypatch, tmp_path
     monkeypatch.setenv("BLURDM_NODE_RANK", "1")
     params = load_params(profile="cpu", overrides={"train": {"nodes": 2, "rdzv_endpoint": "127.0.0.1:29999"}})
     out = tmp_path / "run"
-    common = dict(study="table1", backbone="mimo_unet", stage="stage1", seed=0, out=out, group="g", dvc_stage=None,
-                  progress=False, source=("params.yaml", "cpu"))
+    common = {"study": "table1", "backbone": "mimo_unet", "stage": "stage1", "seed": 0, "out": out, "group": "g",
+              "dvc_stage": None, "progress": False, "source": ("params.yaml", "cpu")}
     assert study._train(params, **common) == {}  # node 1: node 0 writes the outputs
     argv = calls[-1]
     assert argv[1:3] == ["-m", "torch.distributed.run"] and "--standalone" not in argv
