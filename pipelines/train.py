@@ -49,9 +49,12 @@ pure functions of ``(seed, s, rank)``, so a run killed at any moment (even SIGKI
 finishes with bit-identical weights and metrics on CPU. A NaN/inf loss stops the run with a clear
 message; ``last.pt`` then still holds the last good state.
 
-DDP: under ``torchrun`` (``WORLD_SIZE > 1``) the job runs with DistributedDataParallel (gloo on CPU,
-nccl on GPU, ``train.gpus > 0``); the global batch is split evenly across ranks; only rank 0
-validates and writes files and MLflow records.
+DDP: under ``torchrun`` (``WORLD_SIZE > 1``, any number of nodes: :mod:`pipelines.launch`) the job runs
+with DistributedDataParallel (gloo on CPU, nccl on GPU, ``train.gpus > 0``); the global batch is split
+across ranks as evenly as possible; only rank 0 validates and writes files and MLflow records.
+Paper scale (:mod:`pipelines.train_step`, :mod:`models.checkpointing`): ``train.precision: bf16``
+(autocast, float32 master weights and losses), ``train.micro_batch`` (gradient accumulation within a
+rank's share), ``train.activation_checkpointing``, ``train.crop_size`` (a backbone's own crop).
 
 Speed: ``train.threads`` torch threads (0 = all cores, divided between local ranks); on the CPU
 ``train.channels_last`` stores weights and batches channels-last (measured 10-25 % faster for the
