@@ -449,15 +449,16 @@ class StageObjective(nn.Module):
         from pipelines.train_step import autocast
 
         if self.autocast_dtype is not None:  # mixed precision: forward in bf16, loss in float32
+            if self.kind == "latent":
+                with torch.no_grad():  # the frozen target in float32
+                    target = self.model.sharp_encoder(blur, sharp)
             with autocast(blur.device, self.autocast_dtype):
                 if self.kind == "latent":
-                    with torch.no_grad():
-                        target = self.model.sharp_encoder(blur, sharp)
                     z0 = self.model.prior(blur, generator=generator, noise=noise)
                 else:
                     outputs = self.model(blur, sharp, generator, noise)
             if self.kind == "latent":
-                return latent_loss(z0.float(), target.float(), self.eps)
+                return latent_loss(z0.float(), target, self.eps)
             return image_loss([o.float() for o in outputs], sharp.float(), self.eps, self.fft_weight)
         if self.kind == "latent":
             with torch.no_grad():
@@ -617,9 +618,10 @@ def _train(job: TrainJob, params, dist: Distributed, progress: bool, lock=None) 
     # ---- model
     model, frozen, init = build_stage_model(job, params)
     crop = cfg.crop_size or params.data.crop_size  # train.crop_size: a backbone's own crop (backbone_train)
+    crop_key = "train.crop_size" if cfg.crop_size else "data.crop_size"
     multiple = math.lcm(int(model.pad_multiple), 4)
     if crop % multiple:
-        raise UserError(f"data.crop_size={crop} must be a multiple of {multiple} for {job.backbone} "
+        raise UserError(f"{crop_key}={crop} must be a multiple of {multiple} for {job.backbone} "
                         f"(its pad_multiple is {model.pad_multiple})")
     model.to(device)
     channels_last = cfg.channels_last and device.type == "cpu"  # faster for the CNNs on CPU, neutral otherwise
@@ -643,7 +645,7 @@ def _train(job: TrainJob, params, dist: Distributed, progress: bool, lock=None) 
     # ---- data: validation is a held-out split of the TRAINING pairs (same split for every job)
     root = job.data or params.resolve_path(params.data.train)
     pairs = find_pairs(root)
-    check_pairs(pairs, crop)  # every pair readable, same size, >= the crop: before the first step
+    check_pairs(pairs, crop, crop_key)  # every pair readable, same size, >= the crop: before the first step
     train_pairs, val_pairs = split_train_val(pairs, params.data.val_fraction, params.seed)
     if not train_pairs:
         raise UserError(f"{root}: no training pairs left after the validation split")

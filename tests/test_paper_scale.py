@@ -275,6 +275,9 @@ def test_train_crop_size_is_the_backbones_own_crop(tmp_path, data_root):
     metrics = train(TrainJob(stage="baseline", backbone="mimo_unet", out_dir=tmp_path, mlflow=False, steps=1),
                     params, progress=False)
     assert metrics["crop_size"] == 16
+    with pytest.raises(UserError, match=r"train.crop_size=20 must be a multiple of 8"):
+        train(TrainJob(stage="baseline", backbone="mimo_unet", out_dir=tmp_path / "b", mlflow=False, steps=1),
+              small_params(data_root, {"crop_size": 20}), progress=False)
 
 
 # ---------------------------------------------------------------------------------------------- SIGKILL
