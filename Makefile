@@ -12,7 +12,7 @@ export PYTHONHASHSEED := 0
 # DVC stages call `blurdm-bench`: put the venv first on PATH for every recipe.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install repro smoke test bench check-paper-costs clean-venv
+.PHONY: install repro smoke test bench check-paper-costs gpu-check clean-venv
 
 install: $(STAMP)
 
@@ -47,3 +47,9 @@ clean-venv:
 # published ones (counted on the meta device: seconds, no GPU).
 check-paper-costs: $(STAMP)
 	$(BIN)/python -m pytest -q -k "paper" tests/test_backbones_mimo_stripformer.py tests/test_backbones_fft_loformer.py tests/test_profile.py tests/test_encoder.py tests/test_diffusion.py
+
+# On a GPU machine (CUDA build of torch, README "GPU users"): one short training burst per backbone and stage
+# at the paper batch with the paper profile's precision / checkpointing / micro-batches, then the eager and
+# CUDA-graph latency table; under 10 minutes; writes metrics/gpu_check.json (untracked). Fails at once on a CPU.
+gpu-check: $(STAMP)
+	$(BIN)/python -m pipelines.cli gpu-check --out metrics/gpu_check.json

@@ -85,8 +85,9 @@ class DeblurModel(nn.Module):
         return self.backbone.tile
 
     def prior_vector(self, blur: torch.Tensor, sharp: torch.Tensor | None = None,
-                     generator: torch.Generator | None = None) -> torch.Tensor | None:
-        """The (B, 256) prior for ``blur`` under ``prior_mode`` (``None`` for the baseline)."""
+                     generator: torch.Generator | None = None, noise: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The (B, 256) prior for ``blur`` under ``prior_mode`` (``None`` for the baseline). ``noise``: the
+        diffusion's start noise drawn beforehand (e.g. for a whole batch, then sliced), instead of ``generator``."""
         if self.prior_mode == "none":
             return None
         if self.prior_mode == "sharp_encoder":
@@ -94,11 +95,11 @@ class DeblurModel(nn.Module):
                 raise ValueError("prior_mode 'sharp_encoder' (stage 1 / oracle) needs the sharp image: "
                                  "call prior_vector(blur, sharp) / model(blur, sharp)")
             return self.sharp_encoder(blur, sharp)
-        return self.prior(blur, generator=generator)
+        return self.prior(blur, generator=generator, noise=noise)
 
     def forward(self, blur: torch.Tensor, sharp: torch.Tensor | None = None,
-                generator: torch.Generator | None = None) -> list[torch.Tensor]:
-        return self.backbone(blur, self.prior_vector(blur, sharp, generator))
+                generator: torch.Generator | None = None, noise: torch.Tensor | None = None) -> list[torch.Tensor]:
+        return self.backbone(blur, self.prior_vector(blur, sharp, generator, noise))
 
     def extra_repr(self) -> str:
         return f"prior_mode={self.prior_mode!r}"

@@ -13,7 +13,9 @@
   window are padded up to it first.
 
 The blur tensor must already be in the backbone's value range (``model.value_range``) and on the
-model's device; put the model in eval mode first. Works on batches (B, 3, H, W); each window of a
+model's device; put the model in eval mode first. A ``model`` with a ``restore_window(window)`` method
+(:class:`models.fast_inference.FastPriorFedBackbone`, the CUDA-graph path) restores each padded image
+or tile with it (prior included) instead of ``model(window, prior_fn(window))``. Works on batches (B, 3, H, W); each window of a
 batch gets one prior per image.
 """
 from __future__ import annotations
@@ -69,6 +71,9 @@ def _ramp(size: int, overlap: int, device, dtype) -> torch.Tensor:
 
 
 def _forward(model: nn.Module, x: torch.Tensor, prior_fn: PriorFn | None) -> torch.Tensor:
+    restore_window = getattr(model, "restore_window", None)
+    if restore_window is not None:  # a whole-window restorer (models.fast_inference: one CUDA graph replay)
+        return restore_window(x)
     prior = prior_fn(x) if prior_fn is not None else None
     return model(x, prior)[-1]
 

@@ -19,6 +19,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("pipelines.train", "run one training job (stage x backbone x prior x variant)"),
     "evaluate": ("pipelines.evaluate", "score a trained model on a test set"),
     "profile": ("pipelines.profile", "parameters, MACs, FLOPs and latency of every model"),
+    "gpu-check": ("pipelines.gpu_check", "paper-scale training bursts and eager / CUDA-graph latency on this GPU"),
     "report": ("reports.build", "render the HTML report"),
     "deblur": ("pipelines.deblur", "restore your own photos with a trained checkpoint"),
     "study": ("pipelines.study", "run one DVC stage of the study (all seeds of the active profile)"),

@@ -222,6 +222,21 @@ class TrainConfig(Strict):
     threads: int = Field(0, ge=0)  # 0 = all cores
     channels_last: bool = True
     gpus: int = Field(0, ge=0)
+    # paper scale (README "Paper scale on a GPU"); the defaults keep the CPU study exactly as it was
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast, fp32 master weights, losses in fp32
+    activation_checkpointing: bool = False  # recompute each backbone block in the backward pass
+    micro_batch: int | None = Field(None, ge=1)  # per-process micro-batch; null = batch_size / processes
+    crop_size: int | None = Field(None, ge=8)  # per-backbone crop (backbone_train); null = data.crop_size
+    nodes: int = Field(1, ge=1)  # machines (torchrun --nnodes); env BLURDM_NODES / SLURM_NNODES win
+    node_rank: int = Field(0, ge=0)  # this machine's rank; env BLURDM_NODE_RANK / SLURM_NODEID win
+    rdzv_endpoint: str | None = None  # host:port of node 0; env BLURDM_RDZV_ENDPOINT / MASTER_ADDR win
+    rdzv_timeout: int = Field(600, ge=1)  # seconds to wait for every node to join
+
+    @model_validator(mode="after")
+    def _check_nodes(self):
+        if self.node_rank >= self.nodes:
+            raise ValueError(f"train.node_rank={self.node_rank} must be < train.nodes={self.nodes}")
+        return self
 
 
 class AblationConfig(Strict):
@@ -251,6 +266,8 @@ class EvaluateConfig(Strict):
     max_images: int | None = Field(None, ge=1)
     crop_images: int = Field(4, ge=0)  # fixed centre crops (blur/restored/sharp) of the first N images
     crop_size: int = Field(96, ge=8)
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # the study's evaluations (auto: CUDA when present)
+    fast: bool = True  # CUDA graphs at a fixed shape on CUDA (models/fast_inference.py); the CPU is always eager
 
 
 class CostConfig(Strict):

@@ -86,7 +86,7 @@ def plan_outputs(inputs: list[tuple[Path, Path]], out_dir: str | os.PathLike) ->
 
 
 def deblur_files(model, jobs: list[Job], device: str | torch.device = "cpu", seed: int = DEFAULT_SEED,
-                 progress: bool = True, log=None) -> list[tuple[Path, str]]:
+                 progress: bool = True, log=None, fast: bool = False) -> list[tuple[Path, str]]:
     """Restore every job; return ``(file, problem)`` for those that failed (the others are written)."""
     from pipelines.evaluate import restore_image
     from pipelines.imageio import ImageReadError, read_image, write_png
@@ -106,7 +106,7 @@ def deblur_files(model, jobs: list[Job], device: str | torch.device = "cpu", see
             log(f"{job.source}: {', '.join(info.conversions)}")
         try:
             generator = torch.Generator().manual_seed(int(seed))
-            restored, _ = restore_image(model, image, None, generator, device)
+            restored, _ = restore_image(model, image, None, generator, device, fast=fast)
             write_png(job.target, restored)
         except (RuntimeError, ValueError, OSError) as err:  # e.g. out of memory: report, keep going
             failures.append((job.source, f"restoration failed: {type(err).__name__}: {err}"))
@@ -121,6 +121,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
                         help=f"noise seed of a diffusion prior (default {DEFAULT_SEED}, the authors')")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--fast", action=argparse.BooleanOptionalAction, default=True,
+                        help="on CUDA, replay prior + backbone from a CUDA graph once an image size repeats "
+                             "(--no-fast: eager); the CPU always runs eager")
 
 
 def run(args) -> int:
@@ -139,7 +142,7 @@ def run(args) -> int:
         raise UserError(f"{args.checkpoint}: a stage-1 model needs the sharp image for its prior; deblur with a "
                         "stage-3 (BlurDM) or baseline model")
     jobs = plan_outputs(inputs, out_dir)
-    failures = deblur_files(model, jobs, device=pick_device(args.device), seed=args.seed)
+    failures = deblur_files(model, jobs, device=pick_device(args.device), seed=args.seed, fast=args.fast)
     written = len(jobs) - len(failures)
     print(f"restored {written} of {len(jobs)} image(s) -> {out_dir}")
     if failures:

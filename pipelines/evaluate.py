@@ -104,10 +104,11 @@ class _PriorFedBackbone:
 
 
 def restore_tensor(model, blur: torch.Tensor, sharp: torch.Tensor | None = None,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
+                   generator: torch.Generator | None = None, fast: bool = False) -> torch.Tensor:
     """Full-resolution output of a :class:`models.deblur_model.DeblurModel` for a (B, 3, H, W) tensor in
     its value range (padding / LoFormer tiles by :func:`models.inference.restore_full`, one prior per
-    window). ``sharp`` only for a model whose prior is ``SE(blur, sharp)`` (stage 1 / oracle)."""
+    window). ``sharp`` only for a model whose prior is ``SE(blur, sharp)`` (stage 1 / oracle). ``fast``: on
+    CUDA, each window is one CUDA-graph replay of prior + backbone (:mod:`models.fast_inference`)."""
     from models.inference import restore_full
 
     if getattr(model, "prior_mode", "none") == "sharp_encoder":
@@ -118,13 +119,17 @@ def restore_tensor(model, blur: torch.Tensor, sharp: torch.Tensor | None = None,
         blur = torch.cat([blur, sharp], dim=1)
     adapter = _PriorFedBackbone(model, generator)
     prior_fn = adapter.prior if getattr(model, "prior_mode", "none") != "none" else None
+    from models.fast_inference import fast_adapter, fast_available
+
+    if fast and fast_available(blur.device):
+        adapter, prior_fn = fast_adapter(model, generator), None
     with torch.no_grad():
         return restore_full(adapter, blur, prior_fn=prior_fn)
 
 
 @torch.no_grad()
 def restore_image(model, blur: np.ndarray, sharp: np.ndarray | None = None, generator: torch.Generator | None = None,
-                  device: str | torch.device = "cpu") -> tuple[np.ndarray, float]:
+                  device: str | torch.device = "cpu", fast: bool = False) -> tuple[np.ndarray, float]:
     """Restore one ``(H, W, 3)`` uint8 image at full resolution; return ``(uint8 output, seconds)``.
 
     ``sharp`` is used only by a model whose prior is ``SE(blur, sharp)`` (stage 1 / oracle). The
@@ -137,7 +142,7 @@ def restore_image(model, blur: np.ndarray, sharp: np.ndarray | None = None, gene
     s = from_uint8_image(sharp, model.value_range)[None].to(device) if sharp is not None else None
     _sync(device)
     start = time.perf_counter()
-    out = restore_tensor(model, x, s, generator)
+    out = restore_tensor(model, x, s, generator, fast=fast)
     check_finite_output(out)
     restored = to_uint8_image(out[0], model.value_range)  # copies to the CPU
     _sync(device)
@@ -280,7 +285,7 @@ def evaluate_model(model, pairs, out_dir: str | os.PathLike, *, dataset: str, da
                    eval_seeds: Sequence[int] = (2023,), oracle: bool = False, lpips=None,
                    lpips_reason: str | None = None, realblur_mode: str | None = None, save_images: bool = False,
                    crop_images: int = 0, crop_size: int = 96, device: str | torch.device = "cpu",
-                   progress: bool = True) -> dict:
+                   progress: bool = True, fast: bool = False) -> dict:
     """Run ``model`` over ``pairs`` (from :func:`pipelines.data.find_pairs`) and write ``out_dir``.
 
     Returns the summary dict (also written as ``summary.json``).
@@ -329,7 +334,8 @@ def evaluate_model(model, pairs, out_dir: str | os.PathLike, *, dataset: str, da
             for k, seed in enumerate(seeds):
                 generator = torch.Generator().manual_seed(image_seed(seed, pair.name)) if seed is not None else None
                 try:
-                    restored, seconds = restore_image(model, blur, sharp if uses_sharp else None, generator, device)
+                    restored, seconds = restore_image(model, blur, sharp if uses_sharp else None, generator, device,
+                                                      fast=fast)
                 except NonFiniteOutputError as err:
                     raise NonFiniteOutputError(f"{pair.blur}: {err} (model {checkpoint or 'in memory'})") from None
                 scores = score_image(restored, sharp, lpips if lpips_available else None, realblur_mode)
@@ -375,6 +381,7 @@ def evaluate_model(model, pairs, out_dir: str | os.PathLike, *, dataset: str, da
             "crops": {"images": min(crop_images, len(pairs)), "size": crop_size, "position": "centre"}
             if crop_images else None,
             "device": str(device),
+            "inference": "cuda_graphs" if fast and device.type == "cuda" else "eager",
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
             else (platform.processor() or platform.machine()),
             "threads": torch.get_num_threads(),
@@ -506,6 +513,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lpips", action=argparse.BooleanOptionalAction, default=None,
                         help="score LPIPS (default: params.evaluate.lpips; NA with the reason when weights are missing)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--fast", action=argparse.BooleanOptionalAction, default=None,
+                        help="on CUDA, replay prior + backbone from CUDA graphs (--no-fast: eager; "
+                             "default: params.evaluate.fast); the CPU always runs eager")
     parser.add_argument("--profile", default=None, help="params profile (smoke, cpu, paper)")
     parser.add_argument("--params", default=None, help="params.yaml to read (default: the repo's)")
 
@@ -513,7 +523,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def evaluate_checkpoint(params, checkpoint, root, out, *, dataset: str, oracle: bool = False,
                         realblur_mode: str | None = None, eval_seeds: list[int] | None = None,
                         max_images: int | None = None, lpips: bool | None = None, save_images: bool | None = None,
-                        device: str | torch.device = "cpu") -> dict:
+                        device: str | torch.device = "cpu", fast: bool | None = None) -> dict:
     """Evaluate the model of ``checkpoint`` (a run folder or ``model.pt``) on the pairs under ``root``.
 
     The one path from a checkpoint to :func:`evaluate_model` (``blurdm-bench evaluate`` and the study's
@@ -551,6 +561,7 @@ def evaluate_checkpoint(params, checkpoint, root, out, *, dataset: str, oracle: 
         lpips=scorer, lpips_reason=reason, realblur_mode=realblur_mode,
         save_images=save_images if save_images is not None else cfg.save_images,
         crop_images=cfg.crop_images, crop_size=cfg.crop_size, device=device,
+        fast=cfg.fast if fast is None else fast,
     )
 
 
@@ -572,7 +583,7 @@ def run(args) -> int:
     summary = evaluate_checkpoint(
         params, args.checkpoint, root, args.out, dataset=dataset, oracle=args.oracle,
         realblur_mode=args.realblur_mode, eval_seeds=args.eval_seeds, max_images=args.max_images,
-        lpips=args.lpips, save_images=args.save_images, device=pick_device(args.device))
+        lpips=args.lpips, save_images=args.save_images, device=pick_device(args.device), fast=args.fast)
     means = ", ".join(f"{m} {v['mean']:.4f}" if v["mean"] != NA else f"{m} NA"
                       for m, v in summary["metrics"].items() if m in METRICS)
     print(f"{dataset}: {summary['n_images']} images: {means} -> {args.out}")

@@ -15,7 +15,10 @@ the BlurDM module alone (Blur Encoder + both estimators, the whole reverse chain
 
 ``--latency`` times full-image inference (:func:`models.inference.restore_full`: padding, LoFormer's
 tiles) at every size of ``params.cost.sizes``: ``warmup`` untimed runs, then the median and IQR of
-``repeats`` timed runs (``time.perf_counter`` on CPU; CUDA events + ``synchronize`` on a GPU).
+``repeats`` timed runs (``time.perf_counter`` on CPU; CUDA events + ``synchronize`` on a GPU). On a
+GPU the same table is also timed on the fast path (``latency.fast``: prior and backbone replayed from a
+CUDA graph per shape, :mod:`models.fast_inference`; ``--no-fast`` skips it) with the speed-up per row
+and BlurDM's overhead on both paths.
 Timings are measurements of this machine: nothing here is asserted in tests. They differ from run to
 run, so ``--out FILE`` holds the counts only (the same bytes for the same commit and params) and the
 timings go to the untracked ``<folder of FILE>/run_info/<name of FILE>`` (:mod:`pipelines.run_info`).
@@ -300,6 +303,59 @@ def measure_latency(backbones: list[str], scale: str, T: int, sizes: list[tuple[
     }
 
 
+def measure_fast_latency(backbones: list[str], scale: str, T: int, sizes: list[tuple[int, int]], warmup: int,
+                         repeats: int, device: torch.device, seed: int = 0, progress: bool = True,
+                         eager: dict | None = None, backend=None) -> dict:
+    """The same timings as :func:`measure_latency` on the fast path (:mod:`models.fast_inference`: prior and
+    backbone replayed from one CUDA graph per window shape), and the speed-up over ``eager`` (its result).
+    ``backend`` replaces the CUDA-graph capture (tests on the CPU)."""
+    from models.fast_inference import fast_adapter, fast_prior
+    from models.inference import restore_full
+
+    warmup = max(warmup, 3)  # the second call of a shape captures its graph: time replays only
+    jobs = [("blurdm_module", None, size) for size in sizes]
+    jobs += [(name, variant, size) for name in backbones for variant in VARIANTS for size in sizes]
+    rows = []
+    for name, variant, (h, w) in tqdm(jobs, desc="timing (fast)", disable=not progress, unit="run"):
+        torch.manual_seed(seed)
+        if name == "blurdm_module":
+            model = build_prior("blurdm", T, scale).to(device).eval()
+        else:
+            model = build_variant(name, variant, scale, T).to(device).eval()
+        x = torch.rand((1, 3, h, w), generator=torch.Generator().manual_seed(seed)).to(device)
+        if name == "blurdm_module":
+            run_prior, xin = fast_prior(model, backend), x[..., : h - h % 4, : w - w % 4]
+
+            def fn(xin=xin, run_prior=run_prior):
+                return run_prior(xin, torch.Generator().manual_seed(seed))
+        else:
+            def fn(m=model, x=x):
+                return restore_full(fast_adapter(m, torch.Generator().manual_seed(seed), backend), x)
+        with torch.inference_mode():
+            times = time_callable(fn, device, warmup, repeats)
+        rows.append({"model": name, "variant": variant, "size": [h, w], "mode": "fast", **summarise_times(times)})
+        del model, fn
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    medians = {(r["model"], r["variant"], tuple(r["size"])): r["median_ms"] for r in rows}
+    eager_medians = {(r["model"], r["variant"], tuple(r["size"])): r["median_ms"]
+                     for r in (eager or {}).get("results", [])}
+    overhead = []
+    for name in backbones:
+        for size in sizes:
+            base, with_prior = medians[(name, "baseline", tuple(size))], medians[(name, "blurdm", tuple(size))]
+            overhead.append({"model": name, "size": list(size), "baseline_ms": base, "blurdm_ms": with_prior,
+                             "added_ms": with_prior - base, "latency_ratio": _ratio(with_prior, base)})
+    speedup = []
+    for key, fast_ms in medians.items():
+        eager_ms = eager_medians.get(key)
+        speedup.append({"model": key[0], "variant": key[1], "size": list(key[2]), "eager_ms": eager_ms,
+                        "fast_ms": fast_ms, "speedup": eager_ms / fast_ms if eager_ms and fast_ms else None})
+    return {"results": rows, "overhead": overhead, "speedup": speedup, "warmup": warmup, "repeats": repeats,
+            "what": "as the eager timings, each padded image / tile replayed from a CUDA graph of prior + backbone "
+                    "captured at that shape (models.fast_inference); the start noise is drawn eagerly"}
+
+
 def environment(device: torch.device) -> dict:
     """Where a timing was taken: device, threads, versions."""
     return {
@@ -315,7 +371,7 @@ def environment(device: torch.device) -> dict:
 def profile_models(scale: str = "tiny", backbones: list[str] | None = None, T: int = 5, latency: bool = False,
                    sizes: list[tuple[int, int]] | None = None, warmup: int = 3, repeats: int = 10,
                    device: str = "auto", published_costs: str | Path | None = None,
-                   paper_yaml: str | Path | None = None, progress: bool = True) -> dict:
+                   paper_yaml: str | Path | None = None, progress: bool = True, fast: bool = True) -> dict:
     """Everything ``blurdm-bench profile`` writes, as a dict (see the module doc)."""
     backbones = list(backbones or BACKBONES)
     unknown = [b for b in backbones if b not in BACKBONES]
@@ -354,6 +410,9 @@ def profile_models(scale: str = "tiny", backbones: list[str] | None = None, T: i
         dev = pick_device(device)
         lat = measure_latency(backbones, scale, T, [tuple(s) for s in (sizes or [(256, 256)])], warmup, repeats,
                               dev, progress=progress)
+        if fast and dev.type == "cuda":  # eager AND fast (CUDA graphs) on a GPU; eager only on the CPU
+            lat["fast"] = measure_fast_latency(backbones, scale, T, [tuple(s) for s in (sizes or [(256, 256)])],
+                                               warmup, repeats, dev, progress=progress, eager=lat)
         report["latency"] = lat
         module_rows = [r for r in lat["results"] if r["model"] == "blurdm_module"]
         report["paper_claims"]["ours"]["blurdm_module_latency_ms"] = {
@@ -370,6 +429,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latency", action="store_true", help="also time inference (params.cost)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="device for --latency (auto: CUDA when present)")
+    parser.add_argument("--fast", action=argparse.BooleanOptionalAction, default=True,
+                        help="on CUDA, also time the CUDA-graph path (latency.fast; --no-fast: eager only)")
     parser.add_argument("--profile", default=None, help="params profile (smoke, cpu, paper)")
     parser.add_argument("--params", default=None, help="params.yaml to read (default: the repo's)")
 
@@ -383,7 +444,7 @@ def run(args) -> int:
     report = profile_models(
         scale=scale, backbones=args.backbones, T=params.prior.T, latency=args.latency,
         sizes=[tuple(s) for s in params.cost.sizes], warmup=params.cost.warmup, repeats=params.cost.repeats,
-        device=args.device,
+        device=args.device, fast=args.fast,
     )
     report["params_profile"] = params.profile
     # timings differ from run to run: they go to the untracked run_info/ sidecar, not the tracked file

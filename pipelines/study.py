@@ -98,17 +98,27 @@ def _train(params: Params, *, study: str, backbone: str, stage: str, seed: int, 
                    dvc_stage=dvc_stage, mlflow=True)
     print(f"[study] {study}: {backbone} {stage} prior={job.prior} T={job.T} variant={variant} seed={seed} -> {out}",
           flush=True)
-    if params.train.gpus > 1 and "WORLD_SIZE" not in os.environ:
-        # multi-GPU: the same job under torchrun (DDP, one process per GPU); rank 0 writes metrics.json
-        argv = torchrun_argv(job, params.train.gpus, *source, progress=progress)
+    from pipelines.launch import resolve_launch
+
+    launch = resolve_launch(params.for_backbone(backbone).train)  # nodes / node rank: params or $SLURM_*
+    if launch.needs_torchrun and "WORLD_SIZE" not in os.environ:
+        # several GPUs and/or machines: the same job under torchrun (DDP); rank 0 writes metrics.json
+        argv = torchrun_argv(job, launch.procs_per_node, *source, progress=progress, launch=launch)
         subprocess.run(argv, check=True)
+        if launch.node_rank != 0:
+            return {}  # node 0 wrote the outputs (runs/ is on a filesystem every node shares)
         return json.loads((out / "metrics.json").read_text())
     return train(job, params, progress=progress)
 
 
-def torchrun_argv(job, gpus: int, params_file: str | None, profile: str | None, progress: bool = True) -> list[str]:
-    """``torchrun --nproc_per_node GPUS -m pipelines.cli train ...`` for ``job`` (an argv list: no shell)."""
-    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
+def torchrun_argv(job, gpus: int, params_file: str | None, profile: str | None, progress: bool = True,
+                  launch=None) -> list[str]:
+    """``torchrun --nproc_per_node GPUS -m pipelines.cli train ...`` for ``job`` (an argv list: no shell);
+    ``launch`` (:class:`pipelines.launch.Launch`) adds the nodes, node rank and rendezvous."""
+    from pipelines.launch import Launch, torchrun_prefix
+
+    launch = launch or Launch(procs_per_node=gpus)
+    argv = [*torchrun_prefix(launch),
             "-m", "pipelines.cli", "train", "--stage", job.stage, "--backbone", job.backbone,
             "--prior", job.prior, "--T", str(job.T), "--variant", job.variant, "--seed", str(job.seed),
             "--out", str(job.out_dir), "--study", job.study, "--restart-if-changed"]
@@ -118,6 +128,8 @@ def torchrun_argv(job, gpus: int, params_file: str | None, profile: str | None, 
             argv += [flag, str(value)]
     if not progress:
         argv.append("--no-progress")
+    if not job.mlflow:
+        argv.append("--no-mlflow")
     return argv
 
 
@@ -181,8 +193,11 @@ def _evaluate(params: Params, model_dir: Path, out: Path, dataset: str, *, oracl
     from pipelines.evaluate import evaluate_checkpoint
 
     print(f"[study] evaluate {model_dir} on {dataset}{' (oracle)' if oracle else ''} -> {out}", flush=True)
+    from pipelines.evaluate import pick_device
+
     return evaluate_checkpoint(params, model_dir, params.resolve_path(params.data.test[dataset]), out,
-                               dataset=dataset, oracle=oracle, device="cpu")
+                               dataset=dataset, oracle=oracle, device=pick_device(params.evaluate.device),
+                               fast=params.evaluate.fast)
 
 
 def evaluate_action(params: Params, args) -> None:

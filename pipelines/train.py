@@ -49,9 +49,12 @@ pure functions of ``(seed, s, rank)``, so a run killed at any moment (even SIGKI
 finishes with bit-identical weights and metrics on CPU. A NaN/inf loss stops the run with a clear
 message; ``last.pt`` then still holds the last good state.
 
-DDP: under ``torchrun`` (``WORLD_SIZE > 1``) the job runs with DistributedDataParallel (gloo on CPU,
-nccl on GPU, ``train.gpus > 0``); the global batch is split evenly across ranks; only rank 0
-validates and writes files and MLflow records.
+DDP: under ``torchrun`` (``WORLD_SIZE > 1``, any number of nodes: :mod:`pipelines.launch`) the job runs
+with DistributedDataParallel (gloo on CPU, nccl on GPU, ``train.gpus > 0``); the global batch is split
+across ranks as evenly as possible; only rank 0 validates and writes files and MLflow records.
+Paper scale (:mod:`pipelines.train_step`, :mod:`models.checkpointing`): ``train.precision: bf16``
+(autocast, float32 master weights and losses), ``train.micro_batch`` (gradient accumulation within a
+rank's share), ``train.activation_checkpointing``, ``train.crop_size`` (a backbone's own crop).
 
 Speed: ``train.threads`` torch threads (0 = all cores, divided between local ranks); on the CPU
 ``train.channels_last`` stores weights and batches channels-last (measured 10-25 % faster for the
@@ -188,15 +191,20 @@ class StepBatchSampler(Sampler):
 
     Sample position ``p = step * global_batch + j`` of an endless stream of epochs, each epoch a
     seeded permutation of the items; rank ``r`` of ``world_size`` takes its contiguous share of
-    each global batch. Resuming at any step therefore continues the exact same order.
+    each global batch (:func:`pipelines.train_step.rank_share`: as even as possible, e.g. 20 over 8
+    processes = 3,3,3,3,2,2,2,2). Resuming at any step therefore continues the exact same order.
     """
 
     def __init__(self, n_items: int, global_batch: int, seed: int, start: int, end: int,
                  rank: int = 0, world_size: int = 1):
+        from pipelines.train_step import rank_share
+
         if n_items < 1:
             raise ValueError("StepBatchSampler: no training items")
-        if global_batch % world_size:
-            raise UserError(f"train.batch_size={global_batch} is not divisible by the {world_size} DDP processes")
+        try:
+            self.share = rank_share(global_batch, world_size, rank)
+        except ValueError as err:
+            raise UserError(str(err)) from None
         self.n, self.global_batch, self.seed = n_items, global_batch, seed
         self.start, self.end, self.rank, self.world = start, end, rank, world_size
         self._cache: tuple[int, list[int]] | None = None
@@ -209,8 +217,8 @@ class StepBatchSampler(Sampler):
 
     def batch(self, step: int) -> list[tuple[int, int]]:
         """This rank's ``(epoch, index)`` items of global step ``step``."""
-        local = self.global_batch // self.world
-        first = step * self.global_batch + self.rank * local
+        offset, local = self.share
+        first = step * self.global_batch + offset
         out = []
         for p in range(first, first + local):
             epoch, offset = divmod(p, self.n)
@@ -421,12 +429,13 @@ class StageObjective(nn.Module):
     """
 
     def __init__(self, model: nn.Module, kind: str, eps: float = 1e-3, fft_weight: float = 0.1,
-                 frozen: list[nn.Module] | None = None):
+                 frozen: list[nn.Module] | None = None, autocast_dtype: torch.dtype | None = None):
         super().__init__()
         if kind not in ("image", "latent"):
             raise ValueError(f"unknown objective kind {kind!r}")
         self.model, self.kind, self.eps, self.fft_weight = model, kind, eps, fft_weight
         self._frozen = list(frozen or [])
+        self.autocast_dtype = autocast_dtype  # bf16: the forward under autocast, the loss in float32
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -434,14 +443,28 @@ class StageObjective(nn.Module):
             module.eval()
         return self
 
-    def forward(self, blur: torch.Tensor, sharp: torch.Tensor, generator: torch.Generator | None = None):
+    def forward(self, blur: torch.Tensor, sharp: torch.Tensor, generator: torch.Generator | None = None,
+                noise: torch.Tensor | None = None):
         from pipelines.losses import image_loss, latent_loss
+        from pipelines.train_step import autocast
 
+        if self.autocast_dtype is not None:  # mixed precision: forward in bf16, loss in float32
+            if self.kind == "latent":
+                with torch.no_grad():  # the frozen target in float32
+                    target = self.model.sharp_encoder(blur, sharp)
+            with autocast(blur.device, self.autocast_dtype):
+                if self.kind == "latent":
+                    z0 = self.model.prior(blur, generator=generator, noise=noise)
+                else:
+                    outputs = self.model(blur, sharp, generator, noise)
+            if self.kind == "latent":
+                return latent_loss(z0.float(), target, self.eps)
+            return image_loss([o.float() for o in outputs], sharp.float(), self.eps, self.fft_weight)
         if self.kind == "latent":
             with torch.no_grad():
                 target = self.model.sharp_encoder(blur, sharp)
-            return latent_loss(self.model.prior(blur, generator=generator), target, self.eps)
-        return image_loss(self.model(blur, sharp, generator), sharp, self.eps, self.fft_weight)
+            return latent_loss(self.model.prior(blur, generator=generator, noise=noise), target, self.eps)
+        return image_loss(self.model(blur, sharp, generator, noise), sharp, self.eps, self.fft_weight)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -528,8 +551,13 @@ def sample_image(model: nn.Module, item: dict, device: torch.device, seed: int) 
 def _fingerprint(job: TrainJob, params, steps: int, init: dict) -> dict:
     """What must not change between a run and its resumption."""
     train = params.train.model_dump(mode="json")
-    for volatile in ("threads", "log_every", "val_every", "checkpoint_every", "gpus", "seeds"):
+    # how a step is laid out over processes / memory is not what it computes (like gpus and threads)
+    for volatile in ("threads", "log_every", "val_every", "checkpoint_every", "gpus", "seeds", "micro_batch",
+                     "activation_checkpointing", "nodes", "node_rank", "rdzv_endpoint", "rdzv_timeout"):
         train.pop(volatile, None)
+    for key, default in (("precision", "fp32"), ("crop_size", None)):  # recorded only when set: old runs resume
+        if train.get(key) == default:
+            train.pop(key, None)
     data = params.data.model_dump(mode="json")
     data.pop("num_workers", None)
     data.pop("test", None)
@@ -589,17 +617,26 @@ def _train(job: TrainJob, params, dist: Distributed, progress: bool, lock=None) 
 
     # ---- model
     model, frozen, init = build_stage_model(job, params)
-    crop = params.data.crop_size
+    crop = cfg.crop_size or params.data.crop_size  # train.crop_size: a backbone's own crop (backbone_train)
+    crop_key = "train.crop_size" if cfg.crop_size else "data.crop_size"
     multiple = math.lcm(int(model.pad_multiple), 4)
     if crop % multiple:
-        raise UserError(f"data.crop_size={crop} must be a multiple of {multiple} for {job.backbone} "
+        raise UserError(f"{crop_key}={crop} must be a multiple of {multiple} for {job.backbone} "
                         f"(its pad_multiple is {model.pad_multiple})")
     model.to(device)
     channels_last = cfg.channels_last and device.type == "cpu"  # faster for the CNNs on CPU, neutral otherwise
     if channels_last:
         model.to(memory_format=torch.channels_last)
     kind = "latent" if job.stage == "stage2" else "image"
-    objective = StageObjective(model, kind, cfg.charbonnier_eps, cfg.fft_loss_weight, frozen)
+    from pipelines.train_step import StepPlan, accumulate, autocast_dtype
+
+    if cfg.activation_checkpointing:
+        from models.checkpointing import enable_activation_checkpointing
+
+        enable_activation_checkpointing(model.backbone)
+    plan = StepPlan(cfg.batch_size, dist.world_size, dist.rank, cfg.micro_batch)
+    objective = StageObjective(model, kind, cfg.charbonnier_eps, cfg.fft_loss_weight, frozen,
+                               autocast_dtype=autocast_dtype(cfg.precision))
     objective.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=cfg.lr)
@@ -608,7 +645,7 @@ def _train(job: TrainJob, params, dist: Distributed, progress: bool, lock=None) 
     # ---- data: validation is a held-out split of the TRAINING pairs (same split for every job)
     root = job.data or params.resolve_path(params.data.train)
     pairs = find_pairs(root)
-    check_pairs(pairs, crop)  # every pair readable, same size, >= the crop: before the first step
+    check_pairs(pairs, crop, crop_key)  # every pair readable, same size, >= the crop: before the first step
     train_pairs, val_pairs = split_train_val(pairs, params.data.val_fraction, params.seed)
     if not train_pairs:
         raise UserError(f"{root}: no training pairs left after the validation split")
@@ -719,13 +756,13 @@ def _train(job: TrainJob, params, dist: Distributed, progress: bool, lock=None) 
                 sharp = sharp.contiguous(memory_format=torch.channels_last)
             noise_gen = torch.Generator().manual_seed(derive_seed(job.seed, _TAG_NOISE, step, dist.rank))
             optimizer.zero_grad(set_to_none=True)
-            loss = wrapped(blur, sharp, noise_gen)
-            loss_value = dist.mean(loss.detach())
+            # forward + backward in micro-batches (pipelines.train_step); the update only after the check
+            loss = accumulate(wrapped, objective, blur, sharp, noise_gen, plan)
+            loss_value = dist.mean(loss)
             if not math.isfinite(loss_value):
                 good = f"{last} (step {saved_step})" if saved_step is not None else "none written yet"
                 raise TrainingDiverged(f"{job.backbone} {job.stage}: loss became {loss_value} at step {step + 1}; "
                                        f"stopped. Last good checkpoint: {good}. Try a lower train.lr.")
-            loss.backward()
             optimizer.step()
             scheduler.step()
             state["step"] = step = step + 1
@@ -778,6 +815,8 @@ def _train(job: TrainJob, params, dist: Distributed, progress: bool, lock=None) 
             **describe, "scale": params.models.scale, "profile": params.profile, "study": job.study,
             "steps": total_steps, "steps_rule": steps_rule, "batch_size": cfg.batch_size,
             "world_size": dist.world_size, "device": str(device), "threads": threads,
+            "batching": plan.describe(), "precision": cfg.precision, "crop_size": crop,
+            "activation_checkpointing": cfg.activation_checkpointing,
             "train_loss": state["loss_log"][-1][1] if state["loss_log"] else None,
             "val_psnr": final_val[1], "val_latent_loss": final_val[2], "val_latent_r2": final_val[3],
             "train_pairs": len(train_pairs), "val_pairs": len(val_pairs),

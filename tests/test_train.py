@@ -95,8 +95,14 @@ def test_step_batches_are_a_pure_function_of_seed_and_step():
     ranks = [StepBatchSampler(10, 4, seed=3, start=0, end=8, rank=r, world_size=2) for r in (0, 1)]
     for step in range(8):
         assert ranks[0].batch(step) + ranks[1].batch(step) == full.batch(step)
-    with pytest.raises(UserError, match="not divisible"):
-        StepBatchSampler(10, 3, seed=0, start=0, end=1, world_size=2)
+    # a global batch that does not divide evenly: contiguous shares differing by at most one item
+    uneven = [StepBatchSampler(10, 3, seed=0, start=0, end=4, rank=r, world_size=2) for r in (0, 1)]
+    whole = StepBatchSampler(10, 3, seed=0, start=0, end=4)
+    for step in range(4):
+        assert [len(u.batch(step)) for u in uneven] == [2, 1]
+        assert uneven[0].batch(step) + uneven[1].batch(step) == whole.batch(step)
+    with pytest.raises(UserError, match="smaller than the 4 processes"):
+        StepBatchSampler(10, 3, seed=0, start=0, end=1, world_size=4)
 
 
 # ---------------------------------------------------------------------------------------------- stages
