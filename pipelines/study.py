@@ -186,6 +186,9 @@ def _evaluate(params: Params, model_dir: Path, out: Path, dataset: str, *, oracl
 
 
 def evaluate_action(params: Params, args) -> None:
+    from pipelines.threads import apply_threads
+
+    apply_threads(params.train.threads)  # the cores this process may use, shared with parallel experiments
     for seed in params.train.seeds:
         for dataset in params.data.test:
             if args.study == "table1":

@@ -53,7 +53,8 @@ DDP: under ``torchrun`` (``WORLD_SIZE > 1``) the job runs with DistributedDataPa
 nccl on GPU, ``train.gpus > 0``); the global batch is split evenly across ranks; only rank 0
 validates and writes files and MLflow records.
 
-Speed: ``train.threads`` torch threads (0 = all cores, divided between local ranks); on the CPU
+Speed: ``train.threads`` torch threads (0 = the cores this process may use, divided between DVC
+queue workers and local ranks: :mod:`pipelines.threads`); on the CPU
 ``train.channels_last`` stores weights and batches channels-last (measured 10-25 % faster for the
 convolutional backbones at tiny scale, neutral for FFTformer / LoFormer). Progress: a tqdm bar with
 loss, learning rate, it/s and ETA; MLflow (:mod:`pipelines.tracking`) gets the loss of every step.
@@ -304,9 +305,11 @@ class Distributed:
 
 
 def configure_torch(train_cfg, dist: Distributed) -> int:
-    """Threads (0 = all cores, shared between local ranks) and deterministic algorithms."""
-    threads = train_cfg.threads or max(1, (os.cpu_count() or 1) // max(1, dist.world_size))
-    torch.set_num_threads(threads)
+    """Threads (``train.threads``; 0 = the cores this process may use, shared between DVC queue workers
+    and local ranks: :mod:`pipelines.threads`) and deterministic algorithms."""
+    from pipelines.threads import apply_threads
+
+    threads = apply_threads(train_cfg.threads).threads
     if dist.device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False
