@@ -9,6 +9,9 @@ files, and the input of the report and of ``blurdm-bench check``):
 * ``ablation_prior.json``, ``ablation_stages.json``, ``t_sweep.json``: one row per variant, with its
   PSNR gain over the no-prior baseline of the same backbone, paired on the same images.
 
+Beside them, for DVC (:mod:`pipelines.plots_data`): ``plots/t_sweep.csv``, ``plots/ablation_prior.csv``,
+``plots/ablation_stages.csv`` (``dvc plots``) and ``headline.json`` (the headline gains, ``dvc exp show``).
+
 These tracked files hold no run-specific field: the date and the MLflow run ids go to the untracked
 ``metrics/run_info/<name>.json`` (:mod:`pipelines.run_info`).
 
@@ -283,6 +286,9 @@ def build_tables(params: Params, out_dir: Path) -> dict[str, dict]:
     for name, table in tables.items():
         # the same commit and params give the same bytes: date and MLflow run ids go to run_info/<name>.json
         write_tracked(out_dir / f"{name}.json", *split_table(table))
+    from pipelines.plots_data import write_plot_data
+
+    write_plot_data(tables, out_dir)  # plots/*.csv for `dvc plots`, headline.json for `dvc exp show`
     return tables
 
 

@@ -39,7 +39,8 @@ held-out split of the TRAINING pairs (``split_train_val`` with the global ``seed
 
 Outputs in ``--out``, each written atomically: ``last.pt`` (resume state: model, optimiser, scheduler,
 RNG states, step, logs), ``model.pt`` (final weights + spec, see :mod:`models.deblur_model`),
-``sample.png`` (blur | restored | sharp of one validation crop), ``metrics.json`` (written last).
+``sample.png`` (blur | restored | sharp of one validation crop), ``curves.csv`` (loss and validation
+PSNR per step, for ``dvc plots``: :mod:`pipelines.plots_data`), ``metrics.json`` (written last).
 One writer per ``--out``: while a run writes it, the folder holds the lock file ``.train.lock``
 (``flock``; released by the kernel even on SIGKILL), and a second run on the same folder stops
 at once with an error naming it.
@@ -774,6 +775,9 @@ def _train(job: TrainJob, params, dist: Distributed, progress: bool, lock=None) 
             write_png(out / "sample.png", sample)
             tracker.log_artifact(out / "sample.png")
         tracker.log_file_reference(model_file, "model_checkpoint", model_sha, {"stage": job.stage})
+        from pipelines.plots_data import CURVES_FILE, write_training_curves
+
+        tracker.log_artifact(write_training_curves(out / CURVES_FILE, state["loss_log"], state["val_log"]))
         final_val = state["val_log"][-1] if state["val_log"] else [total_steps, None, None, None]
         # steps per second of training (forward, backward, update, data), over all sessions of the run
         it_per_s = state["step"] / state["train_seconds"] if state["train_seconds"] else None
