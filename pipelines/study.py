@@ -200,8 +200,13 @@ def _evaluate(params: Params, model_dir: Path, out: Path, dataset: str, *, oracl
     from pipelines.evaluate import evaluate_checkpoint
 
     print(f"[study] evaluate {model_dir} on {dataset}{' (oracle)' if oracle else ''} -> {out}", flush=True)
-    return evaluate_checkpoint(params, model_dir, params.resolve_path(params.data.test[dataset]), out,
-                               dataset=dataset, oracle=oracle, device="cpu")
+    root = params.resolve_path(params.data.test[dataset])
+    summary = evaluate_checkpoint(params, model_dir, root, out, dataset=dataset, oracle=oracle, device="cpu")
+    from pipelines.tracking import log_evaluation
+
+    # the test results onto the training run of the model (MLflow: sortable by test PSNR)
+    log_evaluation(model_dir, summary, dataset, root, out, oracle=oracle, uri=params.mlflow_tracking_uri)
+    return summary
 
 
 def evaluate_action(params: Params, args) -> None:
