@@ -570,6 +570,9 @@ def run(args) -> int:
     from pipelines.config import load_params
 
     params = load_params(args.params, profile=args.profile)
+    from pipelines.threads import apply_threads
+
+    apply_threads(params.train.threads)  # cores this process may use, shared with parallel jobs (train.threads wins)
     if args.data is not None:
         root = Path(args.data)
     elif args.dataset is not None:

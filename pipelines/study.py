@@ -20,6 +20,7 @@ Layout (``runs/`` and ``eval/`` at the repo root)::
     runs/ablation-prior/<prior>/<stage>/seed<k>/       stage1 reused from table1/<ablation_backbone>
     runs/ablation-stages/<variant>/stage3/seed<k>/
     runs/t-sweep/T<N>/<stage>/seed<k>/
+    plots/training/<study>/<key>/<stage>/seed<k>.csv   the run's curves.csv, for dvc plots
     eval/table1/<backbone>/<dataset>/<method>/seed<k>/ scores.csv, summary.json, crops/
     eval/ablations/<dataset>/<variant>/seed<k>/
 
@@ -57,6 +58,21 @@ def train_dir(study: str, key: str, stage: str, seed: int) -> Path:
 
 def eval_dir(study: str, *parts: str, seed: int) -> Path:
     return eval_root().joinpath(study, *parts, f"seed{seed}")
+
+
+def curves_path(run_dir: Path) -> Path:
+    """``plots/training/<study>/<key>/<stage>/seed<k>.csv``: the training curves of the run in ``run_dir``
+    (a :func:`train_dir`), where the ``plots:`` of the training stages in dvc.yaml find them."""
+    rel = Path(run_dir).resolve().relative_to(runs_root().resolve())
+    return repo_root() / "plots" / "training" / rel.parent / f"{rel.name}.csv"
+
+
+def _publish_curves(out: Path) -> None:
+    from pipelines.io import write_bytes
+    from pipelines.plots_data import CURVES_FILE
+
+    if (out / CURVES_FILE).is_file():
+        write_bytes(curves_path(out), (out / CURVES_FILE).read_bytes())
 
 
 def t_key(T: int) -> str:
@@ -107,8 +123,11 @@ def _train(params: Params, *, study: str, backbone: str, stage: str, seed: int, 
         subprocess.run(argv, check=True)
         if launch.node_rank != 0:
             return {}  # node 0 wrote the outputs (runs/ is on a filesystem every node shares)
+        _publish_curves(out)
         return json.loads((out / "metrics.json").read_text())
-    return train(job, params, progress=progress)
+    metrics = train(job, params, progress=progress)
+    _publish_curves(out)  # for dvc plots
+    return metrics
 
 
 def torchrun_argv(job, gpus: int, params_file: str | None, profile: str | None, progress: bool = True,
@@ -194,13 +213,20 @@ def _evaluate(params: Params, model_dir: Path, out: Path, dataset: str, *, oracl
 
     print(f"[study] evaluate {model_dir} on {dataset}{' (oracle)' if oracle else ''} -> {out}", flush=True)
     from pipelines.evaluate import pick_device
+    from pipelines.tracking import log_evaluation
 
-    return evaluate_checkpoint(params, model_dir, params.resolve_path(params.data.test[dataset]), out,
-                               dataset=dataset, oracle=oracle, device=pick_device(params.evaluate.device),
-                               fast=params.evaluate.fast)
+    root = params.resolve_path(params.data.test[dataset])
+    summary = evaluate_checkpoint(params, model_dir, root, out, dataset=dataset, oracle=oracle,
+                                  device=pick_device(params.evaluate.device), fast=params.evaluate.fast)
+    # the test results onto the training run of the model (MLflow: sortable by test PSNR)
+    log_evaluation(model_dir, summary, dataset, root, out, oracle=oracle, uri=params.mlflow_tracking_uri)
+    return summary
 
 
 def evaluate_action(params: Params, args) -> None:
+    from pipelines.threads import apply_threads
+
+    apply_threads(params.train.threads)  # the cores this process may use, shared with parallel experiments
     seeds = params.seeds_for(args.backbone if args.study == "table1" and args.backbone
                              else params.models.ablation_backbone)
     for seed in seeds:

@@ -9,6 +9,9 @@ files, and the input of the report and of ``blurdm-bench check``):
 * ``ablation_prior.json``, ``ablation_stages.json``, ``t_sweep.json``: one row per variant, with its
   PSNR gain over the no-prior baseline of the same backbone, paired on the same images.
 
+Beside them, for DVC (:mod:`pipelines.plots_data`): ``plots/t_sweep.csv``, ``plots/ablation_prior.csv``,
+``plots/ablation_stages.csv`` (``dvc plots``) and ``headline.json`` (the headline gains, ``dvc exp show``).
+
 These tracked files hold no run-specific field: the date and the MLflow run ids go to the untracked
 ``metrics/run_info/<name>.json`` (:mod:`pipelines.run_info`).
 
@@ -66,15 +69,27 @@ def _rel(path: Path) -> str:
         return str(path)
 
 
+_EXPERIMENTS: dict[str, str] = {}  # MLflow run id -> experiment id, as read by _run_ids (for the report's links)
+
+
 def _run_ids(study: str, key: str, stage: str, seeds) -> list[str]:
     ids = []
     for seed in seeds:
         f = train_dir(study, key, stage, seed) / "metrics.json"
         if f.is_file():
-            run_id = json.loads(f.read_text()).get("mlflow_run_id")
+            record = json.loads(f.read_text())
+            run_id = record.get("mlflow_run_id")
             if run_id:
                 ids.append(run_id)
+                if record.get("mlflow_experiment_id") is not None:
+                    _EXPERIMENTS[run_id] = str(record["mlflow_experiment_id"])
     return ids
+
+
+def _experiments_of(runs: dict) -> dict[str, str]:
+    """Experiment ids of the run ids in a sidecar's ``runs`` (lists, or dicts of lists)."""
+    ids = [i for v in runs.values() for i in (v if isinstance(v, list) else [x for side in v.values() for x in side])]
+    return {i: _EXPERIMENTS[i] for i in sorted(set(ids)) if i in _EXPERIMENTS}
 
 
 def _lpips_reason(summary_dirs: list[Path]) -> str | None:
@@ -283,7 +298,12 @@ def build_tables(params: Params, out_dir: Path) -> dict[str, dict]:
     }
     for name, table in tables.items():
         # the same commit and params give the same bytes: date and MLflow run ids go to run_info/<name>.json
-        write_tracked(out_dir / f"{name}.json", *split_table(table))
+        tracked, volatile = split_table(table)
+        volatile["experiments"] = _experiments_of(volatile["runs"])  # MLflow UI compare links in the report
+        write_tracked(out_dir / f"{name}.json", tracked, volatile)
+    from pipelines.plots_data import write_plot_data
+
+    write_plot_data(tables, out_dir)  # plots/*.csv for `dvc plots`, headline.json for `dvc exp show`
     return tables
 
 

@@ -39,7 +39,8 @@ held-out split of the TRAINING pairs (``split_train_val`` with the global ``seed
 
 Outputs in ``--out``, each written atomically: ``last.pt`` (resume state: model, optimiser, scheduler,
 RNG states, step, logs), ``model.pt`` (final weights + spec, see :mod:`models.deblur_model`),
-``sample.png`` (blur | restored | sharp of one validation crop), ``metrics.json`` (written last).
+``sample.png`` (blur | restored | sharp of one validation crop), ``curves.csv`` (loss and validation
+PSNR per step, for ``dvc plots``: :mod:`pipelines.plots_data`), ``metrics.json`` (written last).
 One writer per ``--out``: while a run writes it, the folder holds the lock file ``.train.lock``
 (``flock``; released by the kernel even on SIGKILL), and a second run on the same folder stops
 at once with an error naming it.
@@ -56,7 +57,8 @@ Paper scale (:mod:`pipelines.train_step`, :mod:`models.checkpointing`): ``train.
 (autocast, float32 master weights and losses), ``train.micro_batch`` (gradient accumulation within a
 rank's share), ``train.activation_checkpointing``, ``train.crop_size`` (a backbone's own crop).
 
-Speed: ``train.threads`` torch threads (0 = all cores, divided between local ranks); on the CPU
+Speed: ``train.threads`` torch threads (0 = the cores this process may use, divided between DVC
+queue workers and local ranks: :mod:`pipelines.threads`); on the CPU
 ``train.channels_last`` stores weights and batches channels-last (measured 10-25 % faster for the
 convolutional backbones at tiny scale, neutral for FFTformer / LoFormer). Progress: a tqdm bar with
 loss, learning rate, it/s and ETA; MLflow (:mod:`pipelines.tracking`) gets the loss of every step.
@@ -312,9 +314,11 @@ class Distributed:
 
 
 def configure_torch(train_cfg, dist: Distributed) -> int:
-    """Threads (0 = all cores, shared between local ranks) and deterministic algorithms."""
-    threads = train_cfg.threads or max(1, (os.cpu_count() or 1) // max(1, dist.world_size))
-    torch.set_num_threads(threads)
+    """Threads (``train.threads``; 0 = the cores this process may use, shared between DVC queue workers
+    and local ranks: :mod:`pipelines.threads`) and deterministic algorithms."""
+    from pipelines.threads import apply_threads
+
+    threads = apply_threads(train_cfg.threads).threads
     if dist.device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False
@@ -607,7 +611,7 @@ def _train(job: TrainJob, params, dist: Distributed, progress: bool, lock=None) 
     from pipelines.data import PairedImageDataset, check_pairs, find_pairs, split_train_val
     from pipelines.imageio import write_png
     from pipelines.io import remove_orphaned_temporaries, write_json
-    from pipelines.tracking import Tracker, git_commit
+    from pipelines.tracking import Tracker, source_tags, upstream_run_ids
 
     cfg = params.train
     out = job.out_dir
@@ -698,7 +702,7 @@ def _train(job: TrainJob, params, dist: Distributed, progress: bool, lock=None) 
     tracker = Tracker(params.mlflow_tracking_uri, enabled=job.mlflow and dist.is_main)
     describe = job.describe()
     tags = {**describe, "scale": params.models.scale, "dataset": _dataset_name(Path(root)),
-            "git_commit": git_commit(), "dvc_stage": job.dvc_stage or os.environ.get("DVC_STAGE"),
+            **source_tags("pipelines/train.py"), "dvc_stage": job.dvc_stage or os.environ.get("DVC_STAGE"),
             "group": job.group or f"{job.study}/{job.backbone}/seed{job.seed}", "study": job.study,
             "profile": params.profile, "world_size": dist.world_size, "steps": total_steps,
             "steps_rule": steps_rule, **job.extra_tags}
@@ -707,9 +711,15 @@ def _train(job: TrainJob, params, dist: Distributed, progress: bool, lock=None) 
                                          f"seed{job.seed}") if x)
     job_params = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(job).items()
                   if k not in ("resume", "restart_if_changed", "mlflow", "extra_tags")}
+    parent = {"group": tags["group"], "role": job.stage, "upstream": upstream_run_ids(init),  # nested runs
+              "tags": {k: tags[k] for k in ("study", "backbone", "seed", "scale", "profile", "dataset") if k in tags}
+              | {k: v for k, v in tags.items() if k.startswith("mlflow.source.")}}
+    resumed_run = state["mlflow_run_id"]
     state["mlflow_run_id"] = tracker.start(job.study, run_name, tags,
                                            {"job": job_params, "params": params.model_dump(mode="json")},
-                                           run_id=state["mlflow_run_id"])
+                                           run_id=state["mlflow_run_id"], parent=parent)
+    if state["mlflow_run_id"] != resumed_run:
+        tracker.log_dataset(root, context="training")  # mlflow.data input: name, manifest sha256, source
 
     # ---- DDP + data loader from the current step on
     wrapped: nn.Module = objective
@@ -807,7 +817,10 @@ def _train(job: TrainJob, params, dist: Distributed, progress: bool, lock=None) 
             sample = sample_image(model, val_set[0], device, eval_seed)
             write_png(out / "sample.png", sample)
             tracker.log_artifact(out / "sample.png")
-        tracker.log_file_reference(model_file, "model_checkpoint", model_sha, {"stage": job.stage})
+        tracker.log_model(model_file, model_sha, dict(model.spec), meta)  # model/model.pt + model/spec.json
+        from pipelines.plots_data import CURVES_FILE, write_training_curves
+
+        tracker.log_artifact(write_training_curves(out / CURVES_FILE, state["loss_log"], state["val_log"]))
         final_val = state["val_log"][-1] if state["val_log"] else [total_steps, None, None, None]
         # steps per second of training (forward, backward, update, data), over all sessions of the run
         it_per_s = state["step"] / state["train_seconds"] if state["train_seconds"] else None
@@ -823,6 +836,7 @@ def _train(job: TrainJob, params, dist: Distributed, progress: bool, lock=None) 
             "loss_log": state["loss_log"], "val_log": state["val_log"],
             "it_per_s": it_per_s, "train_seconds": state["train_seconds"], "seconds": state["elapsed"],
             "resumed_from_step": resumed_from, "mlflow_run_id": state["mlflow_run_id"],
+            "mlflow_experiment_id": tracker.experiment_id,
             "model": "model.pt", "model_sha256": model_sha, "init": init,
         }
         tracker.log_metrics({k: metrics[k] for k in ("train_loss", "val_psnr", "val_latent_r2", "it_per_s")

@@ -680,6 +680,20 @@ def gain_cell(col: str, gain: Gain | None, digits: int, higher_is_better: bool =
                 title=f"{title}; {detail}" if title else detail)
 
 
+def linked(cell: Cell, href: str | None) -> Cell:
+    """``cell`` linking to ``href`` (its MLflow run) when it holds a number."""
+    if href and cell.value is not None:
+        cell.href = href
+    return cell
+
+
+def public_text(text: str) -> str:
+    """No path of the producing machine on the page: absolute / home paths cut to their file names."""
+    from pipelines.tracking import public_text as strip
+
+    return strip(text)
+
+
 def head_row(labels: list[tuple[str, str]]) -> list[Cell]:
     return [Cell(text, col=col, header=True) for col, text in labels]
 
@@ -842,6 +856,13 @@ class Context:
     configured_datasets: list[str]
     params_profile: str | None
     run_groups: list[RunGroup] = field(default_factory=list)
+    run_experiments: dict[str, str] = field(default_factory=dict)  # MLflow run id -> experiment id
+
+    def href(self, run_ids: list[str]) -> str | None:
+        """The MLflow UI page of these runs (one run; several training seeds: the compare page)."""
+        from pipelines.tracking import run_href
+
+        return run_href(self.mlflow_ui, run_ids, self.run_experiments)
 
     def shown(self, name: str) -> str:
         return display_path(self.metrics_dir / name, self.root)
@@ -885,6 +906,7 @@ def table1_section(ctx: Context, t1: Table1 | None) -> tuple[Section, Claim]:
                       ("paper_baseline", "baseline"), ("paper_blurdm", "+BlurDM"), ("paper_gain", "gain")]),
         ]
         body = []
+        missing: dict[str, None] = {}  # why LPIPS is n/a (each reason once)
         for backbone in backbones:
             row = ds_rows.get(backbone)
             runs_href, runs_title = None, None
@@ -900,12 +922,19 @@ def table1_section(ctx: Context, t1: Table1 | None) -> tuple[Section, Claim]:
                 cells.append(Cell(METRIC_LABELS[metric], col="metric", css="metric"))
                 if row is None:
                     cells.append(not_run("ours", colspan=3))
+                elif metric == "lpips" and row.lpips_reason and row.gain[metric] is None:
+                    # said once, in the table's note (the reason names no path of the producing machine)
+                    cells.append(Cell("n/a (see the note below the table)", col="ours", css="na", colspan=3))
+                    missing[public_text(row.lpips_reason)] = None
                 else:
-                    na = f"n/a ({row.lpips_reason})" if metric == "lpips" and row.lpips_reason else "n/a"
-                    cells += [value_cell("ours_baseline", row.baseline[metric], VALUE_DIGITS[metric], na, runs_title),
-                              value_cell("ours_blurdm", row.blurdm[metric], VALUE_DIGITS[metric], na, runs_title),
-                              gain_cell("ours_gain", row.gain[metric], GAIN_DIGITS[metric], HIGHER_IS_BETTER[metric],
-                                        na, runs_title)]
+                    na = "n/a"
+                    cells += [linked(value_cell("ours_baseline", row.baseline[metric], VALUE_DIGITS[metric], na,
+                                                runs_title), ctx.href(row.runs["baseline"])),
+                              linked(value_cell("ours_blurdm", row.blurdm[metric], VALUE_DIGITS[metric], na,
+                                                runs_title), ctx.href(row.runs["blurdm"])),
+                              linked(gain_cell("ours_gain", row.gain[metric], GAIN_DIGITS[metric],
+                                               HIGHER_IS_BETTER[metric], na, runs_title),
+                                     ctx.href(row.runs["blurdm"] + row.runs["baseline"]))]
                 paper_na = "not published" if pub.t1(ref, backbone, "baseline", "psnr") is not None else "not in the paper"
                 cells += [value_cell("paper_baseline", pub.t1(ref, backbone, "baseline", metric), VALUE_DIGITS[metric], paper_na),
                           value_cell("paper_blurdm", pub.t1(ref, backbone, "blurdm", metric), VALUE_DIGITS[metric], paper_na),
@@ -935,9 +964,14 @@ def table1_section(ctx: Context, t1: Table1 | None) -> tuple[Section, Claim]:
         if ref != dataset:
             notes.append(f"The paper has no {dataset_label(dataset)} results: its {dataset_label(ref)} numbers are "
                          f"shown for reference; compare the gains, not the absolute values.")
+        if missing:
+            notes.append(f"LPIPS n/a in our runs: {'; '.join(missing)}. Put the two weight files where "
+                         f"pipelines/metrics.py (LPIPS_HOWTO) says and re-run the evaluation to score it.")
+        if ds_rows:
+            notes.append("Each of our numbers links to its MLflow run(s) (several training seeds: the compare page).")
         blocks.append(Table(id=slug("table1", dataset), caption=caption, head=head, rows=body, notes=notes))
         if any(r.over_input for r in ds_rows.values()):
-            blocks.append(input_table(dataset, ds_rows))
+            blocks.append(input_table(dataset, ds_rows, ctx))
     status = "ok" if t1 else NOT_RUN
     return Section("table1", "Table 1: BlurDM gain per backbone", status, [_source_text(ctx, "table1", t1)], blocks), claim
 
@@ -945,7 +979,7 @@ def table1_section(ctx: Context, t1: Table1 | None) -> tuple[Section, Claim]:
 INPUT_METRICS = ("psnr", "ssim3d", "ssim")
 
 
-def input_table(dataset: str, ds_rows: dict[str, Table1Row]) -> Table:
+def input_table(dataset: str, ds_rows: dict[str, Table1Row], ctx: Context | None = None) -> Table:
     """Do the models deblur at all? The blurred input's own scores and each model's gain over it."""
     head = [[Cell("Backbone", header=True, rowspan=2), Cell("Metric", header=True, rowspan=2),
              Cell("Blurred input (doing nothing)", header=True, rowspan=2),
@@ -961,8 +995,10 @@ def input_table(dataset: str, ds_rows: dict[str, Table1Row]) -> Table:
                 cells.append(Cell(backbone_label(backbone), col="backbone", header=True, rowspan=len(INPUT_METRICS)))
             cells += [Cell(METRIC_LABELS[metric], col="metric", css="metric"),
                       value_cell("input", row.input.get(metric), VALUE_DIGITS[metric]),
-                      gain_cell("input_baseline", row.over_input["baseline"][metric], GAIN_DIGITS[metric]),
-                      gain_cell("input_blurdm", row.over_input["blurdm"][metric], GAIN_DIGITS[metric])]
+                      linked(gain_cell("input_baseline", row.over_input["baseline"][metric], GAIN_DIGITS[metric]),
+                             ctx.href(row.runs["baseline"]) if ctx else None),
+                      linked(gain_cell("input_blurdm", row.over_input["blurdm"][metric], GAIN_DIGITS[metric]),
+                             ctx.href(row.runs["blurdm"]) if ctx else None)]
             body.append(Row(cells, key=f"{backbone}/{metric}/input", css="first" if k == 0 else ""))
     return Table(id=slug("table1-input", dataset), caption=f"{dataset_label(dataset)}: gain over the blurred input",
                  head=head, rows=body, notes=["A model that deblurs has a gain above 0 here. Green: CI above 0; "
@@ -1012,7 +1048,7 @@ def ablation_section(ctx: Context, key: str, ablation: Ablation | None) -> tuple
             entries = [(variant, row.dvc_stage, row.runs)]
             href = ctx.add_runs(study, variant_label(variant), entries, key, variant)
             title = _runs_title(entries)
-            cells += ablation_cells(row, title)
+            cells += ablation_cells(row, title, ctx.href(row.runs))
         cells += [value_cell("paper_psnr", paper_value, 2, "not in the paper"),
                   _signed_cell("paper_gain", None if paper_value is None else paper_value - baseline_paper, 2,
                                "not in the paper")]
@@ -1026,7 +1062,7 @@ def ablation_section(ctx: Context, key: str, ablation: Ablation | None) -> tuple
             f"Gains are paired over the same images (bootstrap {ablation.meta.resamples} resamples)."))
     blocks.append(Table(id=slug("table", key), caption="", head=head, rows=body, notes=[R2_NOTE]))
     for other in (ablation.other_datasets.values() if ablation else []):
-        blocks.append(other_dataset_table(key, other, variants))
+        blocks.append(other_dataset_table(key, other, variants, {v: ctx.href(r.runs) for v, r in by_variant.items()}))
     if not prior:
         blocks.append(Paragraph("Gains are over the no-prior baseline (the 'none' model of the prior ablation) on "
                                 "the same images; the paper's gains use its prior-ablation baseline.", css="note"))
@@ -1039,11 +1075,12 @@ R2_NOTE = ("Stage-2 R²: how much of the spread of the sharp-encoder latent SE(b
            "predicting the mean latent); mean over training seeds.")
 
 
-def ablation_cells(row: AblationRow, title: str | None = None) -> list[Cell]:
-    return [value_cell("ours_psnr", row.psnr, 2, title=title), gain_cell("ours_gain", row.gain, 2, title=title),
-            gain_cell("ours_input_gain", row.over_input, 2, title=title),
-            value_cell("ours_ssim3d", row.ssim3d, 3, title=title),
-            value_cell("ours_r2", row.stage2_r2, 3, na_text="no stage 2", title=title)]
+def ablation_cells(row: AblationRow, title: str | None = None, href: str | None = None) -> list[Cell]:
+    return [linked(c, href) for c in (
+        value_cell("ours_psnr", row.psnr, 2, title=title), gain_cell("ours_gain", row.gain, 2, title=title),
+        gain_cell("ours_input_gain", row.over_input, 2, title=title),
+        value_cell("ours_ssim3d", row.ssim3d, 3, title=title),
+        value_cell("ours_r2", row.stage2_r2, 3, na_text="no stage 2", title=title))]
 
 
 def input_row(ablation: Ablation, paper_columns: int) -> Row:
@@ -1056,7 +1093,7 @@ def input_row(ablation: Ablation, paper_columns: int) -> Row:
     return Row(cells, key="input", css="average")
 
 
-def other_dataset_table(key: str, ablation: Ablation, variants) -> Table:
+def other_dataset_table(key: str, ablation: Ablation, variants, hrefs: dict[str, str | None] | None = None) -> Table:
     """The same ablation scored on another test set (no paper columns: the paper has no such set)."""
     head = [head_row([("variant", "Variant"), ("ours_psnr", "PSNR"), ("ours_gain", "gain vs none [95% CI]"),
                       ("ours_input_gain", "gain vs blurred input [95% CI]"), ("ours_ssim3d", "SSIM (3-D)"),
@@ -1067,7 +1104,8 @@ def other_dataset_table(key: str, ablation: Ablation, variants) -> Table:
         row = by_variant.get(variant)
         if row is None:
             continue
-        body.append(Row([Cell(variant_label(variant), col="variant", header=True), *ablation_cells(row),
+        body.append(Row([Cell(variant_label(variant), col="variant", header=True),
+                         *ablation_cells(row, href=(hrefs or {}).get(variant)),
                          Cell(row.dvc_stage, col="runs")], key=f"{ablation.dataset}/{variant}"))
     return Table(id=slug("table", key, ablation.dataset), caption=f"{dataset_label(ablation.dataset)}",
                  head=head, rows=body, notes=[R2_NOTE])
@@ -1101,11 +1139,12 @@ def t_sweep_section(ctx: Context, sweep: Ablation | None) -> tuple[Section, Clai
         entries = [(row.variant, row.dvc_stage, row.runs)]
         href = ctx.add_runs("T sweep", row.variant, entries, "t_sweep", row.T)
         title = _runs_title(entries)
-        body.append(Row([Cell(str(row.T), value=row.T, col="T", header=True), *ablation_cells(row, title),
+        body.append(Row([Cell(str(row.T), value=row.T, col="T", header=True), *ablation_cells(row, title, ctx.href(row.runs)),
                          Cell(row.dvc_stage, col="runs", href=href, title=title)], key=f"T={row.T}"))
     blocks.append(Table(id="table-t-sweep", caption="", head=head, rows=body, sortable=True, notes=[R2_NOTE]))
     for other in sweep.other_datasets.values():
-        blocks.append(other_dataset_table("t_sweep", other, [f"T={r.T}" for r in rows]))
+        blocks.append(other_dataset_table("t_sweep", other, [f"T={r.T}" for r in rows],
+                                          {r.variant: ctx.href(r.runs) for r in rows}))
     return Section("t-sweep", "T sweep: number of diffusion steps", "ok", [_source_text(ctx, "t_sweep", sweep)],
                    blocks), claim
 
@@ -1453,6 +1492,23 @@ def check_input_paths(t1: Table1, root: Path) -> None:
                     t1.source.fail(where, f"{rel!r} is not a readable image ({err}): refused")
 
 
+def load_run_experiments(metrics_dir: Path) -> dict[str, str]:
+    """MLflow run id -> experiment id, from the tables' sidecars (``run_info/<name>``: ``experiments``)."""
+    from pipelines.run_info import read_run_info
+
+    out: dict[str, str] = {}
+    for name in METRIC_FILES.values():
+        if (Path(metrics_dir) / name).is_file():
+            try:
+                sidecar, _ = read_run_info(Path(metrics_dir) / name)
+            except ValueError:
+                continue  # an unreadable sidecar is reported where the table is read
+            experiments = (sidecar or {}).get("experiments")
+            if isinstance(experiments, dict):
+                out.update({str(k): str(v) for k, v in experiments.items()})
+    return out
+
+
 def template_environment():
     import jinja2
 
@@ -1478,7 +1534,7 @@ def build_report(metrics_dir: Path, out_dir: Path, root: Path | None = None, par
     # an existing out_dir is replaced only when empty or a site we rendered (its index.html says so)
     with atomic_dir(out_dir, marker="index.html", signature=SITE_SIGNATURE) as tmp:
         ctx = Context(root=root, metrics_dir=metrics_dir, published=published, assets=Assets(tmp),
-                      mlflow_ui=mlflow_ui.rstrip("/"),
+                      mlflow_ui=mlflow_ui.rstrip("/"), run_experiments=load_run_experiments(metrics_dir),
                       configured_backbones=list(params.models.backbones) if params else [],
                       configured_datasets=list(params.data.test) if params else [],
                       params_profile=params.profile if params else None)
@@ -1504,15 +1560,19 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", default=None, help="params.yaml to read (default: the repo's)")
     parser.add_argument("--root", type=Path, default=None,
                         help="folder the paths inside the metric files are relative to (default: the repo root)")
-    parser.add_argument("--mlflow-ui", default=MLFLOW_UI, help=f"MLflow UI address for run links (default: {MLFLOW_UI})")
+    parser.add_argument("--mlflow-ui", default=None,
+                        help="MLflow UI address for run links (default: the tracking server when "
+                             f"MLFLOW_TRACKING_URI / params mlflow_tracking_uri is http(s), else {MLFLOW_UI})")
 
 
 def run(args) -> int:
     from pipelines.config import load_params, repo_root
+    from pipelines.tracking import ui_url
 
     root = repo_root()
     params = load_params(args.params)
     index = build_report(args.metrics_dir or root / "metrics", args.out or root / "reports" / "site",
-                         root=args.root or root, params=params, mlflow_ui=args.mlflow_ui)
+                         root=args.root or root, params=params,
+                         mlflow_ui=args.mlflow_ui or ui_url(params.mlflow_tracking_uri, MLFLOW_UI))
     print(f"wrote {index}")
     return 0

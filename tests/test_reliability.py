@@ -162,7 +162,7 @@ def test_smoke_chain_gives_byte_identical_metric_tables(smoke_chain):
     and the report still links every run from there."""
     first = smoke_chain[0]
     names = sorted(p.name for p in (first / "metrics").glob("*.json"))
-    assert names == ["ablation_prior.json", "ablation_stages.json", "t_sweep.json", "table1.json"]
+    assert names == ["ablation_prior.json", "ablation_stages.json", "headline.json", "t_sweep.json", "table1.json"]
     table1 = json.loads((first / "metrics" / "table1.json").read_text())
     assert [(r["dataset"], r["backbone"]) for r in table1["rows"]] == [("synthetic", "mimo_unet")]
     assert "date" not in table1["meta"] and "runs" not in table1["rows"][0]

@@ -9,6 +9,7 @@ table), and saves a full-page screenshot. Skipped when ``/usr/bin/chromium`` is 
 from __future__ import annotations
 
 import base64
+import re
 import fcntl
 import json
 import os
@@ -248,3 +249,102 @@ def test_screenshot_is_saved(browser_visit):
     assert width == VIEWPORT[0] and height > VIEWPORT[1]
     assert extrema[0] < extrema[1]  # not a blank page
     assert browser_visit["probe"]["scrollWidth"] <= VIEWPORT[0]  # no sideways scrolling on a laptop
+
+
+# --------------------------------------------------------------------------- issue 13: width and paths at 1280 px
+
+NARROW = 1280  # the report must fit a 1280 px wide window
+LPIPS_PATHS = ("/root/.cache/torch/hub/checkpoints/alexnet-owt-7be5be79.pth",
+               "/root/.cache/torch/hub/pyiqa/LPIPS_v0.1_alex-df73285e.pth")
+WIDTH_JS = """(() => ({
+  page: document.documentElement.scrollWidth,
+  tables: Array.from(document.querySelectorAll('table')).map(t => {
+      const box = t.getBoundingClientRect(), wrap = t.parentElement;
+      return {id: t.id, right: box.right, width: box.width, wrap: wrap.clientWidth, overflow: wrap.scrollWidth};
+  }),
+  cells: Array.from(document.querySelectorAll('td, th')).map(c => [c.innerText, c.getAttribute('title') || '']),
+  links: Array.from(document.querySelectorAll('td a')).map(a => [a.closest('table').id, a.closest('td').dataset.col,
+                                                                 a.href]),
+}))()"""
+# an absolute path (two or more segments), a home path, or a Windows drive path
+PATH_RE = re.compile(r"(?:^|[\s(:,'\"=])(?:/[^\s/]+){2,}|~/|\b[A-Za-z]:\\")
+
+
+def _machine_fixture(folder: Path) -> Path:
+    """The report fixture as a real run writes it: the LPIPS reason names the producing machine's cache
+    paths (what pipelines/metrics.py says), and the sidecar knows each run's MLflow experiment."""
+    from pipelines.io import sha256_file
+
+    root = folder / "fixture"
+    shutil.copytree(FIXTURE, root)
+    table = root / "metrics" / "table1.json"
+    data = json.loads(table.read_text())
+    for row in data["rows"]:
+        if row.get("lpips_reason"):
+            row["lpips_reason"] = "weights not available offline: " + ", ".join(LPIPS_PATHS)
+    table.write_text(json.dumps(data, indent=2))
+    sidecar_path = root / "metrics" / "run_info" / "table1.json"
+    sidecar = json.loads(sidecar_path.read_text())
+    sidecar["table_sha256"] = sha256_file(table)
+    ids = [i for sides in sidecar["runs"].values() for side in sides.values() for i in side]
+    sidecar["experiments"] = {run_id: "1" for run_id in ids}
+    sidecar_path.write_text(json.dumps(sidecar))
+    return root
+
+
+@pytest.fixture(scope="module")
+def narrow_visit(tmp_path_factory):
+    from pipelines.config import load_params
+    from reports.build import build_report
+
+    work = tmp_path_factory.mktemp("report_narrow")
+    root = _machine_fixture(work)
+    index = build_report(root / "metrics", work / "site", root=root, params=load_params(),
+                         mlflow_ui="http://mlflow.example:5000")
+    browser = DevToolsPipe(work / "profile", work / "chromium.log")
+    try:
+        target = browser.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+        session = browser.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        browser.send("Page.enable", session=session)
+        browser.send("Emulation.setDeviceMetricsOverride", {"width": NARROW, "height": 800, "deviceScaleFactor": 1,
+                                                           "mobile": False}, session)
+        browser.send("Page.navigate", {"url": index.resolve().as_uri()}, session)
+        browser.wait_event("Page.loadEventFired", session)
+        probe = browser.evaluate(WIDTH_JS, session)
+    finally:
+        browser.close()
+    return {"probe": probe, "html": index.read_text(encoding="utf-8"), "root": root, "work": work}
+
+
+def test_no_table_is_wider_than_the_page_at_1280px(narrow_visit):
+    probe = narrow_visit["probe"]
+    assert probe["page"] <= NARROW, "the page scrolls sideways"
+    for table in probe["tables"]:
+        assert table["right"] <= NARROW, table  # nothing cut off at the right edge
+        assert table["width"] <= table["wrap"] + 1 and table["overflow"] <= table["wrap"] + 1, table  # fits its box
+
+
+def test_no_cell_holds_a_path_and_lpips_is_explained_once(narrow_visit):
+    cells = narrow_visit["probe"]["cells"]
+    with_path = [text for cell in cells for text in cell if PATH_RE.search(text)]
+    assert with_path == []
+    html = narrow_visit["html"]
+    for needle in (*LPIPS_PATHS, "/root/", str(narrow_visit["root"]), str(narrow_visit["work"])):
+        assert needle not in html
+    # the reason once per table, in its note, with the weight files named (not their folders)
+    assert html.count("LPIPS n/a in our runs: weights not available offline: alexnet-owt-7be5be79.pth, "
+                      "LPIPS_v0.1_alex-df73285e.pth") == 1
+    assert sum("weights not available" in text for cell in cells for text in cell) == 0
+
+
+def test_every_number_links_to_its_mlflow_run(narrow_visit):
+    links = narrow_visit["probe"]["links"]
+    ours = [href for table, col, href in links if table == "table1-synthetic"
+            and col in ("ours_baseline", "ours_blurdm", "ours_gain")]
+    assert len(ours) == 2 * 3 * 3  # 2 backbones x PSNR / SSIM / SSIM-3D x baseline, +BlurDM, gain
+    assert all(href.startswith("http://mlflow.example:5000/#/") for href in ours)
+    # two training seeds per number: the MLflow compare page of those runs, with their experiment
+    assert all("/#/compare-runs?runs=" in href and "experiments=" in href for href in ours)
+    ablation = [href for table, col, href in links if table in ("table-ablation_prior", "table-t-sweep")
+                and col in ("ours_psnr", "ours_gain", "ours_input_gain", "ours_ssim3d")]
+    assert ablation and all(href.startswith("http://mlflow.example:5000/#/runs/") for href in ablation)

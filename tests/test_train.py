@@ -265,18 +265,25 @@ def test_mlflow_run_records_tags_params_metrics_and_artifacts(tmp_path, params, 
     run = client.get_run(metrics["mlflow_run_id"])
     tags = run.data.tags
     assert tags["backbone"] == "mimo_unet" and tags["stage"] == "stage1" and tags["dvc_stage"] == "train@mimo_unet"
-    assert tags["group"] == "t-sweep/mimo_unet/seed0" and tags["scale"] == "tiny" and "git_commit" in tags
+    assert tags["group"] == "t-sweep/mimo_unet/seed0" and tags["scale"] == "tiny"
+    assert len(tags["mlflow.source.git.commit"]) == 40 and tags["mlflow.source.name"] == "pipelines/train.py"
+    parent = client.get_run(tags["mlflow.parentRunId"])  # nested: one parent per study x backbone x seed
+    assert parent.info.run_name == "t-sweep/mimo_unet/seed0" and parent.data.tags["blurdm.group"] == tags["group"]
     assert run.data.params["params.train.lr"] == str(params.train.lr)
     assert run.data.params["params.data.crop_size"] == "32"
     history = client.get_metric_history(run.info.run_id, "loss")
     assert [m.step for m in history] == [1, 2]
     assert run.data.metrics["val_psnr"] == pytest.approx(metrics["val_psnr"])
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"model_checkpoint.json", "sample.png"} <= artifacts
-    ref = json.loads((tmp_path / "mlartifacts" / "t-sweep" / run.info.run_id / "artifacts" /
-                      "model_checkpoint.json").read_text())
-    assert ref["sha256"] == sha256_file(out / "model.pt") and ref["path"] == str((out / "model.pt").resolve())
-    assert run.info.status == "FINISHED"
+    assert {"model", "sample.png", "curves.csv"} <= artifacts
+    # the model itself (not a pointer to a file outside the store), with its spec
+    card = json.loads((tmp_path / "mlartifacts" / "t-sweep" / run.info.run_id / "artifacts" / "model" /
+                       "spec.json").read_text())
+    assert card["sha256"] == sha256_file(out / "model.pt") == tags["model_checkpoint.sha256"]
+    assert card["spec"]["backbone"] == "mimo_unet"
+    (inp,) = run.inputs.dataset_inputs  # the training set, digest = its manifest's sha256
+    assert {t.key: t.value for t in inp.tags}["mlflow.data.context"] == "training"
+    assert run.info.status == "FINISHED" and parent.info.status == "FINISHED"
 
 
 def test_dvc_driven_job_restarts_when_params_changed(tmp_path, params):
