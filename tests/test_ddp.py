@@ -37,7 +37,7 @@ def test_two_process_gloo_training(tmp_path):
     assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4, losses
 
     # only rank 0 wrote: exactly one training checkpoint, no per-rank copies or leftovers
-    assert sorted(p.name for p in out.iterdir()) == ["last.pt", "metrics.json", "model.pt", "sample.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["curves.csv", "last.pt", "metrics.json", "model.pt", "sample.png"]
     assert torch.load(out / "last.pt", weights_only=True)["step"] == steps
     _, spec = load_deblur_model(out / "model.pt")
     assert spec["backbone"] == "mimo_unet"

@@ -119,5 +119,5 @@ def test_two_nodes_with_one_process_each_train_together_over_loopback(tmp_path):
     assert metrics["batching"]["per_process"] == 2
     losses = [loss for _, loss in metrics["loss_log"]]
     assert len(losses) == 4 and all(map(torch.isfinite, torch.tensor(losses)))
-    assert sorted(p.name for p in out.iterdir()) == ["last.pt", "metrics.json", "model.pt", "sample.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["curves.csv", "last.pt", "metrics.json", "model.pt", "sample.png"]
     assert sum(text.count("mimo_unet stage1: 4 steps") for text in outputs) == 1

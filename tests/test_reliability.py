@@ -98,6 +98,9 @@ def _new_root(folder: Path, smoke_overrides: dict | None = None) -> Path:
     folder.mkdir(parents=True)
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["profiles"]["smoke"] = deep_merge(raw["profiles"]["smoke"], smoke_overrides or {})
+    for name, rel in raw["data"]["test"].items():  # test sets committed in the repo (the real GoPro crops)
+        if not rel.startswith("data/"):
+            raw["data"]["test"][name] = str(REPO / rel)
     (folder / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     return folder
 
@@ -164,7 +167,7 @@ def test_smoke_chain_gives_byte_identical_metric_tables(smoke_chain):
     names = sorted(p.name for p in (first / "metrics").glob("*.json"))
     assert names == ["ablation_prior.json", "ablation_stages.json", "headline.json", "t_sweep.json", "table1.json"]
     table1 = json.loads((first / "metrics" / "table1.json").read_text())
-    assert [(r["dataset"], r["backbone"]) for r in table1["rows"]] == [("synthetic", "mimo_unet")]
+    assert [(r["dataset"], r["backbone"]) for r in table1["rows"]] == [("synthetic", "mimo_unet"), ("gopro_real", "mimo_unet")]
     assert "date" not in table1["meta"] and "runs" not in table1["rows"][0]
     for name in names:
         a, b = ((root / "metrics" / name).read_bytes() for root in smoke_chain)
