@@ -249,25 +249,26 @@ class Tracker:
             try:
                 up = client.get_run(run_id)
                 parent_id = up.data.tags.get(PARENT_RUN_TAG)
-                if up.info.experiment_id == self.experiment_id and parent_id:
-                    if client.get_run(parent_id).data.tags.get(GROUP_TAG) == group:
-                        return parent_id
+                same_parent = (up.info.experiment_id == self.experiment_id and parent_id
+                               and client.get_run(parent_id).data.tags.get(GROUP_TAG) == group)
             except Exception:  # noqa: BLE001 - an upstream run from another store / deleted: ignore it
-                continue
+                same_parent = False
+            if same_parent:
+                return parent_id
         lineage = dvc_experiment_name()
-        newest = client.search_runs([self.experiment_id],
-                                    f"tags.`{GROUP_TAG}` = '{_quote(group)}' and tags.`{LINEAGE_TAG}` = '{_quote(lineage)}'",
-                                    order_by=["attributes.start_time DESC"], max_results=1)
+        same_group = f"tags.`{GROUP_TAG}` = '{_quote(group)}' and tags.`{LINEAGE_TAG}` = '{_quote(lineage)}'"
+        newest = client.search_runs([self.experiment_id], same_group, order_by=["attributes.start_time DESC"],
+                                    max_results=1)
         if newest:
             parent_id = newest[0].info.run_id
-            taken = client.search_runs([self.experiment_id],
-                                       f"tags.`{PARENT_RUN_TAG}` = '{parent_id}' and tags.`{ROLE_TAG}` = '{_quote(role)}'",
-                                       max_results=1)
+            same_role = f"tags.`{PARENT_RUN_TAG}` = '{parent_id}' and tags.`{ROLE_TAG}` = '{_quote(role)}'"
+            taken = client.search_runs([self.experiment_id], same_role, max_results=1)
             if not taken:
                 return parent_id
         parent_tags = {k: str(v) for k, v in (tags or {}).items() if v is not None}
-        parent_tags.update({GROUP_TAG: group, LINEAGE_TAG: lineage, "mlflow.note.content":
-                            f"Every stage of {group}" + (f" in DVC experiment {lineage}" if lineage != NO_DVC_EXP else "")})
+        where = f" in DVC experiment {lineage}" if lineage != NO_DVC_EXP else ""
+        parent_tags.update({GROUP_TAG: group, LINEAGE_TAG: lineage,
+                            "mlflow.note.content": f"Every stage of {group}{where}"})
         run = client.create_run(self.experiment_id, run_name=group, tags=parent_tags)
         return run.info.run_id
 
