@@ -99,6 +99,8 @@ def _new_root(folder: Path, smoke_overrides: dict | None = None) -> Path:
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["profiles"]["smoke"] = deep_merge(raw["profiles"]["smoke"], smoke_overrides or {})
     (folder / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    crops = Path("pipelines") / "data" / "gopro_real_crops"  # data.test.gopro_real, relative to the root
+    shutil.copytree(REPO / crops, folder / crops)
     return folder
 
 
@@ -164,7 +166,8 @@ def test_smoke_chain_gives_byte_identical_metric_tables(smoke_chain):
     names = sorted(p.name for p in (first / "metrics").glob("*.json"))
     assert names == ["ablation_prior.json", "ablation_stages.json", "headline.json", "t_sweep.json", "table1.json"]
     table1 = json.loads((first / "metrics" / "table1.json").read_text())
-    assert [(r["dataset"], r["backbone"]) for r in table1["rows"]] == [("synthetic", "mimo_unet")]
+    assert [(r["dataset"], r["backbone"]) for r in table1["rows"]] == [("synthetic", "mimo_unet"),
+                                                                       ("gopro_real", "mimo_unet")]
     assert "date" not in table1["meta"] and "runs" not in table1["rows"][0]
     for name in names:
         a, b = ((root / "metrics" / name).read_bytes() for root in smoke_chain)
