@@ -320,6 +320,7 @@ MODEL_FILE = "model.pt"
 MODEL_CARD = "spec.json"
 MODEL_FORMAT = "blurdm-bench/model"
 DIGEST_LIMIT = 36  # MLflow's maximum dataset digest length
+LISTING_HASH_LIMIT = 256 * 2**20  # a dataset folder without manifest.json: hash file contents up to this size
 TEST_PREFIX, ORACLE_PREFIX = "test", "oracle_test"
 
 
@@ -401,7 +402,8 @@ def dataset_manifest(root: str | os.PathLike) -> Path | None:
 def dataset_for(root: str | os.PathLike, name: str | None = None):
     """``(mlflow.data MetaDataset, info)`` of the dataset folder ``root``: digest = sha256 of its
     manifest; a folder without one (the committed real crops) gets the sha256 of its file listing
-    (relative path + sha256 of every file, sorted)."""
+    (relative path + sha256 of every file, sorted; above :data:`LISTING_HASH_LIMIT` bytes in all, the
+    file sizes instead of their sha256)."""
     from pipelines.compat import set_offline_env
 
     set_offline_env()
@@ -414,10 +416,13 @@ def dataset_for(root: str | os.PathLike, name: str | None = None):
     manifest = dataset_manifest(root)
     if manifest is not None:
         sha, digest_of = sha256_file(manifest), f"{manifest.parent.name}/manifest.json"
-    else:
-        listing = "".join(f"{p.relative_to(root).as_posix()}\t{sha256_file(p)}\n"
-                          for p in sorted(root.rglob("*")) if p.is_file())
-        sha, digest_of = _sha256_bytes(listing.encode()), "file listing (relative path + sha256 of every file)"
+    else:  # (a large folder: names and sizes only, not every byte)
+        files = sorted(p for p in root.rglob("*") if p.is_file())
+        by_content = sum(p.stat().st_size for p in files) <= LISTING_HASH_LIMIT
+        listing = "".join(f"{p.relative_to(root).as_posix()}\t{sha256_file(p) if by_content else p.stat().st_size}\n"
+                          for p in files)
+        sha = _sha256_bytes(listing.encode())
+        digest_of = f"file listing (relative path + {'sha256' if by_content else 'size'} of every file)"
     split = root.name if root.name in ("train", "training", "val", "test") else None
     name = f"{name or root.parent.name}/{split}" if split else (name or root.name)
     source = get_dataset_source_from_json(json.dumps({"uri": root.as_uri()}), source_type="local")

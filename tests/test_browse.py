@@ -280,3 +280,21 @@ def test_dvc_metrics_show_the_headline_gains_as_columns(dvc_root, store):
     # flat numbers: one column each in `dvc exp show` / `dvc metrics show`
     flat = _dvc(dvc_root, "metrics", "show", "--md")
     assert f"table1_psnr_gain.synthetic.{bb}" in flat.stdout
+
+
+def test_dataset_digest_is_the_manifest_sha256_else_the_file_listing(tmp_path, monkeypatch):
+    from pipelines import tracking
+    from pipelines.io import sha256_file
+
+    (tmp_path / "ds" / "train").mkdir(parents=True)
+    (tmp_path / "ds" / "train" / "a.png").write_bytes(b"x" * 10)
+    (tmp_path / "ds" / "manifest.json").write_text('{"dataset": "d"}')
+    _, info = tracking.dataset_for(tmp_path / "ds" / "train")
+    assert info["name"] == "ds/train" and info["sha256"] == sha256_file(tmp_path / "ds" / "manifest.json")
+    assert info["digest"] == info["sha256"][:36] and info["digest_of"] == "ds/manifest.json"
+    (tmp_path / "ds" / "manifest.json").unlink()
+    _, by_content = tracking.dataset_for(tmp_path / "ds" / "train", name="crops")
+    assert by_content["name"] == "crops/train" and "sha256 of every file" in by_content["digest_of"]
+    monkeypatch.setattr(tracking, "LISTING_HASH_LIMIT", 5)  # a large folder: names and sizes, not every byte
+    _, by_size = tracking.dataset_for(tmp_path / "ds" / "train", name="crops")
+    assert "size of every file" in by_size["digest_of"] and by_size["sha256"] != by_content["sha256"]
