@@ -20,8 +20,8 @@ MLflow's own conventions (what the UI and ``MlflowClient`` users expect):
   (``$DVC_EXP_NAME``), so two experiments never share a parent (:meth:`Tracker.start`);
 * dataset inputs: the training set (context ``training``) and every test set (context ``testing``)
   as ``mlflow.data`` datasets: name, digest = sha256 of the dataset's ``manifest.json`` (its first
-  36 hex digits, MLflow's digest limit; the whole sha256 is in the dataset's profile and the input
-  tag ``manifest_sha256``), source = the dataset folder (:func:`dataset_for`);
+  36 hex digits, MLflow's digest limit; the whole sha256 is the input tag ``manifest_sha256``),
+  source = the dataset folder (:func:`dataset_for`);
 * the model: artifact folder ``model/`` with ``model.pt`` (weights + spec, loadable with
   ``torch.load(weights_only=True)``) and ``spec.json``; :func:`load_logged_model` downloads and loads
   it again;
