@@ -20,8 +20,8 @@ MLflow's own conventions (what the UI and ``MlflowClient`` users expect):
   (``$DVC_EXP_NAME``), so two experiments never share a parent (:meth:`Tracker.start`);
 * dataset inputs: the training set (context ``training``) and every test set (context ``testing``)
   as ``mlflow.data`` datasets: name, digest = sha256 of the dataset's ``manifest.json`` (its first
-  36 hex digits, MLflow's digest limit; the whole sha256 is in the dataset's profile and the input
-  tag ``manifest_sha256``), source = the dataset folder (:func:`dataset_for`);
+  36 hex digits, MLflow's digest limit; the whole sha256 is the input tag ``manifest_sha256``),
+  source = the dataset folder (:func:`dataset_for`);
 * the model: artifact folder ``model/`` with ``model.pt`` (weights + spec, loadable with
   ``torch.load(weights_only=True)``) and ``spec.json``; :func:`load_logged_model` downloads and loads
   it again;
@@ -249,25 +249,26 @@ class Tracker:
             try:
                 up = client.get_run(run_id)
                 parent_id = up.data.tags.get(PARENT_RUN_TAG)
-                if up.info.experiment_id == self.experiment_id and parent_id:
-                    if client.get_run(parent_id).data.tags.get(GROUP_TAG) == group:
-                        return parent_id
+                same_parent = (up.info.experiment_id == self.experiment_id and parent_id
+                               and client.get_run(parent_id).data.tags.get(GROUP_TAG) == group)
             except Exception:  # noqa: BLE001 - an upstream run from another store / deleted: ignore it
-                continue
+                same_parent = False
+            if same_parent:
+                return parent_id
         lineage = dvc_experiment_name()
-        newest = client.search_runs([self.experiment_id],
-                                    f"tags.`{GROUP_TAG}` = '{_quote(group)}' and tags.`{LINEAGE_TAG}` = '{_quote(lineage)}'",
-                                    order_by=["attributes.start_time DESC"], max_results=1)
+        same_group = f"tags.`{GROUP_TAG}` = '{_quote(group)}' and tags.`{LINEAGE_TAG}` = '{_quote(lineage)}'"
+        newest = client.search_runs([self.experiment_id], same_group, order_by=["attributes.start_time DESC"],
+                                    max_results=1)
         if newest:
             parent_id = newest[0].info.run_id
-            taken = client.search_runs([self.experiment_id],
-                                       f"tags.`{PARENT_RUN_TAG}` = '{parent_id}' and tags.`{ROLE_TAG}` = '{_quote(role)}'",
-                                       max_results=1)
+            same_role = f"tags.`{PARENT_RUN_TAG}` = '{parent_id}' and tags.`{ROLE_TAG}` = '{_quote(role)}'"
+            taken = client.search_runs([self.experiment_id], same_role, max_results=1)
             if not taken:
                 return parent_id
         parent_tags = {k: str(v) for k, v in (tags or {}).items() if v is not None}
-        parent_tags.update({GROUP_TAG: group, LINEAGE_TAG: lineage, "mlflow.note.content":
-                            f"Every stage of {group}" + (f" in DVC experiment {lineage}" if lineage != NO_DVC_EXP else "")})
+        where = f" in DVC experiment {lineage}" if lineage != NO_DVC_EXP else ""
+        parent_tags.update({GROUP_TAG: group, LINEAGE_TAG: lineage,
+                            "mlflow.note.content": f"Every stage of {group}{where}"})
         run = client.create_run(self.experiment_id, run_name=group, tags=parent_tags)
         return run.info.run_id
 
@@ -319,6 +320,7 @@ MODEL_FILE = "model.pt"
 MODEL_CARD = "spec.json"
 MODEL_FORMAT = "blurdm-bench/model"
 DIGEST_LIMIT = 36  # MLflow's maximum dataset digest length
+LISTING_HASH_LIMIT = 256 * 2**20  # a dataset folder without manifest.json: hash file contents up to this size
 TEST_PREFIX, ORACLE_PREFIX = "test", "oracle_test"
 
 
@@ -400,7 +402,8 @@ def dataset_manifest(root: str | os.PathLike) -> Path | None:
 def dataset_for(root: str | os.PathLike, name: str | None = None):
     """``(mlflow.data MetaDataset, info)`` of the dataset folder ``root``: digest = sha256 of its
     manifest; a folder without one (the committed real crops) gets the sha256 of its file listing
-    (relative path + sha256 of every file, sorted)."""
+    (relative path + sha256 of every file, sorted; above :data:`LISTING_HASH_LIMIT` bytes in all, the
+    file sizes instead of their sha256)."""
     from pipelines.compat import set_offline_env
 
     set_offline_env()
@@ -413,10 +416,13 @@ def dataset_for(root: str | os.PathLike, name: str | None = None):
     manifest = dataset_manifest(root)
     if manifest is not None:
         sha, digest_of = sha256_file(manifest), f"{manifest.parent.name}/manifest.json"
-    else:
-        listing = "".join(f"{p.relative_to(root).as_posix()}\t{sha256_file(p)}\n"
-                          for p in sorted(root.rglob("*")) if p.is_file())
-        sha, digest_of = _sha256_bytes(listing.encode()), "file listing (relative path + sha256 of every file)"
+    else:  # (a large folder: names and sizes only, not every byte)
+        files = sorted(p for p in root.rglob("*") if p.is_file())
+        by_content = sum(p.stat().st_size for p in files) <= LISTING_HASH_LIMIT
+        listing = "".join(f"{p.relative_to(root).as_posix()}\t{sha256_file(p) if by_content else p.stat().st_size}\n"
+                          for p in files)
+        sha = _sha256_bytes(listing.encode())
+        digest_of = f"file listing (relative path + {'sha256' if by_content else 'size'} of every file)"
     split = root.name if root.name in ("train", "training", "val", "test") else None
     name = f"{name or root.parent.name}/{split}" if split else (name or root.name)
     source = get_dataset_source_from_json(json.dumps({"uri": root.as_uri()}), source_type="local")

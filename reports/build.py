@@ -1139,7 +1139,8 @@ def t_sweep_section(ctx: Context, sweep: Ablation | None) -> tuple[Section, Clai
         entries = [(row.variant, row.dvc_stage, row.runs)]
         href = ctx.add_runs("T sweep", row.variant, entries, "t_sweep", row.T)
         title = _runs_title(entries)
-        body.append(Row([Cell(str(row.T), value=row.T, col="T", header=True), *ablation_cells(row, title, ctx.href(row.runs)),
+        body.append(Row([Cell(str(row.T), value=row.T, col="T", header=True),
+                         *ablation_cells(row, title, ctx.href(row.runs)),
                          Cell(row.dvc_stage, col="runs", href=href, title=title)], key=f"T={row.T}"))
     blocks.append(Table(id="table-t-sweep", caption="", head=head, rows=body, sortable=True, notes=[R2_NOTE]))
     for other in sweep.other_datasets.values():

@@ -167,7 +167,8 @@ def test_smoke_chain_gives_byte_identical_metric_tables(smoke_chain):
     names = sorted(p.name for p in (first / "metrics").glob("*.json"))
     assert names == ["ablation_prior.json", "ablation_stages.json", "headline.json", "t_sweep.json", "table1.json"]
     table1 = json.loads((first / "metrics" / "table1.json").read_text())
-    assert [(r["dataset"], r["backbone"]) for r in table1["rows"]] == [("synthetic", "mimo_unet"), ("gopro_real", "mimo_unet")]
+    assert [(r["dataset"], r["backbone"]) for r in table1["rows"]] == [("synthetic", "mimo_unet"),
+                                                                       ("gopro_real", "mimo_unet")]
     assert "date" not in table1["meta"] and "runs" not in table1["rows"][0]
     for name in names:
         a, b = ((root / "metrics" / name).read_bytes() for root in smoke_chain)

@@ -9,10 +9,10 @@ table), and saves a full-page screenshot. Skipped when ``/usr/bin/chromium`` is 
 from __future__ import annotations
 
 import base64
-import re
 import fcntl
 import json
 import os
+import re
 import select
 import shutil
 import subprocess

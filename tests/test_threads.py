@@ -89,11 +89,12 @@ def test_dvc_queue_workers_are_counted_from_proc():
     worker = ("import subprocess, sys; r = subprocess.run([sys.executable, '-c', sys.argv[1]], "
               "capture_output=True, text=True); print(r.stdout, end=''); sys.stderr.write(r.stderr)")
     out = subprocess.run([sys.executable, "-c", worker, probe, "exp", "queue-worker", "dvc-exp-test-1@localhost"],
-                         capture_output=True, text=True, env=env, timeout=60, cwd=REPO)
+                         capture_output=True, text=True, env=env, timeout=60, cwd=REPO, check=False)
     assert out.returncode == 0, out.stderr
     inside, count, workers = json.loads(out.stdout)
     assert inside and count >= 1 and workers == count
-    alone = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=60, cwd=REPO)
+    alone = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=60,
+                           cwd=REPO, check=False)
     assert json.loads(alone.stdout) == [False, None, 1]
 
 
