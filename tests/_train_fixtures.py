@@ -30,7 +30,7 @@ def overrides(data_root: Path, train: dict | None = None) -> dict:
     return {"data": {"train": str(data_root), "crop_size": 32, "val_fraction": 0.2, "num_workers": 0},
             "train": merged,
             # the profile's per-backbone schedule must not override the tests' small one
-            "backbone_train": {name: {"steps": merged["steps"]} for name in ("mimo_unet",)}}
+            "backbone_train": {name: {"steps": merged["steps"]} for name in ("mimo_unet", "stripformer", "fftformer", "loformer")}}
 
 
 def small_params(data_root: Path, train: dict | None = None):

@@ -110,7 +110,7 @@ def test_backbone_train_overrides_merge_and_are_validated(raw):
     mimo = params.for_backbone("mimo_unet").train
     assert mimo.steps.stage1 == raw["backbone_train"]["mimo_unet"]["steps"]["stage1"]
     assert mimo.lr == params.train.lr  # keys the override does not name come from `train`
-    assert params.for_backbone("stripformer").train == params.train
+    assert params.for_backbone("mimo_unet_plus").train == params.train  # no override
     msg = _invalid(raw, lambda r: r["backbone_train"].__setitem__("stripformer", {"steps": {"stage1": -1}}))
     assert "backbone_train.stripformer" in msg and "steps.stage1" in msg
     msg = _invalid(raw, lambda r: r["backbone_train"].__setitem__("resnet", {}))
