@@ -9,12 +9,9 @@ from __future__ import annotations
 from models.diffusion import PROCESSES, DiffusionPrior
 from models.diffusion.base import ESTIMATOR_DEPTH, check_T
 
-PRIORS: tuple[str, ...] = tuple(PROCESSES)
-
-
 def build_prior(name: str, T: int = 5, scale: str = "tiny") -> DiffusionPrior:
     if name not in PROCESSES:
-        raise ValueError(f"unknown diffusion prior {name!r}; allowed: {', '.join(PRIORS)}")
+        raise ValueError(f"unknown diffusion prior {name!r}; allowed: {', '.join(PROCESSES)}")
     if scale not in ESTIMATOR_DEPTH:
         raise ValueError(f"unknown prior scale {scale!r}; allowed: {', '.join(ESTIMATOR_DEPTH)}")
     return DiffusionPrior(PROCESSES[name](check_T(T)), scale=scale)

@@ -29,15 +29,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pipelines.limits import DEFAULT_MAX_PIXELS
 
-BACKBONE_NAMES = ("mimo_unet", "mimo_unet_plus", "stripformer", "fftformer", "loformer")
-PRIOR_NAMES = ("none", "blurdm", "rddm", "ddpm", "encoder", "oracle")
-# priors behind the one DiffusionPrior interface (models/diffusion): three diffusions and the `encoder`
-# control (the Blur Encoder alone, no diffusion)
-DIFFUSION_PRIORS = ("blurdm", "rddm", "ddpm", "encoder")
-STAGE_NAMES = ("stage1", "stage2", "stage3", "baseline")
-STAGE_COMBOS = ("s3_only", "s1_s2", "s1_s3", "s1_s2_s3")
-PROFILE_NAMES = ("smoke", "cpu", "paper")
-SCALES = ("paper", "tiny")
+from models.names import BACKBONES, DIFFUSION_PRIORS, PRIORS, PROFILE_NAMES, SCALES, STAGE_COMBOS, STAGES
+
+# Literal types of the params schema, from the one registry (models/names.py)
+BACKBONE_NAMES = tuple(BACKBONES)
+PRIOR_NAMES = tuple(PRIORS)
+STAGE_NAMES = tuple(STAGES)
+STAGE_COMBO_NAMES = tuple(STAGE_COMBOS)
 # Natural colour photographs that ship inside installed packages (all load offline, no download):
 # name -> (package, file inside the package folder). The packages are pinned in constraints.txt.
 # Left out on purpose: mahotas' lena.jpg (its subject asked for it to be retired), scikit-image's
@@ -189,7 +187,7 @@ class DataConfig(Strict):
 
 
 class ModelsConfig(Strict):
-    scale: Literal["paper", "tiny"] = "tiny"
+    scale: Literal[SCALES] = "tiny"
     backbones: list[Literal[BACKBONE_NAMES]] = list(BACKBONE_NAMES[:1])
     ablation_backbone: Literal[BACKBONE_NAMES] = "mimo_unet"
     # start every freshly built backbone from the identity (output residual layers zeroed);
@@ -241,7 +239,7 @@ class TrainConfig(Strict):
 
 class AblationConfig(Strict):
     priors: list[Literal[DIFFUSION_PRIORS]] = ["ddpm", "rddm"]
-    stages: list[Literal[STAGE_COMBOS]] = ["s3_only", "s1_s2", "s1_s3"]
+    stages: list[Literal[STAGE_COMBO_NAMES]] = ["s3_only", "s1_s2", "s1_s3"]
     t_sweep: list[int] = [1, 3, 5, 8]
 
     @field_validator("t_sweep")

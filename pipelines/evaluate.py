@@ -43,19 +43,16 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-CSV_COLUMNS = ("name", "seed", "psnr", "ssim", "ssim3d", "lpips", "seconds")
-METRICS = ("psnr", "ssim", "ssim3d", "lpips")
-HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "ssim3d": True, "lpips": False}
+from models.names import METRIC_NAMES
+from models.names import METRICS as METRIC_REGISTRY
+
+CSV_COLUMNS = ("name", "seed", *METRIC_NAMES, "seconds")
+METRICS = METRIC_NAMES
 NA = "NA"
 SCORES_FILE = "scores.csv"
 INPUT_SCORES_FILE = "input_scores.csv"  # the blurred input itself scored against the sharp image (doing nothing)
 SUMMARY_FILE = "summary.json"
-METRIC_NOTES = {
-    "psnr": "RGB uint8, no border crop, peak 255 (BasicSR formula)",
-    "ssim": "BasicSR per-channel Gaussian SSIM (11x11, sigma 1.5), mean over channels",
-    "ssim3d": "the authors' 3-D Gaussian SSIM (11x11x11 over H, W and channels)",
-    "lpips": "LPIPS AlexNet v0.1 (pyiqa), both images resized to 256x256, inputs in [-1, 1]",
-}
+METRIC_NOTES = {name: metric.note for name, metric in METRIC_REGISTRY.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -456,7 +453,7 @@ def compare_runs(method_csv, baseline_csv, metric: str = "psnr", resamples: int 
     baseline = np.mean([run.loc[names].to_numpy() for run in baseline_runs], axis=0)
     result = {
         "metric": metric,
-        "higher_is_better": HIGHER_IS_BETTER[metric],
+        "higher_is_better": METRIC_REGISTRY[metric].higher_is_better,
         "method_mean": float(method.mean()),
         "baseline_mean": float(baseline.mean()),
         "method_files": [str(p) for p in method_files],

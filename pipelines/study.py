@@ -36,7 +36,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipelines.config import BACKBONE_NAMES, DIFFUSION_PRIORS, STAGE_COMBOS, Params, load_params, repo_root
+from pipelines.config import BACKBONE_NAMES, DIFFUSION_PRIORS, STAGE_COMBO_NAMES, Params, load_params, repo_root
 
 TABLE1_METHODS = ("baseline", "blurdm")
 
@@ -177,7 +177,7 @@ def train_action(params: Params, args) -> None:
             _train(params, study="ablation-prior", backbone=bb_ab, stage="stage3", prior=prior, stage1=s1,
                    stage2=s2, out=train_dir("ablation-prior", prior, "stage3", seed), group=group, **common)
         elif args.study == "ablation-stages":
-            variant = _required(args.variant, "--variant", STAGE_COMBOS)
+            variant = _required(args.variant, "--variant", STAGE_COMBO_NAMES)
             s1 = train_dir("table1", bb_ab, "stage1", seed)
             s2 = train_dir("table1", bb_ab, "stage2", seed)
             links = {"s3_only": {}, "s1_s3": dict(stage1=s1), "s1_s2": dict(stage1=s1, stage2=s2),

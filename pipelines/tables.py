@@ -27,14 +27,15 @@ import platform
 import subprocess
 from pathlib import Path
 
+from models.names import METRIC_NAMES, PRIORS, STAGE_COMBOS
 from pipelines.config import Params, load_params, repo_root
 from pipelines.run_info import split_table, write_tracked
 from pipelines.study import ablation_variants, eval_dir, eval_root, train_dir
 
-METRICS = ("psnr", "ssim", "ssim3d", "lpips")
+METRICS = METRIC_NAMES
 ABLATION_ORDER = {
-    "ablation_prior": ["none", "encoder", "ddpm", "rddm", "blurdm", "oracle"],
-    "ablation_stages": ["s3_only", "s1_s2", "s1_s3", "s1_s2_s3", "oracle"],
+    "ablation_prior": list(PRIORS),
+    "ablation_stages": [*STAGE_COMBOS, "oracle"],
 }
 
 

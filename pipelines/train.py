@@ -80,18 +80,13 @@ from torch import nn
 from torch.utils.data import Dataset, Sampler
 
 from pipelines.cli import UserError
-from pipelines.config import BACKBONE_NAMES, DIFFUSION_PRIORS, STAGE_COMBOS, STAGE_NAMES
+from pipelines.config import BACKBONE_NAMES, DIFFUSION_PRIORS, STAGE_NAMES
 from pipelines.io import FolderLock
+from models.names import DEFAULT_STAGE_COMBO as DEFAULT_VARIANT
+from models.names import STAGE_COMBOS
 
-DEFAULT_VARIANT = "s1_s2_s3"
-VARIANT_STAGES: dict[str, tuple[str, ...]] = {
-    "s1_s2_s3": ("stage1", "stage2", "stage3"),
-    "s3_only": ("stage3",),
-    "s1_s2": ("stage1", "stage2", "stage3"),  # stage3 = 0 steps: stage-1 backbone + stage-2 prior
-    "s1_s3": ("stage1", "stage3"),
-}
+VARIANT_STAGES: dict[str, tuple[str, ...]] = {name: combo.stages for name, combo in STAGE_COMBOS.items()}
 VARIANTS = tuple(VARIANT_STAGES)
-assert set(VARIANTS) == set(STAGE_COMBOS)
 STUDIES = ("table1", "ablation-prior", "ablation-stages", "t-sweep")
 TRAIN_STATE_FORMAT = "blurdm-bench/train-state"
 TRAIN_LOCK = ".train.lock"  # in the --out folder while a run writes it (pipelines.io.FolderLock)

@@ -26,6 +26,9 @@ from pathlib import Path
 
 import yaml
 
+from models.names import BACKBONES, DATASETS, METRIC_NAMES, PRIORS, STAGE_COMBOS, label
+from models.names import METRICS as METRIC_REGISTRY
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 TEMPLATES_DIR = PACKAGE_DIR / "templates"
 PUBLISHED_YAML = PACKAGE_DIR / "published" / "blurdm-neurips2025.yaml"
@@ -39,17 +42,12 @@ METRIC_FILES = {
     "t_sweep": "t_sweep.json",
     "costs": "costs.json",
 }
-METRICS = ("psnr", "ssim3d", "ssim", "lpips")  # row order in Table 1
-METRIC_LABELS = {"psnr": "PSNR (dB)", "ssim3d": "SSIM (3-D, as the paper)", "ssim": "SSIM (per-channel, BasicSR)",
-                 "lpips": "LPIPS (lower is better)"}
-HIGHER_IS_BETTER = {"psnr": True, "ssim3d": True, "ssim": True, "lpips": False}
-VALUE_DIGITS = {"psnr": 2, "ssim3d": 3, "ssim": 3, "lpips": 4}
-GAIN_DIGITS = {"psnr": 2, "ssim3d": 4, "ssim": 4, "lpips": 4}
+METRICS = METRIC_NAMES  # row order in Table 1
 # our metric -> column name in the paper YAML (the paper's SSIM is the 3-D Gaussian one; it has no BasicSR SSIM)
 PAPER_METRIC = {"psnr": "psnr", "ssim3d": "ssim", "lpips": "lpips"}
 REFERENCE_DATASET = "gopro"  # the paper's numbers shown beside a dataset the paper does not have (synthetic)
-PRIOR_VARIANTS = ("none", "encoder", "ddpm", "rddm", "blurdm", "oracle")
-STAGE_VARIANTS = ("s3_only", "s1_s2", "s1_s3", "s1_s2_s3", "oracle")
+PRIOR_VARIANTS = tuple(PRIORS)
+STAGE_VARIANTS = (*STAGE_COMBOS, "oracle")
 PAPER_VARIANT_KEY = {"none": "baseline"}  # our variant name -> key in the paper YAML's ablation blocks
 APPROX_TOLERANCE = 0.25  # "~4 GMACs": within 25 % of the paper's figure
 MAX_CROP_IMAGES = 3
@@ -57,26 +55,19 @@ CROP_KINDS = ("blurred", "baseline", "blurdm", "sharp")
 GAIN_KEYS = ("mean", "ci_low", "ci_high", "seed_std", "n_images", "n_seeds")
 REPRODUCED, NOT_REPRODUCED, NOT_RUN = "reproduced", "not reproduced", "not run"
 
-DATASET_LABELS = {"synthetic": "synthetic (embedded)", "gopro_real": "real GoPro crops (dev pairs)", "gopro": "GoPro", "hide": "HIDE", "realblur_j": "RealBlur-J",
-                  "realblur_r": "RealBlur-R"}
-BACKBONE_LABELS = {"mimo_unet": "MIMO-UNet", "mimo_unet_plus": "MIMO-UNet+", "stripformer": "Stripformer",
-                   "fftformer": "FFTformer", "loformer": "LoFormer"}
-VARIANT_LABELS = {"none": "none (baseline)", "encoder": "encoder only (no diffusion)", "ddpm": "DDPM", "rddm": "RDDM", "blurdm": "BlurDM",
-                  "oracle": "oracle (sharp prior)", "s3_only": "stage 3 only", "s1_s2": "stages 1+2",
-                  "s1_s3": "stages 1+3", "s1_s2_s3": "stages 1+2+3", "baseline": "none (baseline)"}
 CROP_LABELS = {"blurred": "blurred", "baseline": "baseline", "blurdm": "+BlurDM", "sharp": "sharp"}
 
 
 def dataset_label(name: str) -> str:
-    return DATASET_LABELS.get(name, name)
+    return DATASETS.get(name, name)
 
 
 def backbone_label(name: str) -> str:
-    return BACKBONE_LABELS.get(name, name)
+    return BACKBONES[name].label if name in BACKBONES else name
 
 
 def variant_label(name: str) -> str:
-    return VARIANT_LABELS.get(name, name)
+    return label("none" if name == "baseline" else name)
 
 
 def slug(*parts) -> str:
@@ -919,7 +910,7 @@ def table1_section(ctx: Context, t1: Table1 | None) -> tuple[Section, Claim]:
                 cells = []
                 if k == 0:
                     cells.append(Cell(backbone_label(backbone), col="backbone", header=True, rowspan=len(metrics)))
-                cells.append(Cell(METRIC_LABELS[metric], col="metric", css="metric"))
+                cells.append(Cell(METRIC_REGISTRY[metric].label, col="metric", css="metric"))
                 if row is None:
                     cells.append(not_run("ours", colspan=3))
                 elif metric == "lpips" and row.lpips_reason and row.gain[metric] is None:
@@ -928,17 +919,17 @@ def table1_section(ctx: Context, t1: Table1 | None) -> tuple[Section, Claim]:
                     missing[public_text(row.lpips_reason)] = None
                 else:
                     na = "n/a"
-                    cells += [linked(value_cell("ours_baseline", row.baseline[metric], VALUE_DIGITS[metric], na,
+                    cells += [linked(value_cell("ours_baseline", row.baseline[metric], METRIC_REGISTRY[metric].value_digits, na,
                                                 runs_title), ctx.href(row.runs["baseline"])),
-                              linked(value_cell("ours_blurdm", row.blurdm[metric], VALUE_DIGITS[metric], na,
+                              linked(value_cell("ours_blurdm", row.blurdm[metric], METRIC_REGISTRY[metric].value_digits, na,
                                                 runs_title), ctx.href(row.runs["blurdm"])),
-                              linked(gain_cell("ours_gain", row.gain[metric], GAIN_DIGITS[metric],
-                                               HIGHER_IS_BETTER[metric], na, runs_title),
+                              linked(gain_cell("ours_gain", row.gain[metric], METRIC_REGISTRY[metric].gain_digits,
+                                               METRIC_REGISTRY[metric].higher_is_better, na, runs_title),
                                      ctx.href(row.runs["blurdm"] + row.runs["baseline"]))]
                 paper_na = "not published" if pub.t1(ref, backbone, "baseline", "psnr") is not None else "not in the paper"
-                cells += [value_cell("paper_baseline", pub.t1(ref, backbone, "baseline", metric), VALUE_DIGITS[metric], paper_na),
-                          value_cell("paper_blurdm", pub.t1(ref, backbone, "blurdm", metric), VALUE_DIGITS[metric], paper_na),
-                          _signed_cell("paper_gain", pub.t1_gain(ref, backbone, metric), GAIN_DIGITS[metric], paper_na)]
+                cells += [value_cell("paper_baseline", pub.t1(ref, backbone, "baseline", metric), METRIC_REGISTRY[metric].value_digits, paper_na),
+                          value_cell("paper_blurdm", pub.t1(ref, backbone, "blurdm", metric), METRIC_REGISTRY[metric].value_digits, paper_na),
+                          _signed_cell("paper_gain", pub.t1_gain(ref, backbone, metric), METRIC_REGISTRY[metric].gain_digits, paper_na)]
                 if k == 0:
                     cells.append(Cell("runs", col="runs", href=runs_href, rowspan=len(metrics), title=runs_title)
                                  if runs_href else Cell("not run", col="runs", css="notrun", rowspan=len(metrics)))
@@ -948,14 +939,14 @@ def table1_section(ctx: Context, t1: Table1 | None) -> tuple[Section, Claim]:
             cells = []
             if k == 0:
                 cells.append(Cell("Average gain", col="backbone", header=True, rowspan=len(metrics)))
-            cells.append(Cell(METRIC_LABELS[metric], col="metric", css="metric"))
+            cells.append(Cell(METRIC_REGISTRY[metric].label, col="metric", css="metric"))
             if dataset in ours_datasets:
                 cells += [Cell("mean over backbones", colspan=2, css="muted"),
-                          _signed_cell("ours_gain", ours, GAIN_DIGITS[metric], "n/a")]
+                          _signed_cell("ours_gain", ours, METRIC_REGISTRY[metric].gain_digits, "n/a")]
             else:
                 cells.append(not_run("ours", colspan=3))
             cells += [Cell("mean over backbones", colspan=2, css="muted"),
-                      _signed_cell("paper_gain", pub.average(ref, metric), GAIN_DIGITS[metric], "not published")]
+                      _signed_cell("paper_gain", pub.average(ref, metric), METRIC_REGISTRY[metric].gain_digits, "not published")]
             if k == 0:
                 cells.append(Cell("", col="runs", rowspan=len(metrics)))
             body.append(Row(cells, key=f"average/{metric}", css="average" + (" first" if k == 0 else "")))
@@ -993,11 +984,11 @@ def input_table(dataset: str, ds_rows: dict[str, Table1Row], ctx: Context | None
             cells = []
             if k == 0:
                 cells.append(Cell(backbone_label(backbone), col="backbone", header=True, rowspan=len(INPUT_METRICS)))
-            cells += [Cell(METRIC_LABELS[metric], col="metric", css="metric"),
-                      value_cell("input", row.input.get(metric), VALUE_DIGITS[metric]),
-                      linked(gain_cell("input_baseline", row.over_input["baseline"][metric], GAIN_DIGITS[metric]),
+            cells += [Cell(METRIC_REGISTRY[metric].label, col="metric", css="metric"),
+                      value_cell("input", row.input.get(metric), METRIC_REGISTRY[metric].value_digits),
+                      linked(gain_cell("input_baseline", row.over_input["baseline"][metric], METRIC_REGISTRY[metric].gain_digits),
                              ctx.href(row.runs["baseline"]) if ctx else None),
-                      linked(gain_cell("input_blurdm", row.over_input["blurdm"][metric], GAIN_DIGITS[metric]),
+                      linked(gain_cell("input_blurdm", row.over_input["blurdm"][metric], METRIC_REGISTRY[metric].gain_digits),
                              ctx.href(row.runs["blurdm"]) if ctx else None)]
             body.append(Row(cells, key=f"{backbone}/{metric}/input", css="first" if k == 0 else ""))
     return Table(id=slug("table1-input", dataset), caption=f"{dataset_label(dataset)}: gain over the blurred input",

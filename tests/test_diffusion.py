@@ -14,7 +14,8 @@ from models.diffusion import (
     Estimator,
     RDDMProcess,
 )
-from models.priors import PRIORS, build_prior
+from models.names import DIFFUSION_PRIORS as PRIORS
+from models.priors import build_prior
 
 TS = (1, 3, 5, 10)
 
@@ -218,14 +219,16 @@ def test_blurdm_paper_module_cost_matches_spec():
     assert abs(costs["macs"] - 4.16e9) / 4.16e9 < 0.05, costs["macs"]
 
 
-def test_priors_names_match_config():
+def test_registered_priors_are_what_config_accepts_and_the_builder_builds():
+    from models.diffusion import PROCESSES
     from pipelines.config import DIFFUSION_PRIORS
 
-    assert PRIORS == ("blurdm", "rddm", "ddpm", "encoder") == tuple(DIFFUSION_PRIORS)
+    assert set(PRIORS) == {"blurdm", "rddm", "ddpm", "encoder"}
+    assert tuple(PROCESSES) == PRIORS == DIFFUSION_PRIORS
 
 
 def test_build_prior_errors():
-    with pytest.raises(ValueError, match="allowed: blurdm, rddm, ddpm, encoder"):
+    with pytest.raises(ValueError, match="allowed: encoder, ddpm, rddm, blurdm"):
         build_prior("oracle")
     for bad_T in (0, -1, 2.5, True):
         with pytest.raises(ValueError, match="integer >= 1"):

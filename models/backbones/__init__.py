@@ -14,29 +14,18 @@ Uniform convention (the trainer and evaluator rely on it):
 """
 from __future__ import annotations
 
-import importlib
-
 from torch import nn
 
-# name -> (module, class). Modules are imported lazily so a broken backbone cannot break the others.
-BACKBONES: dict[str, tuple[str, str]] = {
-    "mimo_unet": ("models.backbones.mimo_unet", "MIMOUNet"),
-    "mimo_unet_plus": ("models.backbones.mimo_unet", "MIMOUNetPlus"),
-    "stripformer": ("models.backbones.stripformer", "Stripformer"),
-    "fftformer": ("models.backbones.fftformer", "FFTformer"),
-    "loformer": ("models.backbones.loformer", "LoFormerS"),
-}
-SCALES = ("paper", "tiny")
+from models.names import BACKBONES, SCALES, load
 
 
 def build_backbone(name: str, scale: str = "tiny", prior_dim: int | None = 256) -> nn.Module:
+    """The backbone registered as ``name`` in :data:`models.names.BACKBONES`."""
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; allowed: {', '.join(BACKBONES)}")
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; allowed: {', '.join(SCALES)}")
-    module_name, class_name = BACKBONES[name]
-    cls = getattr(importlib.import_module(module_name), class_name)
-    return cls(scale=scale, prior_dim=prior_dim)
+    return load(BACKBONES[name].impl)(scale=scale, prior_dim=prior_dim)
 
 
 def zero_init_residual_outputs(backbone: nn.Module) -> nn.Module:

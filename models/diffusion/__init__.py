@@ -5,12 +5,9 @@ from models.diffusion.blurdm import BlurDMProcess
 from models.diffusion.ddpm import DDPMProcess
 from models.diffusion.encoder_only import EncoderOnlyProcess
 from models.diffusion.rddm import RDDMProcess
+from models.names import DIFFUSION_PRIORS, PRIORS, load
 
-PROCESSES: dict[str, type[DiffusionProcess]] = {
-    "blurdm": BlurDMProcess,
-    "rddm": RDDMProcess,
-    "ddpm": DDPMProcess,
-    "encoder": EncoderOnlyProcess,
-}
+# name -> process class, for every diffusion prior registered in models.names.PRIORS
+PROCESSES: dict[str, type[DiffusionProcess]] = {name: load(PRIORS[name].impl) for name in DIFFUSION_PRIORS}
 
 __all__ = ["PROCESSES", "BlurDMProcess", "DDPMProcess", "DiffusionPrior", "DiffusionProcess", "EncoderOnlyProcess", "Estimator", "RDDMProcess"]
