@@ -19,6 +19,7 @@ Usage::
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 import os
 import types
 from pathlib import Path
@@ -367,7 +368,7 @@ def deep_merge(base: dict, overlay: dict) -> dict:
     for key, value in (overlay or {}).items():
         if value is None:
             out.pop(key, None)
-        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+        elif isinstance(value, Mapping) and isinstance(out.get(key), dict):
             out[key] = deep_merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
@@ -443,7 +444,10 @@ def load_params(path: str | os.PathLike | None = None, profile: str | None = Non
     from pipelines.limits import set_max_pixels
 
     set_max_pixels(params.data.max_pixels)  # every image reader of this process (pipelines/imageio.py)
-    return params
+    from pipelines.params_view import recording_view
+
+    # $BLURDM_RECORD_READS (the dependency check): a view that records every key the stage reads
+    return recording_view(params, always_read=("profile", "profiles", "data.max_pixels"))
 
 
 class UniqueKeyLoader(yaml.SafeLoader):

@@ -107,8 +107,10 @@ def _train(params: Params, *, study: str, backbone: str, stage: str, seed: int, 
            progress: bool = True, source: tuple[str | None, str | None] = (None, None)) -> dict:
     from pipelines.train import TrainJob, train
 
-    job = TrainJob(stage=stage, backbone=backbone, out_dir=out, prior=prior or params.prior.name,
-                   T=T if T is not None else params.prior.T, variant=variant, seed=seed,
+    uses_prior = stage in ("stage2", "stage3")  # stage 1 and the baseline read nothing of `prior`
+    prior = prior or (params.prior.name if uses_prior else TrainJob.prior)
+    T = T if T is not None else (params.prior.T if uses_prior else TrainJob.T)
+    job = TrainJob(stage=stage, backbone=backbone, out_dir=out, prior=prior, T=T, variant=variant, seed=seed,
                    stage1=str(stage1) if stage1 else None, stage2=str(stage2) if stage2 else None,
                    data=None, steps=None, resume=True, restart_if_changed=True, study=study, group=group,
                    dvc_stage=dvc_stage, mlflow=True)
@@ -153,8 +155,9 @@ def torchrun_argv(job, gpus: int, params_file: str | None, profile: str | None, 
 
 
 def train_action(params: Params, args) -> None:
-    bb_ab = params.models.ablation_backbone
-    seeds = params.seeds_for(args.backbone if args.study == "table1" and args.backbone else bb_ab)
+    table1 = args.study == "table1"
+    bb_ab = None if table1 else params.models.ablation_backbone  # the ablations train this backbone
+    seeds = params.seeds_for(args.backbone if table1 and args.backbone else bb_ab)
     for seed in seeds:
         common = dict(seed=seed, dvc_stage=args.dvc_stage, progress=args.progress, source=(args.params, args.profile))
         if args.study == "table1":

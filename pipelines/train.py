@@ -545,25 +545,39 @@ def sample_image(model: nn.Module, item: dict, device: torch.device, seed: int) 
 
 
 # --------------------------------------------------------------------------------------------------
-# the training job
+# what a training job reads of the params
 
-def _fingerprint(job: TrainJob, params, steps: int, init: dict) -> dict:
-    """What must not change between a run and its resumption."""
+# train.* keys that lay a step out over processes and memory, or say how often to log: they change
+# how a run is computed, not what (like gpus and threads), so a run resumes across them
+LAYOUT_KEYS = ("threads", "log_every", "val_every", "checkpoint_every", "gpus", "seeds", "micro_batch",
+               "activation_checkpointing", "nodes", "node_rank", "rdzv_endpoint", "rdzv_timeout")
+TRAIN_DATA_KEYS = ("data.train", "data.val_fraction", "data.augment", "data.crop_size", "data.num_workers",
+                   "data.max_pixels")
+
+
+def train_params_keys(backbone: str) -> tuple[str, ...]:
+    """The params keys a training job of ``backbone`` reads (its DVC stages declare them; the prior and T
+    come with the job): the resume fingerprint covers the same keys."""
+    return ("profile", "seed", *TRAIN_DATA_KEYS, "models.scale", "models.zero_init_residual", "train",
+            f"backbone_train.{backbone}", "evaluate.eval_seeds", "mlflow_tracking_uri")
+
+
+def fingerprint(job: TrainJob, params, steps: int, init: dict) -> dict:
+    """What must not change between a run and its resumption: the job, its step count, the models it
+    starts from and every params key it reads (:func:`train_params_keys`) except the layout keys
+    (:data:`LAYOUT_KEYS`), where it records, and ``train`` as merged with ``backbone_train``."""
     train = params.train.model_dump(mode="json")
-    # how a step is laid out over processes / memory is not what it computes (like gpus and threads)
-    for volatile in ("threads", "log_every", "val_every", "checkpoint_every", "gpus", "seeds", "micro_batch",
-                     "activation_checkpointing", "nodes", "node_rank", "rdzv_endpoint", "rdzv_timeout"):
+    for volatile in LAYOUT_KEYS:
         train.pop(volatile, None)
     for key, default in (("precision", "fp32"), ("crop_size", None)):  # recorded only when set: old runs resume
         if train.get(key) == default:
             train.pop(key, None)
-    data = params.data.model_dump(mode="json")
-    data.pop("num_workers", None)
-    data.pop("test", None)
+    data = {key.split(".", 1)[1]: getattr(params.data, key.split(".", 1)[1]) for key in TRAIN_DATA_KEYS
+            if key != "data.num_workers"}
     data["train"] = str(job.data or params.resolve_path(params.data.train))
     return {"job": {**job.describe(), "steps": steps}, "train": train, "data": data,
             "scale": params.models.scale, "zero_init_residual": params.models.zero_init_residual,
-            "split_seed": params.seed,
+            "split_seed": params.seed, "eval_seeds": list(params.evaluate.eval_seeds),
             "init": {k: v["sha256"] for k, v in init.items()}}
 
 
@@ -580,15 +594,18 @@ def _dataset_name(root: Path) -> str:
 
 def train(job: TrainJob, params, progress: bool = True) -> dict:
     """Run (or resume) one training job; return the final metrics (rank 0; others get ``{}``)."""
+    from pipelines.params_view import restrict
+
+    params = restrict(params, train_params_keys(job.backbone), f"training job {job.backbone} {job.stage}")
     params = params.for_backbone(job.backbone)  # per-backbone schedule (params backbone_train)
     saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
              torch.is_deterministic_algorithms_warn_only_enabled())
     dist = Distributed.from_env(params.train.gpus)
-    # one writer per run folder: a second `train` on the same --out gets a clear error (taken by _train
-    # when it creates the folder, after the checks, so a refused job leaves nothing behind)
+    # one writer per run folder: a second `train` on the same --out gets a clear error (taken when the
+    # trainer creates the folder, after the checks, so a refused job leaves nothing behind)
     lock = FolderLock(job.out_dir, TRAIN_LOCK, "training run") if dist.is_main else None
     try:
-        return _train(job, params, dist, progress, lock)
+        return Trainer(job, params, dist, progress, lock).fit()
     finally:
         if lock is not None:
             lock.release()
@@ -597,250 +614,307 @@ def train(job: TrainJob, params, progress: bool = True) -> dict:
         torch.use_deterministic_algorithms(saved[1], warn_only=saved[2])
 
 
-def _train(job: TrainJob, params, dist: Distributed, progress: bool, lock=None) -> dict:
-    from tqdm import tqdm
+OUTPUT_FILES = ("last.pt", "model.pt", "metrics.json", "sample.png")
 
-    from models.deblur_model import model_payload
-    from pipelines.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-    from pipelines.io import sha256_file
-    from pipelines.data import PairedImageDataset, check_pairs, find_pairs, split_train_val
-    from pipelines.imageio import write_png
-    from pipelines.io import remove_orphaned_temporaries, write_json
-    from pipelines.tracking import Tracker, source_tags, upstream_run_ids
 
-    cfg = params.train
-    out = job.out_dir
-    device = dist.device
-    threads = configure_torch(cfg, dist)
-    total_steps, steps_rule = stage_steps(job, params)
+class Trainer:
+    """One training job, in the shape of BasicSR's model class: set up the model (:meth:`setup_model`)
+    and the data (:meth:`setup_data`), :meth:`resume`, then per step :meth:`feed_data` and
+    :meth:`optimize_parameters`, :meth:`validation` every ``val_every`` steps, :meth:`save` (``last.pt``)
+    every ``checkpoint_every``, and :meth:`finish` (``model.pt``, sample, curves, ``metrics.json``).
+    Rank 0 alone validates and writes; every rank steps."""
 
-    # ---- model
-    model, frozen, init = build_stage_model(job, params)
-    crop = cfg.crop_size or params.data.crop_size  # train.crop_size: a backbone's own crop (backbone_train)
-    crop_key = "train.crop_size" if cfg.crop_size else "data.crop_size"
-    multiple = math.lcm(int(model.pad_multiple), 4)
-    if crop % multiple:
-        raise UserError(f"{crop_key}={crop} must be a multiple of {multiple} for {job.backbone} "
-                        f"(its pad_multiple is {model.pad_multiple})")
-    model.to(device)
-    channels_last = cfg.channels_last and device.type == "cpu"  # faster for the CNNs on CPU, neutral otherwise
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    kind = "latent" if job.stage == "stage2" else "image"
-    from pipelines.train_step import StepPlan, accumulate, autocast_dtype
+    def __init__(self, job: TrainJob, params, dist: Distributed, progress: bool = True, lock=None):
+        self.job, self.params, self.cfg, self.dist, self.lock = job, params, params.train, dist, lock
+        self.device, self.out, self.progress = dist.device, job.out_dir, progress
+        self.last = self.out / "last.pt"
+        self.threads = configure_torch(self.cfg, dist)
+        self.total_steps, self.steps_rule = stage_steps(job, params)
+        self.state = {"step": 0, "loss_log": [], "window": [], "val_log": [], "elapsed": 0.0, "train_seconds": 0.0,
+                      "mlflow_run_id": None}
+        self.resumed_from = self.saved_step = None
+        self.setup_model()
+        self.setup_data()
+        self.fingerprint = fingerprint(job, params, self.total_steps, self.init)
 
-    if cfg.activation_checkpointing:
-        from models.checkpointing import enable_activation_checkpointing
+    # ---- set-up
+    def setup_model(self) -> None:
+        from pipelines.train_step import StepPlan, autocast_dtype
 
-        enable_activation_checkpointing(model.backbone)
-    plan = StepPlan(cfg.batch_size, dist.world_size, dist.rank, cfg.micro_batch)
-    objective = StageObjective(model, kind, cfg.charbonnier_eps, cfg.fft_loss_weight, frozen,
-                               autocast_dtype=autocast_dtype(cfg.precision))
-    objective.train()
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(trainable, lr=cfg.lr)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1), eta_min=cfg.lr_min)
+        job, cfg = self.job, self.cfg
+        self.model, frozen, self.init = build_stage_model(job, self.params)
+        self.crop = cfg.crop_size or self.params.data.crop_size  # train.crop_size: a backbone's own crop
+        self.crop_key = "train.crop_size" if cfg.crop_size else "data.crop_size"
+        multiple = math.lcm(int(self.model.pad_multiple), 4)
+        if self.crop % multiple:
+            raise UserError(f"{self.crop_key}={self.crop} must be a multiple of {multiple} for {job.backbone} "
+                            f"(its pad_multiple is {self.model.pad_multiple})")
+        self.model.to(self.device)
+        self.channels_last = cfg.channels_last and self.device.type == "cpu"  # faster for the CNNs on CPU
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.kind = "latent" if job.stage == "stage2" else "image"
+        if cfg.activation_checkpointing:
+            from models.checkpointing import enable_activation_checkpointing
 
-    # ---- data: validation is a held-out split of the TRAINING pairs (same split for every job)
-    root = job.data or params.resolve_path(params.data.train)
-    pairs = find_pairs(root)
-    check_pairs(pairs, crop, crop_key)  # every pair readable, same size, >= the crop: before the first step
-    train_pairs, val_pairs = split_train_val(pairs, params.data.val_fraction, params.seed)
-    if not train_pairs:
-        raise UserError(f"{root}: no training pairs left after the validation split")
-    train_set = PairedImageDataset(train_pairs, crop_size=crop, augment=params.data.augment,
-                                   value_range=model.value_range, seed=job.seed)
-    val_set = (PairedImageDataset(val_pairs, crop_size=None, augment=False, value_range=model.value_range, seed=0)
-               if val_pairs else None)
-    eval_seed = params.evaluate.eval_seeds[0] if params.evaluate.eval_seeds else 0
+            enable_activation_checkpointing(self.model.backbone)
+        self.plan = StepPlan(cfg.batch_size, self.dist.world_size, self.dist.rank, cfg.micro_batch)
+        self.objective = StageObjective(self.model, self.kind, cfg.charbonnier_eps, cfg.fft_loss_weight, frozen,
+                                        autocast_dtype=autocast_dtype(cfg.precision))
+        self.objective.train()
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(trainable, lr=cfg.lr)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(self.total_steps, 1),
+                                                                    eta_min=cfg.lr_min)
 
-    # ---- resume
-    last = out / "last.pt"
-    fingerprint = _fingerprint(job, params, total_steps, init)
-    state = {"step": 0, "loss_log": [], "window": [], "val_log": [], "elapsed": 0.0, "train_seconds": 0.0,
-             "mlflow_run_id": None}
-    if dist.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        if lock is not None:
-            lock.acquire()
-        for name in ("last.pt", "model.pt", "metrics.json", "sample.png"):
-            remove_orphaned_temporaries(out / name)  # left by a killed earlier session
+    def setup_data(self) -> None:
+        """Training pairs, and validation as a held-out split of the TRAINING pairs (the same for every job)."""
+        from pipelines.data import PairedImageDataset, check_pairs, find_pairs, split_train_val
+
+        data, value_range = self.params.data, self.model.value_range
+        self.root = self.job.data or self.params.resolve_path(data.train)
+        pairs = find_pairs(self.root)
+        check_pairs(pairs, self.crop, self.crop_key)  # every pair readable, same size, >= the crop: before step 1
+        self.train_pairs, self.val_pairs = split_train_val(pairs, data.val_fraction, self.params.seed)
+        if not self.train_pairs:
+            raise UserError(f"{self.root}: no training pairs left after the validation split")
+        self.train_set = PairedImageDataset(self.train_pairs, crop_size=self.crop, augment=data.augment,
+                                            value_range=value_range, seed=self.job.seed)
+        self.val_set = (PairedImageDataset(self.val_pairs, crop_size=None, augment=False, value_range=value_range,
+                                           seed=0) if self.val_pairs else None)
+        seeds = self.params.evaluate.eval_seeds
+        self.eval_seed = seeds[0] if seeds else 0
+
+    def _clear_outputs(self) -> None:
+        if self.dist.is_main:
+            for name in OUTPUT_FILES:
+                (self.out / name).unlink(missing_ok=True)
+        self.dist.barrier()
+
+    def resume(self) -> None:
+        """Continue from ``last.pt`` when it was written by the same configuration (:func:`fingerprint`)."""
+        from pipelines.checkpoint import load_checkpoint, set_rng_state
+        from pipelines.io import remove_orphaned_temporaries
+
+        job = self.job
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            if self.lock is not None:
+                self.lock.acquire()
+            for name in OUTPUT_FILES:
+                remove_orphaned_temporaries(self.out / name)  # left by a killed earlier session
         if not job.resume:
-            for name in ("last.pt", "model.pt", "metrics.json", "sample.png"):
-                (out / name).unlink(missing_ok=True)
-    dist.barrier()
-    resumed_from = saved_step = None
-    if job.resume and last.is_file():
-        ckpt = load_checkpoint(last)
+            self._clear_outputs()
+        self.dist.barrier()
+        if not (job.resume and self.last.is_file()):
+            return
+        ckpt = load_checkpoint(self.last)
         if ckpt.get("format") != TRAIN_STATE_FORMAT:
-            raise UserError(f"{last}: not a training state file (format {ckpt.get('format')!r})")
-        changed = _diff_keys(ckpt.get("fingerprint", {}), fingerprint)
+            raise UserError(f"{self.last}: not a training state file (format {ckpt.get('format')!r})")
+        changed = _diff_keys(ckpt.get("fingerprint", {}), self.fingerprint)
         if changed and job.restart_if_changed:
-            print(f"{last}: configuration changed ({', '.join(changed[:8])}); starting this job over", flush=True)
-            if dist.is_main:
-                for name in ("last.pt", "model.pt", "metrics.json", "sample.png"):
-                    (out / name).unlink(missing_ok=True)
-            dist.barrier()
-            ckpt = None
-        elif changed:
-            raise UserError(f"{last}: was written by a different configuration (changed: {', '.join(changed[:8])}); "
+            print(f"{self.last}: configuration changed ({', '.join(changed[:8])}); starting this job over", flush=True)
+            self._clear_outputs()
+            return
+        if changed:
+            raise UserError(f"{self.last}: was written by a different configuration (changed: {', '.join(changed[:8])}); "
                             "rerun with --no-resume to start over, or use another --out")
-        if ckpt is not None:
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
-            set_rng_state(ckpt["rng"])
-            state = {k: ckpt[k] for k in state}
-            resumed_from = saved_step = state["step"]
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        set_rng_state(ckpt["rng"])
+        self.state = {k: ckpt[k] for k in self.state}
+        self.resumed_from = self.saved_step = self.state["step"]
 
-    # ---- tracking (rank 0 only)
-    tracker = Tracker(params.mlflow_tracking_uri, enabled=job.mlflow and dist.is_main)
-    describe = job.describe()
-    tags = {**describe, "scale": params.models.scale, "dataset": _dataset_name(Path(root)),
-            **source_tags("pipelines/train.py"), "dvc_stage": job.dvc_stage or os.environ.get("DVC_STAGE"),
-            "group": job.group or f"{job.study}/{job.backbone}/seed{job.seed}", "study": job.study,
-            "profile": params.profile, "world_size": dist.world_size, "steps": total_steps,
-            "steps_rule": steps_rule, **job.extra_tags}
-    run_name = "-".join(str(x) for x in (job.backbone, job.stage, describe["prior"],
-                                         f"T{job.T}" if job.uses_prior else None, describe["variant"],
-                                         f"seed{job.seed}") if x)
-    job_params = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(job).items()
-                  if k not in ("resume", "restart_if_changed", "mlflow", "extra_tags")}
-    parent = {"group": tags["group"], "role": job.stage, "upstream": upstream_run_ids(init),  # nested runs
-              "tags": {k: tags[k] for k in ("study", "backbone", "seed", "scale", "profile", "dataset") if k in tags}
-              | {k: v for k, v in tags.items() if k.startswith("mlflow.source.")}}
-    resumed_run = state["mlflow_run_id"]
-    state["mlflow_run_id"] = tracker.start(job.study, run_name, tags,
-                                           {"job": job_params, "params": params.model_dump(mode="json")},
-                                           run_id=state["mlflow_run_id"], parent=parent)
-    if state["mlflow_run_id"] != resumed_run:
-        tracker.log_dataset(root, context="training")  # mlflow.data input: name, manifest sha256, source
+    def start_tracking(self) -> None:
+        """The MLflow run (rank 0 only): tags, the params the job read, a parent run per group."""
+        from pipelines.tracking import Tracker, source_tags, upstream_run_ids
 
-    # ---- DDP + data loader from the current step on
-    wrapped: nn.Module = objective
-    if dist.world_size > 1:
-        from torch.nn.parallel import DistributedDataParallel
+        job, params = self.job, self.params
+        self.tracker = Tracker(params.mlflow_tracking_uri, enabled=job.mlflow and self.dist.is_main)
+        self.describe = describe = job.describe()
+        tags = {**describe, "scale": params.models.scale, "dataset": _dataset_name(Path(self.root)),
+                **source_tags("pipelines/train.py"), "dvc_stage": job.dvc_stage or os.environ.get("DVC_STAGE"),
+                "group": job.group or f"{job.study}/{job.backbone}/seed{job.seed}", "study": job.study,
+                "profile": params.profile, "world_size": self.dist.world_size, "steps": self.total_steps,
+                "steps_rule": self.steps_rule, **job.extra_tags}
+        run_name = "-".join(str(x) for x in (job.backbone, job.stage, describe["prior"],
+                                             f"T{job.T}" if job.uses_prior else None, describe["variant"],
+                                             f"seed{job.seed}") if x)
+        job_params = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(job).items()
+                      if k not in ("resume", "restart_if_changed", "mlflow", "extra_tags")}
+        parent = {"group": tags["group"], "role": job.stage, "upstream": upstream_run_ids(self.init),  # nested runs
+                  "tags": {k: tags[k] for k in ("study", "backbone", "seed", "scale", "profile", "dataset") if k in tags}
+                  | {k: v for k, v in tags.items() if k.startswith("mlflow.source.")}}
+        resumed_run = self.state["mlflow_run_id"]
+        read = {"train": params.train.model_dump(mode="json"), **self.fingerprint}
+        self.state["mlflow_run_id"] = self.tracker.start(job.study, run_name, tags, {"job": job_params, "params": read},
+                                                         run_id=resumed_run, parent=parent)
+        if self.state["mlflow_run_id"] != resumed_run:
+            self.tracker.log_dataset(self.root, context="training")  # mlflow.data input: name, manifest sha256
 
-        wrapped = DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None)
-    sampler = StepBatchSampler(len(train_set), cfg.batch_size, job.seed, state["step"], total_steps,
-                               dist.rank, dist.world_size)
-    loader = torch.utils.data.DataLoader(EpochIndexed(train_set), batch_sampler=sampler,
-                                         num_workers=params.data.num_workers, pin_memory=device.type == "cuda")
+    def loader(self):
+        """The batches from the current step on (DDP wraps the objective when there are several ranks)."""
+        self.wrapped: nn.Module = self.objective
+        if self.dist.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
 
-    def save_state() -> None:
-        if dist.is_main:
-            save_checkpoint(last, {
-                "format": TRAIN_STATE_FORMAT, "version": 1, "fingerprint": fingerprint, "spec": dict(model.spec),
-                "total_steps": total_steps, "model": {k: v.detach().cpu().contiguous() for k, v in
-                                                      model.state_dict().items()},
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(),
-                **state})
-        dist.barrier()
+            self.wrapped = DistributedDataParallel(self.objective, device_ids=[self.device.index]
+                                                   if self.device.type == "cuda" else None)
+        sampler = StepBatchSampler(len(self.train_set), self.cfg.batch_size, self.job.seed, self.state["step"],
+                                   self.total_steps, self.dist.rank, self.dist.world_size)
+        return torch.utils.data.DataLoader(EpochIndexed(self.train_set), batch_sampler=sampler,
+                                           num_workers=self.params.data.num_workers,
+                                           pin_memory=self.device.type == "cuda")
 
-    def run_validation(step: int) -> None:
-        if dist.is_main and val_set is not None:
-            result = validate(model, val_set, device, eval_seed, latent=kind == "latent")
-            state["val_log"].append([step, result["psnr"], result["latent_loss"], result["latent_r2"]])
-            tracker.log_metrics({"val_psnr": result["psnr"], "val_latent_loss": result["latent_loss"],
-                                 "val_latent_r2": result["latent_r2"]}, step)
-        dist.barrier()
+    # ---- one step
+    def feed_data(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        blur = batch["blur"].to(self.device, non_blocking=True)
+        sharp = batch["sharp"].to(self.device, non_blocking=True)
+        if self.channels_last:
+            blur = blur.contiguous(memory_format=torch.channels_last)
+            sharp = sharp.contiguous(memory_format=torch.channels_last)
+        return blur, sharp
+
+    def optimize_parameters(self, step: int, blur: torch.Tensor, sharp: torch.Tensor) -> float:
+        """Forward + backward in micro-batches (:mod:`pipelines.train_step`), then the update, unless the
+        loss is not finite (the run stops; ``last.pt`` keeps the last good state)."""
+        from pipelines.train_step import accumulate
+
+        job, rank = self.job, self.dist.rank
+        torch.manual_seed(derive_seed(job.seed, _TAG_TORCH, step, rank))
+        noise_gen = torch.Generator().manual_seed(derive_seed(job.seed, _TAG_NOISE, step, rank))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.dist.mean(accumulate(self.wrapped, self.objective, blur, sharp, noise_gen, self.plan))
+        if not math.isfinite(loss):
+            good = f"{self.last} (step {self.saved_step})" if self.saved_step is not None else "none written yet"
+            raise TrainingDiverged(f"{job.backbone} {job.stage}: loss became {loss} at step {step + 1}; "
+                                   f"stopped. Last good checkpoint: {good}. Try a lower train.lr.")
+        self.optimizer.step()
+        self.scheduler.step()
+        return loss
+
+    def log_step(self, step: int, loss: float, rate: float, bar) -> None:
+        self.state["window"] = (self.state["window"] + [loss])[-self.cfg.log_every:]
+        self.tracker.log_metrics({"loss": loss}, step, flush=False)
+        bar.update(1)
+        if step % self.cfg.log_every == 0 or step == self.total_steps:
+            mean_loss = float(np.mean(self.state["window"]))
+            self.state["loss_log"].append([step, mean_loss])
+            lr = self.scheduler.get_last_lr()[0]
+            self.tracker.log_metrics({"loss_window": mean_loss, "lr": lr, "it_per_s": rate}, step)
+            bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}")
+
+    def validation(self, step: int) -> None:
+        if self.dist.is_main and self.val_set is not None:
+            result = validate(self.model, self.val_set, self.device, self.eval_seed, latent=self.kind == "latent")
+            self.state["val_log"].append([step, result["psnr"], result["latent_loss"], result["latent_r2"]])
+            self.tracker.log_metrics({"val_psnr": result["psnr"], "val_latent_loss": result["latent_loss"],
+                                      "val_latent_r2": result["latent_r2"]}, step)
+        self.dist.barrier()
+
+    def save(self) -> None:
+        """``last.pt``: everything a resumption needs (model, optimiser, scheduler, RNG states, logs)."""
+        from pipelines.checkpoint import rng_state, save_checkpoint
+
+        if self.dist.is_main:
+            save_checkpoint(self.last, {
+                "format": TRAIN_STATE_FORMAT, "version": 1, "fingerprint": self.fingerprint,
+                "spec": dict(self.model.spec), "total_steps": self.total_steps,
+                "model": {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()},
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "rng": rng_state(), **self.state})
+        self.dist.barrier()
 
     # ---- the loop
-    bar = tqdm(total=total_steps, initial=state["step"], desc=f"{job.backbone} {job.stage}", unit="it",
-               disable=not (progress and dist.is_main), dynamic_ncols=True, file=sys.stderr)
-    run_started = tick = time.perf_counter()
-    steps_here, seconds_here = 0, 0.0
-    try:
-        for batch in loader:
-            step = state["step"]
-            torch.manual_seed(derive_seed(job.seed, _TAG_TORCH, step, dist.rank))
-            blur = batch["blur"].to(device, non_blocking=True)
-            sharp = batch["sharp"].to(device, non_blocking=True)
-            if channels_last:
-                blur = blur.contiguous(memory_format=torch.channels_last)
-                sharp = sharp.contiguous(memory_format=torch.channels_last)
-            noise_gen = torch.Generator().manual_seed(derive_seed(job.seed, _TAG_NOISE, step, dist.rank))
-            optimizer.zero_grad(set_to_none=True)
-            # forward + backward in micro-batches (pipelines.train_step); the update only after the check
-            loss = accumulate(wrapped, objective, blur, sharp, noise_gen, plan)
-            loss_value = dist.mean(loss)
-            if not math.isfinite(loss_value):
-                good = f"{last} (step {saved_step})" if saved_step is not None else "none written yet"
-                raise TrainingDiverged(f"{job.backbone} {job.stage}: loss became {loss_value} at step {step + 1}; "
-                                       f"stopped. Last good checkpoint: {good}. Try a lower train.lr.")
-            optimizer.step()
-            scheduler.step()
-            state["step"] = step = step + 1
-            state["window"] = (state["window"] + [loss_value])[-cfg.log_every:]
-            dt = time.perf_counter() - tick  # data loading included; validation and checkpoints not
-            steps_here, seconds_here = steps_here + 1, seconds_here + dt
-            state["train_seconds"] += dt
-            tracker.log_metrics({"loss": loss_value}, step, flush=False)
-            bar.update(1)
-            if step % cfg.log_every == 0 or step == total_steps:
-                mean_loss = float(np.mean(state["window"]))
-                state["loss_log"].append([step, mean_loss])
-                lr = scheduler.get_last_lr()[0]
-                tracker.log_metrics({"loss_window": mean_loss, "lr": lr, "it_per_s": steps_here / seconds_here}, step)
-                bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}")
-            if step % cfg.val_every == 0 and step != total_steps:
-                run_validation(step)
-            if step % cfg.checkpoint_every == 0 or step == total_steps:
-                state["elapsed"] += time.perf_counter() - run_started
-                run_started = time.perf_counter()
-                save_state()
-                saved_step = step
-            tick = time.perf_counter()
-    except BaseException:
-        tracker.end("FAILED" if not isinstance(sys.exc_info()[1], KeyboardInterrupt) else "KILLED")
-        raise
-    finally:
-        bar.close()
+    def fit(self) -> dict:
+        """Resume, train to the stage's step count, validate, write the outputs; the final metrics."""
+        from tqdm import tqdm
 
-    # ---- final validation and outputs (rank 0)
-    if not state["val_log"] or state["val_log"][-1][0] != total_steps:
-        run_validation(total_steps)
-    state["elapsed"] += time.perf_counter() - run_started
-    metrics: dict = {}
-    if dist.is_main:
-        # sha256 of the source models only (no absolute paths: the same run gives the same bytes anywhere)
-        meta = {**describe, "steps": total_steps, "steps_rule": steps_rule,
-                "init_sha256": {k: v["sha256"] for k, v in init.items()}}
-        model_file = save_checkpoint(out / "model.pt", model_payload(model, meta))
-        model_sha = sha256_file(model_file)
-        if val_set is not None:
-            sample = sample_image(model, val_set[0], device, eval_seed)
-            write_png(out / "sample.png", sample)
-            tracker.log_artifact(out / "sample.png")
-        tracker.log_model(model_file, model_sha, dict(model.spec), meta)  # model/model.pt + model/spec.json
+        self.resume()
+        self.start_tracking()
+        state, cfg, total = self.state, self.cfg, self.total_steps
+        loader = self.loader()
+        bar = tqdm(total=total, initial=state["step"], desc=f"{self.job.backbone} {self.job.stage}", unit="it",
+                   disable=not (self.progress and self.dist.is_main), dynamic_ncols=True, file=sys.stderr)
+        run_started = tick = time.perf_counter()
+        steps_here, seconds_here = 0, 0.0
+        try:
+            for batch in loader:
+                loss = self.optimize_parameters(state["step"], *self.feed_data(batch))
+                state["step"] = step = state["step"] + 1
+                dt = time.perf_counter() - tick  # data loading included; validation and checkpoints not
+                steps_here, seconds_here = steps_here + 1, seconds_here + dt
+                state["train_seconds"] += dt
+                self.log_step(step, loss, steps_here / seconds_here, bar)
+                if step % cfg.val_every == 0 and step != total:
+                    self.validation(step)
+                if step % cfg.checkpoint_every == 0 or step == total:
+                    state["elapsed"] += time.perf_counter() - run_started
+                    run_started = time.perf_counter()
+                    self.save()
+                    self.saved_step = step
+                tick = time.perf_counter()
+        except BaseException:
+            self.tracker.end("FAILED" if not isinstance(sys.exc_info()[1], KeyboardInterrupt) else "KILLED")
+            raise
+        finally:
+            bar.close()
+        if not state["val_log"] or state["val_log"][-1][0] != total:
+            self.validation(total)
+        state["elapsed"] += time.perf_counter() - run_started
+        metrics = self.finish() if self.dist.is_main else {}
+        self.dist.barrier()
+        return metrics
+
+    # ---- outputs (rank 0)
+    def finish(self) -> dict:
+        """``model.pt``, ``sample.png``, the curves, the MLflow records and ``metrics.json`` (written last)."""
+        from models.deblur_model import model_payload
+        from pipelines.checkpoint import save_checkpoint
+        from pipelines.imageio import write_png
+        from pipelines.io import sha256_file, write_json
         from pipelines.plots_data import CURVES_FILE, write_training_curves
 
-        tracker.log_artifact(write_training_curves(out / CURVES_FILE, state["loss_log"], state["val_log"]))
-        final_val = state["val_log"][-1] if state["val_log"] else [total_steps, None, None, None]
+        out, tracker = self.out, self.tracker
+        # sha256 of the source models only (no absolute paths: the same run gives the same bytes anywhere)
+        meta = {**self.describe, "steps": self.total_steps, "steps_rule": self.steps_rule,
+                "init_sha256": {k: v["sha256"] for k, v in self.init.items()}}
+        model_file = save_checkpoint(out / "model.pt", model_payload(self.model, meta))
+        model_sha = sha256_file(model_file)
+        if self.val_set is not None:
+            write_png(out / "sample.png", sample_image(self.model, self.val_set[0], self.device, self.eval_seed))
+            tracker.log_artifact(out / "sample.png")
+        tracker.log_model(model_file, model_sha, dict(self.model.spec), meta)  # model/model.pt + model/spec.json
+        tracker.log_artifact(write_training_curves(out / CURVES_FILE, self.state["loss_log"], self.state["val_log"]))
+        metrics = self.final_metrics(model_sha)
+        tracker.log_metrics({k: metrics[k] for k in ("train_loss", "val_psnr", "val_latent_r2", "it_per_s")
+                             if metrics[k] is not None}, self.total_steps)
+        tracker.end("FINISHED")
+        write_json(out / "metrics.json", metrics)
+        return metrics
+
+    def final_metrics(self, model_sha: str) -> dict:
+        """``metrics.json``: what ran, how fast, the last losses and validation scores, the lineage."""
+        state, cfg, params = self.state, self.cfg, self.params
+        final_val = state["val_log"][-1] if state["val_log"] else [self.total_steps, None, None, None]
         # steps per second of training (forward, backward, update, data), over all sessions of the run
         it_per_s = state["step"] / state["train_seconds"] if state["train_seconds"] else None
-        metrics = {
-            **describe, "scale": params.models.scale, "profile": params.profile, "study": job.study,
-            "steps": total_steps, "steps_rule": steps_rule, "batch_size": cfg.batch_size,
-            "world_size": dist.world_size, "device": str(device), "threads": threads,
-            "batching": plan.describe(), "precision": cfg.precision, "crop_size": crop,
+        return {
+            **self.describe, "scale": params.models.scale, "profile": params.profile, "study": self.job.study,
+            "steps": self.total_steps, "steps_rule": self.steps_rule, "batch_size": cfg.batch_size,
+            "world_size": self.dist.world_size, "device": str(self.device), "threads": self.threads,
+            "batching": self.plan.describe(), "precision": cfg.precision, "crop_size": self.crop,
             "activation_checkpointing": cfg.activation_checkpointing,
             "train_loss": state["loss_log"][-1][1] if state["loss_log"] else None,
             "val_psnr": final_val[1], "val_latent_loss": final_val[2], "val_latent_r2": final_val[3],
-            "train_pairs": len(train_pairs), "val_pairs": len(val_pairs),
+            "train_pairs": len(self.train_pairs), "val_pairs": len(self.val_pairs),
             "loss_log": state["loss_log"], "val_log": state["val_log"],
             "it_per_s": it_per_s, "train_seconds": state["train_seconds"], "seconds": state["elapsed"],
-            "resumed_from_step": resumed_from, "mlflow_run_id": state["mlflow_run_id"],
-            "mlflow_experiment_id": tracker.experiment_id,
-            "model": "model.pt", "model_sha256": model_sha, "init": init,
+            "resumed_from_step": self.resumed_from, "mlflow_run_id": state["mlflow_run_id"],
+            "mlflow_experiment_id": self.tracker.experiment_id,
+            "model": "model.pt", "model_sha256": model_sha, "init": self.init,
         }
-        tracker.log_metrics({k: metrics[k] for k in ("train_loss", "val_psnr", "val_latent_r2", "it_per_s")
-                             if metrics[k] is not None},
-                            total_steps)
-        tracker.end("FINISHED")
-        write_json(out / "metrics.json", metrics)
-    dist.barrier()
-    return metrics
 
 
 # --------------------------------------------------------------------------------------------------

@@ -44,18 +44,9 @@ TABLES = ("table1", "ablation_prior", "ablation_stages", "t_sweep")
 
 
 def _reduced_root(folder: Path) -> Path:
-    import shutil
+    from _smoke_root import reduced_smoke_root
 
-    from pipelines.config import deep_merge
-
-    folder.mkdir(parents=True)
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw["profiles"]["smoke"] = deep_merge(raw["profiles"]["smoke"], CHAIN_SMOKE)
-    (folder / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    # the committed real test crops (params data.test.gopro_real), at the same place under this root
-    crops = Path("pipelines") / "data" / "gopro_real_crops"
-    shutil.copytree(REPO / crops, folder / crops)
-    return folder
+    return reduced_smoke_root(folder, CHAIN_SMOKE)
 
 
 @pytest.fixture(scope="module")

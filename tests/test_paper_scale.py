@@ -28,7 +28,7 @@ from pipelines.checkpoint import load_checkpoint
 from pipelines.cli import UserError
 from pipelines.config import ParamsError, load_params
 from pipelines.io import sha256_file
-from pipelines.train import StageObjective, TrainJob, _fingerprint, train
+from pipelines.train import StageObjective, TrainJob, fingerprint as _fingerprint, train
 from pipelines.train_step import StepPlan, accumulate, micro_slices, rank_share
 
 REPO = Path(__file__).resolve().parents[1]
