@@ -1,12 +1,12 @@
 """Full-image 720p (1x3x720x1280) inference of the tiny MIMO-UNet, as evaluation runs it
-(pipelines.evaluate.restore_tensor: padding to the backbone's multiple), without and with BlurDM."""
+(models.inference.restore_tensor: padding to the backbone's multiple), without and with BlurDM."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from models.deblur_model import build_deblur_model
-from pipelines.evaluate import restore_tensor
+from models.inference import restore_tensor
 
 SPECS = {
     "baseline": {"backbone": "mimo_unet", "scale": "tiny", "prior_mode": "none"},

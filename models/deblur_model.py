@@ -21,7 +21,9 @@ A model file (``model.pt``) is a dict of tensors and plain values only::
     {"format": "blurdm-bench/model", "version": 1, "spec": {...}, "model": state_dict, "meta": {...}}
 
 :func:`load_deblur_model` reads it with ``torch.load(weights_only=True)`` (see
-:mod:`pipelines.checkpoint`); a crafted pickle is refused.
+:mod:`pipelines.checkpoint`); a crafted pickle is refused. :func:`model_file` finds it in a run folder,
+and :func:`copy_parts` copies submodules (backbone, sharp encoder, prior) from an earlier stage's file
+into a new model (stage 2 and 3 start from them).
 """
 from __future__ import annotations
 
@@ -199,3 +201,30 @@ def load_deblur_model(path: str | os.PathLike, prior_mode: str | None = None,
         raise CheckpointError(f"{path}: weights do not match the spec {spec}: {err}") from None
     model.eval()
     return model, spec
+
+
+def model_file(path: str | os.PathLike) -> Path:
+    """The ``model.pt`` of a run: ``path`` itself when it is a file (or names a ``.pt`` file not written
+    yet), else ``path/model.pt`` (a run folder, existing or not)."""
+    path = Path(path)
+    if path.is_file() or (path.suffix == ".pt" and not path.is_dir()):
+        return path
+    return path / "model.pt"
+
+
+def copy_parts(model: nn.Module, payload: dict, parts: tuple[str, ...], file: str | os.PathLike) -> None:
+    """Load the weights of the submodules ``parts`` (e.g. ``("backbone", "sharp_encoder")``) of ``model``
+    from ``payload`` (a ``model.pt`` dict read from ``file``), strictly; a missing or mismatching part is
+    a :class:`pipelines.checkpoint.CheckpointError` naming the file."""
+    from pipelines.checkpoint import CheckpointError
+
+    state = payload["model"]
+    for part in parts:
+        prefix = f"{part}."
+        sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if not sub:
+            raise CheckpointError(f"{file}: has no {part} weights")
+        try:
+            getattr(model, part).load_state_dict(sub, strict=True)
+        except RuntimeError as err:
+            raise CheckpointError(f"{file}: {part} weights do not fit this model: {err}") from None

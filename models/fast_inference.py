@@ -36,6 +36,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from models.inference import PriorFedBackbone
+
 FAST_ATOL = 1e-4  # max |fast - eager| of a restored image, in the model's value range
 
 
@@ -161,19 +163,14 @@ def clear_graphs(owner: nn.Module) -> None:
     owner.__dict__.pop(_ATTR, None)
 
 
-class FastPriorFedBackbone:
+class FastPriorFedBackbone(PriorFedBackbone):
     """The window restorer :func:`models.inference.restore_full` calls (``restore_window``) for a
-    :class:`models.deblur_model.DeblurModel`: the same inputs as
-    :class:`pipelines.evaluate._PriorFedBackbone` (3 channels, or blur and sharp stacked to 6 for a
-    model whose prior is ``SE(blur, sharp)``), one graph replay per window."""
+    :class:`models.deblur_model.DeblurModel`: the same inputs, tiles and padding as the eager
+    :class:`models.inference.PriorFedBackbone` it extends (3 channels, or blur and sharp stacked to 6
+    for a model whose prior is ``SE(blur, sharp)``), one graph replay per window."""
 
     def __init__(self, model: nn.Module, generator: torch.Generator | None, backend=None):
-        import math
-
-        self.model = model
-        self.generator = generator
-        self.tile = getattr(model, "tile", None)
-        self.pad_multiple = math.lcm(int(getattr(model, "pad_multiple", 1)), 4)
+        super().__init__(model, generator)
         self.mode = getattr(model, "prior_mode", "none")
         if self.mode == "diffusion":
             def fn(window, noise):

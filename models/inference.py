@@ -17,11 +17,27 @@ model's device; put the model in eval mode first. A ``model`` with a ``restore_w
 (:class:`models.fast_inference.FastPriorFedBackbone`, the CUDA-graph path) restores each padded image
 or tile with it (prior included) instead of ``model(window, prior_fn(window))``. Works on batches (B, 3, H, W); each window of a
 batch gets one prior per image.
+
+On top of it, how a :class:`models.deblur_model.DeblurModel` runs on an image (used by ``evaluate``,
+``deblur``, ``profile`` and the trainer's validation):
+
+* :func:`restore_tensor`: a tensor in the model's value range -> its full-resolution output, the prior
+  (diffusion, or ``SE(blur, sharp)`` for stage 1 / the oracle) fed per window by
+  :class:`PriorFedBackbone`; ``fast`` replays each window from a CUDA graph (:mod:`models.fast_inference`).
+* :func:`restore_image`: one 8-bit RGB image -> the 8-bit output (clamped, rounded) and its time;
+  :func:`from_uint8_image` / :func:`to_uint8_image` convert between 8-bit images and the value ranges.
+* :func:`image_seed`: the noise seed of an image under an evaluation seed (independent of the other
+  images, their order and the device); :func:`is_stochastic`: whether a model draws noise at all.
+* :func:`pick_device`: ``auto`` / ``cpu`` / ``cuda`` -> the device a model runs on.
 """
 from __future__ import annotations
 
+import hashlib
+import math
+import time
 from collections.abc import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -113,3 +129,148 @@ def restore_full(model: nn.Module, blur: torch.Tensor, prior_fn: PriorFn | None 
             return _restore_tiled(model, blur, prior_fn, tile)
         padded, size = pad_to_multiple(blur, getattr(model, "pad_multiple", 1))
         return crop_back(_forward(model, padded, prior_fn), size)
+
+
+# ---------------------------------------------------------------------------------------------
+# value ranges: 8-bit images <-> tensors
+
+VALUE_RANGES = {"half": 0.5, "unit": 0.0}  # name -> offset subtracted from x / 255
+
+
+def value_range_offset(value_range: str) -> float:
+    """What a named value range subtracts from ``x / 255``; an unknown name is a ValueError."""
+    if value_range not in VALUE_RANGES:
+        raise ValueError(f"unknown value_range {value_range!r}; allowed: {', '.join(VALUE_RANGES)}")
+    return VALUE_RANGES[value_range]
+
+
+def from_uint8_image(array: np.ndarray, value_range: str = "half") -> torch.Tensor:
+    """``(H, W, 3)`` uint8 RGB -> float32 tensor ``[3, H, W]`` in the given value range."""
+    offset = value_range_offset(value_range)
+    array = np.asarray(array)
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
+        raise ValueError(f"from_uint8_image: expected an (H, W, 3) uint8 array, got {array.shape} {array.dtype}")
+    tensor = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))).to(torch.float32).div_(255.0)
+    return tensor.sub_(offset) if offset else tensor
+
+
+def to_uint8_image(tensor: torch.Tensor, value_range: str = "half") -> np.ndarray:
+    """Float tensor ``[3, H, W]`` (or ``[1, 3, H, W]``) -> ``(H, W, 3)`` uint8: clamp to the range, x 255, round."""
+    offset = value_range_offset(value_range)
+    if tensor.dim() == 4 and tensor.shape[0] == 1:
+        tensor = tensor[0]
+    if tensor.dim() != 3 or tensor.shape[0] != 3:
+        raise ValueError(f"to_uint8_image: expected a [3, H, W] tensor, got shape {list(tensor.shape)}")
+    unit = tensor.detach().to("cpu", torch.float32) + offset
+    out = unit.clamp_(0.0, 1.0).mul_(255.0).round_().to(torch.uint8)
+    return np.ascontiguousarray(out.permute(1, 2, 0).numpy())
+
+
+# ---------------------------------------------------------------------------------------------
+# device and noise
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` = CUDA when available, else CPU; asking for CUDA without one is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+    return torch.device(name)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def image_seed(eval_seed: int, name: str) -> int:
+    """The noise seed of image ``name`` under evaluation seed ``eval_seed`` (63-bit, stable)."""
+    digest = int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "little")
+    state = np.random.SeedSequence([int(eval_seed), digest]).generate_state(1, dtype=np.uint64)[0]
+    return int(state >> np.uint64(1))
+
+
+def is_stochastic(model) -> bool:
+    """Whether the model's output depends on a random draw (a diffusion prior feeds the backbone; the
+    ``encoder`` control draws nothing)."""
+    if getattr(model, "prior_mode", "none") != "diffusion":
+        return False
+    return bool(getattr(getattr(model, "prior", None), "process", None) is None
+                or model.prior.process.estimator_names)
+
+
+# ---------------------------------------------------------------------------------------------
+# a DeblurModel on an image
+
+class PriorFedBackbone:
+    """Adapter for :func:`restore_full`, which pads / tiles one input tensor and calls
+    ``model(window, prior_fn(window))``: here the input holds the blurred image (3 channels), or the
+    blurred and sharp images stacked (6 channels) for a model whose prior is ``SE(blur, sharp)``, so
+    both are padded and tiled identically and every window gets its own prior."""
+
+    def __init__(self, model, generator: torch.Generator | None):
+        self.model = model
+        self.generator = generator
+        self.tile = getattr(model, "tile", None)
+        # the latent encoders pixel-unshuffle by 4: padded sizes must be multiples of 4 as well
+        self.pad_multiple = math.lcm(int(getattr(model, "pad_multiple", 1)), 4)
+
+    def __call__(self, window: torch.Tensor, prior: torch.Tensor | None) -> list[torch.Tensor]:
+        return self.model.backbone(window[:, :3], prior)
+
+    def prior(self, window: torch.Tensor) -> torch.Tensor | None:
+        sharp = window[:, 3:] if window.shape[1] == 6 else None
+        return self.model.prior_vector(window[:, :3], sharp, generator=self.generator)
+
+
+def restore_tensor(model, blur: torch.Tensor, sharp: torch.Tensor | None = None,
+                   generator: torch.Generator | None = None, fast: bool = False) -> torch.Tensor:
+    """Full-resolution output of a :class:`models.deblur_model.DeblurModel` for a (B, 3, H, W) tensor in
+    its value range (padding / LoFormer tiles by :func:`restore_full`, one prior per window). ``sharp``
+    only for a model whose prior is ``SE(blur, sharp)`` (stage 1 / oracle). ``fast``: on CUDA, each
+    window is one CUDA-graph replay of prior + backbone (:mod:`models.fast_inference`)."""
+    if getattr(model, "prior_mode", "none") == "sharp_encoder":
+        if sharp is None:
+            raise ValueError("this model's prior is SE(blur, sharp) (stage 1 / oracle): the sharp image is needed")
+        if sharp.shape != blur.shape:
+            raise ValueError(f"blur and sharp differ in shape: {tuple(blur.shape)} vs {tuple(sharp.shape)}")
+        blur = torch.cat([blur, sharp], dim=1)
+    adapter = PriorFedBackbone(model, generator)
+    prior_fn = adapter.prior if getattr(model, "prior_mode", "none") != "none" else None
+    from models.fast_inference import fast_adapter, fast_available
+
+    if fast and fast_available(blur.device):
+        adapter, prior_fn = fast_adapter(model, generator), None
+    with torch.no_grad():
+        return restore_full(adapter, blur, prior_fn=prior_fn)
+
+
+class NonFiniteOutputError(ValueError):
+    """The model's output holds NaN or Inf: an error, never a black image or a bogus score."""
+
+
+def check_finite_output(out: torch.Tensor) -> None:
+    bad = int((~torch.isfinite(out)).sum())
+    if bad:
+        raise NonFiniteOutputError(f"the model output holds {bad} non-finite value(s) (NaN or Inf) of {out.numel()}; "
+                                   "nothing was written for it")
+
+
+@torch.no_grad()
+def restore_image(model, blur: np.ndarray, sharp: np.ndarray | None = None, generator: torch.Generator | None = None,
+                  device: str | torch.device = "cpu", fast: bool = False) -> tuple[np.ndarray, float]:
+    """Restore one ``(H, W, 3)`` uint8 image at full resolution; return ``(uint8 output, seconds)``.
+
+    ``sharp`` is used only by a model whose prior is ``SE(blur, sharp)`` (stage 1 / oracle). The
+    output is clamped to the model's value range and rounded to 8 bit (what is scored and saved).
+    """
+    device = torch.device(device)
+    x = from_uint8_image(blur, model.value_range)[None].to(device)
+    s = from_uint8_image(sharp, model.value_range)[None].to(device) if sharp is not None else None
+    _sync(device)
+    start = time.perf_counter()
+    out = restore_tensor(model, x, s, generator, fast=fast)
+    check_finite_output(out)
+    restored = to_uint8_image(out[0], model.value_range)  # copies to the CPU
+    _sync(device)
+    return restored, time.perf_counter() - start

@@ -9,7 +9,8 @@ path, never by sort order):
 * ``realblur``: ``<root>/{blur,sharp}/<scene>/*.png``
 
 Value ranges (per backbone): ``"half"`` = [-0.5, 0.5] (MIMO-UNet, Stripformer), ``"unit"`` = [0, 1]
-(FFTformer, LoFormer). Images enter as 8-bit RGB through :mod:`pipelines.imageio`.
+(FFTformer, LoFormer). Images enter as 8-bit RGB through :mod:`pipelines.imageio` and become
+tensors by :func:`models.inference.from_uint8_image`.
 """
 from __future__ import annotations
 
@@ -22,9 +23,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from models.inference import from_uint8_image, value_range_offset
 from pipelines.imageio import IMAGE_EXTENSIONS, read_rgb_uint8
 
-VALUE_RANGES = {"half": 0.5, "unit": 0.0}  # name -> offset subtracted from x / 255
 PAIR_FOLDERS = (("input", "target"), ("blur", "sharp"))  # (blurred, sharp) folder names
 SCENE_FOLDERS = (("blur", "sharp"),)  # inside a GoPro scene (GoPro's blur_gamma/ is ignored)
 LAYOUTS = ("gopro", "flat", "realblur")
@@ -176,37 +177,6 @@ def check_pairs(pairs: Sequence[Pair], crop_size: int | None = None, crop_key: s
 
 
 # --------------------------------------------------------------------------------------------------
-# tensors <-> 8-bit images
-
-def _check_value_range(value_range: str) -> float:
-    if value_range not in VALUE_RANGES:
-        raise ValueError(f"unknown value_range {value_range!r}; allowed: {', '.join(VALUE_RANGES)}")
-    return VALUE_RANGES[value_range]
-
-
-def from_uint8_image(array: np.ndarray, value_range: str = "half") -> torch.Tensor:
-    """``(H, W, 3)`` uint8 RGB -> float32 tensor ``[3, H, W]`` in the given value range."""
-    offset = _check_value_range(value_range)
-    array = np.asarray(array)
-    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
-        raise ValueError(f"from_uint8_image: expected an (H, W, 3) uint8 array, got {array.shape} {array.dtype}")
-    tensor = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))).to(torch.float32).div_(255.0)
-    return tensor.sub_(offset) if offset else tensor
-
-
-def to_uint8_image(tensor: torch.Tensor, value_range: str = "half") -> np.ndarray:
-    """Float tensor ``[3, H, W]`` (or ``[1, 3, H, W]``) -> ``(H, W, 3)`` uint8: clamp to the range, x 255, round."""
-    offset = _check_value_range(value_range)
-    if tensor.dim() == 4 and tensor.shape[0] == 1:
-        tensor = tensor[0]
-    if tensor.dim() != 3 or tensor.shape[0] != 3:
-        raise ValueError(f"to_uint8_image: expected a [3, H, W] tensor, got shape {list(tensor.shape)}")
-    unit = tensor.detach().to("cpu", torch.float32) + offset
-    out = unit.clamp_(0.0, 1.0).mul_(255.0).round_().to(torch.uint8)
-    return np.ascontiguousarray(out.permute(1, 2, 0).numpy())
-
-
-# --------------------------------------------------------------------------------------------------
 # dataset
 
 class PairedImageDataset(Dataset):
@@ -233,7 +203,7 @@ class PairedImageDataset(Dataset):
             raise ValueError(f"PairedImageDataset: crop_size must be a positive integer or None, got {crop_size!r}")
         if int(seed) < 0:
             raise ValueError(f"PairedImageDataset: seed must be >= 0, got {seed}")
-        _check_value_range(value_range)
+        value_range_offset(value_range)  # an unknown name is refused here
         self.crop_size = None if crop_size is None else int(crop_size)
         self.augment = bool(augment)
         self.value_range = value_range

@@ -3,7 +3,7 @@
 Inputs are image files and/or folders (searched recursively; hidden files skipped). Every image is
 read through :mod:`pipelines.imageio` (grayscale replicated to RGB, alpha dropped, 16-bit rounded to
 8-bit, EXIF orientation applied; each conversion is printed), restored at full resolution exactly as
-in evaluation (:func:`pipelines.evaluate.restore_image`: padding, LoFormer tiles) and written as an
+in evaluation (:func:`models.inference.restore_image`: padding, LoFormer tiles) and written as an
 8-bit RGB PNG:
 
 * a file ``IN/photo.jpg`` -> ``OUT/photo.png``; a folder ``IN/`` -> ``OUT/<path inside IN>.png``;
@@ -88,7 +88,7 @@ def plan_outputs(inputs: list[tuple[Path, Path]], out_dir: str | os.PathLike) ->
 def deblur_files(model, jobs: list[Job], device: str | torch.device = "cpu", seed: int = DEFAULT_SEED,
                  progress: bool = True, log=None, fast: bool = False) -> list[tuple[Path, str]]:
     """Restore every job; return ``(file, problem)`` for those that failed (the others are written)."""
-    from pipelines.evaluate import restore_image
+    from models.inference import restore_image
     from pipelines.imageio import ImageReadError, read_image, write_png
 
     log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
@@ -127,9 +127,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from models.deblur_model import load_deblur_model
+    from models.deblur_model import load_deblur_model, model_file
+    from models.inference import pick_device
     from pipelines.cli import UserError
-    from pipelines.evaluate import model_file, pick_device
 
     inputs = collect_inputs(args.inputs)
     if not inputs:

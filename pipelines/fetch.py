@@ -325,39 +325,50 @@ def _attempt(url: str, part: Path, timeout: float, log: Callable[[str], None]) -
             offset, validator, restarts = 0, None, restarts + 1
 
 
-def _receive(response, status: int, first: bytes, url: str, part: Path, offset: int,
-             log: Callable[[str], None]) -> tuple[str | None, str | None]:
-    """Stream the body into ``part``: (sha256 of the whole file, None) when complete, or (None, why) to
-    start over from byte 0 (a 206 answer that does not continue ``part``)."""
+def _announced(response, status: int, url: str, part: Path, offset: int,
+               log: Callable[[str], None]) -> tuple[int | None, int, str | None]:
+    """Read what an answer announces: ``(size of the whole file or None, byte it continues from, None)``,
+    or ``(None, offset, why)`` to start over from byte 0 (a 206 answer that does not continue ``part``).
+    A whole-file answer (not 206) starts at byte 0 and records its URL, validator and size beside ``part``."""
     length_header = response.headers.get("Content-Length", "").strip()
     length = int(length_header) if length_header.isdigit() else None
     if status == 206:
         match = _CONTENT_RANGE_RE.fullmatch(response.headers.get("Content-Range", "").strip())
         if not match or match.group(1) is None or int(match.group(1)) != offset:
-            return None, (f"{url} answered a range other than the one asked for (Content-Range "
-                          f"{response.headers.get('Content-Range')!r}, asked from byte {offset})")
+            return None, offset, (f"{url} answered a range other than the one asked for (Content-Range "
+                                  f"{response.headers.get('Content-Range')!r}, asked from byte {offset})")
         start, end = int(match.group(1)), int(match.group(2))
         total = int(match.group(3)) if match.group(3) != "*" else None
         if (length is not None and length != end - start + 1) or (total is not None and end + 1 != total):
-            return None, f"{url} answered an inconsistent range (Content-Range {response.headers.get('Content-Range')!r})"
-        expected = total if total is not None else end + 1
-    else:
-        if offset:
-            log(f"{url} answered the whole file (HTTP {status}: it ignores Range requests, or the file "
-                f"changed): restarting from byte 0")
-            offset = 0
-        expected = length
-        if expected is None:
-            log(f"{url} does not announce the size (no Content-Length): a cut at a clean end cannot be told "
-                f"from the end of the file; the sha256 check still applies when one is recorded")
-        etag = response.headers.get("ETag", "")
-        validator = etag if etag and not etag.startswith("W/") else response.headers.get("Last-Modified")
-        write_json(part_meta_path(part), {"url": url, "validator": validator, "total": expected})
+            return None, offset, (f"{url} answered an inconsistent range "
+                                  f"(Content-Range {response.headers.get('Content-Range')!r})")
+        return (total if total is not None else end + 1), offset, None
+    if offset:
+        log(f"{url} answered the whole file (HTTP {status}: it ignores Range requests, or the file "
+            f"changed): restarting from byte 0")
+    if length is None:
+        log(f"{url} does not announce the size (no Content-Length): a cut at a clean end cannot be told "
+            f"from the end of the file; the sha256 check still applies when one is recorded")
+    etag = response.headers.get("ETag", "")
+    validator = etag if etag and not etag.startswith("W/") else response.headers.get("Last-Modified")
+    write_json(part_meta_path(part), {"url": url, "validator": validator, "total": length})
+    return length, 0, None
+
+
+def _sha256_of_start(part: Path, offset: int):
+    """A sha256 object fed with the ``offset`` bytes already in ``part`` (none when starting afresh)."""
     digest = hashlib.sha256()
     if offset:
         with open(part, "rb") as fh:
             for block in iter(lambda: fh.read(CHUNK), b""):
                 digest.update(block)
+    return digest
+
+
+def _stream(response, first: bytes, url: str, part: Path, offset: int, expected: int | None, digest) -> int:
+    """Append the body (``first``, then the rest) to ``part`` from byte ``offset``, feeding ``digest``;
+    returns the size of ``part``. A cut body raises :class:`_Interrupted`; one longer than ``expected``
+    is refused (and ``part`` dropped)."""
     size = offset
     try:
         with open(part, "ab" if offset else "wb") as fh, \
@@ -385,6 +396,18 @@ def _receive(response, status: int, first: bytes, url: str, part: Path, offset: 
         if isinstance(err, OSError) and err.errno in FULL_OR_READ_ONLY:
             raise
         raise _Interrupted(size, expected, f"{err or type(err).__name__}") from None
+    return size
+
+
+def _receive(response, status: int, first: bytes, url: str, part: Path, offset: int,
+             log: Callable[[str], None]) -> tuple[str | None, str | None]:
+    """Stream the body into ``part``: (sha256 of the whole file, None) when complete, or (None, why) to
+    start over from byte 0 (a 206 answer that does not continue ``part``)."""
+    expected, offset, restart = _announced(response, status, url, part, offset, log)
+    if restart is not None:
+        return None, restart
+    digest = _sha256_of_start(part, offset)
+    size = _stream(response, first, url, part, offset, expected, digest)
     if expected is not None and size != expected:
         raise _Interrupted(size, expected, "the body ended early")
     return digest.hexdigest(), None
@@ -913,6 +936,140 @@ def materialise(pairs: list[PlannedPair], dest: Path, move: bool) -> dict[str, i
 
 
 # ---------------------------------------------------------------------------------------------- fetch
+def _existing_manifest(name: str, out_dir: Path, force: bool, log: Callable[[str], None]) -> dict | None:
+    """The manifest of a finished earlier fetch into ``out_dir`` (kept unless ``force``); an existing folder
+    that is not one is refused unless it is empty or ``force``."""
+    if out_dir.exists() and not force:
+        if (out_dir / "manifest.json").is_file():
+            log(f"{name}: already fetched in {out_dir} (manifest.json present); pass --force to fetch again")
+            return json.loads((out_dir / "manifest.json").read_text())
+        if not out_dir.is_dir() or any(out_dir.iterdir()):
+            raise UserError(f"{out_dir} exists and holds no manifest.json: remove it or pass --force to replace it")
+    return None
+
+
+def _check_request(name: str, spec: DatasetSource, archive: Path | None, source: Path | None,
+                   expected_sha: str | None, trust_unverified: bool, record: bool, checksums_path: Path) -> None:
+    """Refuse, before anything is written, what cannot be fetched or verified: a missing ``--source`` /
+    ``--archive``, an unverifiable copy without ``--trust-unverified``, a manual dataset without
+    ``--archive``, an unknown checksum without ``--record-checksum`` / ``--trust-unverified``."""
+    if source is not None:
+        if not source.is_dir():
+            raise FileNotFoundError(f"--source {source}: no such directory")
+        if not trust_unverified:
+            raise UserError(f"{name}: --source {source} is an unpacked copy that no sha256 can vouch for; "
+                            f"pass --trust-unverified to use it anyway")
+        return
+    if archive is not None and not archive.is_file():
+        raise FileNotFoundError(f"--archive {archive}: no such file")
+    if archive is None and spec.manual:
+        raise UserError(f"{name}: {spec.url} is a download page, not a direct link: download {spec.archive} "
+                        f"from it by hand, then run `blurdm-bench fetch {name} --archive PATH`")
+    if expected_sha is None and not (trust_unverified or record):
+        raise UserError(f"{name}: no sha256 is recorded for {spec.archive} in {checksums_path} (null = "
+                        f"unknown), so the archive cannot be verified; refusing. Pass --record-checksum to "
+                        f"accept it and record its sha256 there once the fetch succeeds (trust on first "
+                        f"use), or --trust-unverified to accept it without recording (its sha256 is then "
+                        f"printed and stored in manifest.json)")
+
+
+@dataclass
+class _Raw:
+    """Where the unpacked dataset is before normalising, and where it came from."""
+
+    folder: Path
+    move: bool  # our own scratch unpack: its files may be moved rather than copied
+    origin: str  # the URL, or the resolved local path
+    kind: str  # download | archive | source
+    digest: str | None  # sha256 of the archive (None for an unpacked --source)
+
+
+def _verified_archive(name: str, spec: DatasetSource, work: Path, archive: Path | None, part: Path,
+                      expected_sha: str | None, record: bool, checksums_path: Path, log: Callable[[str], None],
+                      **download_options) -> tuple[Path, str, str, str]:
+    """Download the archive into ``work`` (or take ``archive``) and check its sha256 against
+    ``expected_sha``; an unknown one is printed. Returns ``(archive path, origin, kind, sha256)``."""
+    if archive is None:
+        archive_path, kind = work / spec.archive, "download"
+        origin, digest = download_first(name, spec.urls, archive_path, part, expected_sha, log=log,
+                                        **download_options)
+    else:
+        archive_path, origin, kind = archive, str(archive.resolve()), "archive"
+        digest = sha256_file(archive, progress=True)
+    if expected_sha is not None and digest != expected_sha:
+        raise UserError(f"checksum mismatch for {archive_path.name} ({origin}): expected sha256 "
+                        f"{expected_sha}, got {digest}; the file is corrupt or not the official archive")
+    if expected_sha is None and record:
+        log(f"{name}: UNVERIFIED sha256 of {spec.archive}: {digest} -- recorded in {checksums_path} "
+            f"if the fetch succeeds (--record-checksum)")
+    elif expected_sha is None:
+        log(f"{name}: UNVERIFIED sha256 of {spec.archive}: {digest} -- after checking the data, record "
+            f"it in {checksums_path} as `{spec.archive}: {digest}` (or fetch again with --record-checksum)")
+    return archive_path, origin, kind, digest
+
+
+def _obtain(name: str, spec: DatasetSource, work: Path, archive: Path | None, source: Path | None, part: Path,
+            expected_sha: str | None, record: bool, checksums_path: Path, max_unpacked_gb: float,
+            log: Callable[[str], None], **download_options) -> _Raw:
+    """Step 1-3: the unpacked dataset, from ``--source`` as it is, or from the verified archive unpacked
+    safely into ``work/raw`` (a downloaded archive is deleted once unpacked)."""
+    if source is not None:
+        raw = _Raw(source, False, str(source.resolve()), "source", None)
+        log(f"{name}: WARNING: using the unverified unpacked copy {source} (--trust-unverified)")
+        return raw
+    archive_path, origin, kind, digest = _verified_archive(name, spec, work, archive, part, expected_sha, record,
+                                                           checksums_path, log, **download_options)
+    raw = work / "raw"
+    raw.mkdir()
+    unpack_archive(archive_path, raw, max_bytes=int(max_unpacked_gb * 1e9))
+    if archive is None:
+        archive_path.unlink()  # free the space before normalising
+    return _Raw(raw, True, origin, kind, digest)
+
+
+def _normalise(name: str, spec: DatasetSource, raw: _Raw, dest: Path) -> dict[str, int]:
+    """Step 4: the pairs placed under ``dest`` in our layout; the pair counts must be the expected ones."""
+    counts = materialise(plan_pairs(spec, raw.folder), dest, move=raw.move)
+    for split, wanted in spec.expected_pairs.items():
+        if counts.get(split, 0) != wanted:
+            raise UserError(f"{name}: found {counts.get(split, 0)} {split} pairs in {raw.origin}, expected "
+                            f"{wanted}: an incomplete or different copy of the dataset")
+    return counts
+
+
+def _manifest(name: str, spec: DatasetSource, raw: _Raw, expected_sha: str | None, counts: dict[str, int],
+              folder: Path) -> dict:
+    """Step 5: the ``manifest.json`` of the normalised dataset in ``folder``."""
+    return {
+        "dataset": name,
+        "layout": spec.layout,
+        "source": raw.origin,
+        "source_kind": raw.kind,
+        "archive": None if raw.kind == "source" else spec.archive,
+        "archive_sha256": raw.digest,
+        "sha256_verified": expected_sha is not None and raw.digest == expected_sha,
+        "file_count": sum(1 for p in folder.rglob("*") if p.is_file()),
+        "pairs": counts,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _record_if_asked(name: str, spec: DatasetSource, raw: _Raw, expected_sha: str | None, record: bool,
+                     checksums_path: Path, out_dir: Path, log: Callable[[str], None]) -> None:
+    """``--record-checksum`` after a successful fetch: write the archive's sha256 where it was unknown."""
+    if record and raw.digest is not None and expected_sha is None:
+        where = raw.origin if raw.kind == "download" else f"--archive {Path(raw.origin).name}"
+        try:
+            written = record_checksum(checksums_path, spec.archive, raw.digest, where)
+        except (OSError, ValueError, UserError) as err:
+            raise UserError(f"{name}: fetched into {out_dir}, but the sha256 could not be recorded in "
+                            f"{checksums_path} ({err}): record it by hand as `{spec.archive}: {raw.digest}`") from None
+        if written:
+            log(f"{name}: recorded `{spec.archive}: {raw.digest}` in {checksums_path}: commit that file")
+    elif record and raw.kind == "source":
+        log(f"{name}: --record-checksum: nothing to record for an unpacked --source")
+
+
 def fetch_dataset(name: str, spec: DatasetSource, out_dir: str | os.PathLike, *,
                   archive: str | os.PathLike | None = None, source: str | os.PathLike | None = None,
                   trust_unverified: bool = False, record: bool = False, force: bool = False, timeout: float = 60.0,
@@ -931,95 +1088,23 @@ def fetch_dataset(name: str, spec: DatasetSource, out_dir: str | os.PathLike, *,
     checksums_path = Path(checksums_path) if checksums_path is not None else CHECKSUMS_PATH
     if archive is not None and source is not None:
         raise UserError("pass either --archive or --source, not both")
-    if out_dir.exists() and not force:
-        if (out_dir / "manifest.json").is_file():
-            log(f"{name}: already fetched in {out_dir} (manifest.json present); pass --force to fetch again")
-            return json.loads((out_dir / "manifest.json").read_text())
-        if not out_dir.is_dir() or any(out_dir.iterdir()):
-            raise UserError(f"{out_dir} exists and holds no manifest.json: remove it or pass --force to replace it")
-
+    existing = _existing_manifest(name, out_dir, force, log)
+    if existing is not None:
+        return existing
     expected_sha = load_checksums(checksums_path).get(spec.archive)
-    if source is not None:
-        if not source.is_dir():
-            raise FileNotFoundError(f"--source {source}: no such directory")
-        if not trust_unverified:
-            raise UserError(f"{name}: --source {source} is an unpacked copy that no sha256 can vouch for; "
-                            f"pass --trust-unverified to use it anyway")
-    else:
-        if archive is not None and not archive.is_file():
-            raise FileNotFoundError(f"--archive {archive}: no such file")
-        if archive is None and spec.manual:
-            raise UserError(f"{name}: {spec.url} is a download page, not a direct link: download {spec.archive} "
-                            f"from it by hand, then run `blurdm-bench fetch {name} --archive PATH`")
-        if expected_sha is None and not (trust_unverified or record):
-            raise UserError(f"{name}: no sha256 is recorded for {spec.archive} in {checksums_path} (null = "
-                            f"unknown), so the archive cannot be verified; refusing. Pass --record-checksum to "
-                            f"accept it and record its sha256 there once the fetch succeeds (trust on first "
-                            f"use), or --trust-unverified to accept it without recording (its sha256 is then "
-                            f"printed and stored in manifest.json)")
-
+    _check_request(name, spec, archive, source, expected_sha, trust_unverified, record, checksums_path)
     with atomic_dir(out_dir) as tmp:
         work = tmp / WORK_DIR
         work.mkdir()
-        digest = None
-        if source is not None:
-            raw, move, origin, kind = source, False, str(source.resolve()), "source"
-            log(f"{name}: WARNING: using the unverified unpacked copy {source} (--trust-unverified)")
-        else:
-            if archive is None:
-                archive_path, kind = work / spec.archive, "download"
-                origin, digest = download_first(name, spec.urls, archive_path, out_dir.parent / f".{spec.archive}.part",
-                                                expected_sha, timeout=timeout, retries=retries,
-                                                retry_wait=retry_wait, log=log)
-            else:
-                archive_path, origin, kind = archive, str(archive.resolve()), "archive"
-                digest = sha256_file(archive, progress=True)
-            if expected_sha is not None and digest != expected_sha:
-                raise UserError(f"checksum mismatch for {archive_path.name} ({origin}): expected sha256 "
-                                f"{expected_sha}, got {digest}; the file is corrupt or not the official archive")
-            if expected_sha is None and record:
-                log(f"{name}: UNVERIFIED sha256 of {spec.archive}: {digest} -- recorded in {checksums_path} "
-                    f"if the fetch succeeds (--record-checksum)")
-            elif expected_sha is None:
-                log(f"{name}: UNVERIFIED sha256 of {spec.archive}: {digest} -- after checking the data, record "
-                    f"it in {checksums_path} as `{spec.archive}: {digest}` (or fetch again with --record-checksum)")
-            raw, move = work / "raw", True
-            raw.mkdir()
-            unpack_archive(archive_path, raw, max_bytes=int(max_unpacked_gb * 1e9))
-            if archive is None:
-                archive_path.unlink()  # free the space before normalising
-        counts = materialise(plan_pairs(spec, raw), tmp, move=move)
-        for split, wanted in spec.expected_pairs.items():
-            if counts.get(split, 0) != wanted:
-                raise UserError(f"{name}: found {counts.get(split, 0)} {split} pairs in {origin}, expected "
-                                f"{wanted}: an incomplete or different copy of the dataset")
+        raw = _obtain(name, spec, work, archive, source, out_dir.parent / f".{spec.archive}.part", expected_sha,
+                      record, checksums_path, max_unpacked_gb, log, timeout=timeout, retries=retries,
+                      retry_wait=retry_wait)
+        counts = _normalise(name, spec, raw, tmp)
         shutil.rmtree(work)
-        file_count = sum(1 for p in tmp.rglob("*") if p.is_file())
-        manifest = {
-            "dataset": name,
-            "layout": spec.layout,
-            "source": origin,
-            "source_kind": kind,
-            "archive": None if source is not None else spec.archive,
-            "archive_sha256": digest,
-            "sha256_verified": expected_sha is not None and digest == expected_sha,
-            "file_count": file_count,
-            "pairs": counts,
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
+        manifest = _manifest(name, spec, raw, expected_sha, counts, tmp)
         write_json(tmp / "manifest.json", manifest)
     log(f"{name}: {sum(counts.values())} pairs {counts} -> {out_dir}")
-    if record and digest is not None and expected_sha is None:
-        where = origin if kind == "download" else f"--archive {Path(origin).name}"
-        try:
-            written = record_checksum(checksums_path, spec.archive, digest, where)
-        except (OSError, ValueError, UserError) as err:
-            raise UserError(f"{name}: fetched into {out_dir}, but the sha256 could not be recorded in "
-                            f"{checksums_path} ({err}): record it by hand as `{spec.archive}: {digest}`") from None
-        if written:
-            log(f"{name}: recorded `{spec.archive}: {digest}` in {checksums_path}: commit that file")
-    elif record and source is not None:
-        log(f"{name}: --record-checksum: nothing to record for an unpacked --source")
+    _record_if_asked(name, spec, raw, expected_sha, record, checksums_path, out_dir, log)
     return manifest
 
 

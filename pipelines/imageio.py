@@ -249,7 +249,7 @@ def encode_png(array: np.ndarray) -> bytes:
     array = np.asarray(array)
     if array.dtype != np.uint8:
         raise ValueError(f"encode_png: expected a uint8 array, got {array.dtype} "
-                         "(convert explicitly, e.g. with pipelines.data.to_uint8_image)")
+                         "(convert explicitly, e.g. with models.inference.to_uint8_image)")
     if array.ndim == 3 and array.shape[2] == 3:
         array = array[..., ::-1]  # OpenCV expects BGR
     elif array.ndim != 2:

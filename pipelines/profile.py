@@ -40,8 +40,8 @@ from tqdm import tqdm
 from models.backbones import BACKBONES
 from models.costs import count_costs, count_layer_macs, count_params
 from models.deblur_model import build_deblur_model
+from models.inference import pick_device
 from models.priors import build_prior
-from pipelines.evaluate import pick_device
 
 COST_INPUT_SHAPE = (1, 3, 256, 256)
 VARIANTS = ("baseline", "blurdm")
@@ -252,7 +252,7 @@ def summarise_times(times_ms: list[float]) -> dict:
 def measure_latency(backbones: list[str], scale: str, T: int, sizes: list[tuple[int, int]], warmup: int,
                     repeats: int, device: torch.device, seed: int = 0, progress: bool = True) -> dict:
     """Median / IQR latency of full-image inference per backbone x variant x size, and of BlurDM alone."""
-    from pipelines.evaluate import restore_tensor
+    from models.inference import restore_tensor
 
     torch.manual_seed(seed)
     jobs = [("blurdm_module", None, size) for size in sizes]
@@ -297,7 +297,7 @@ def measure_latency(backbones: list[str], scale: str, T: int, sizes: list[tuple[
         "warmup": warmup,
         "repeats": repeats,
         "timer": "cuda events + synchronize" if device.type == "cuda" else "time.perf_counter",
-        "what": "full-image inference (pipelines.evaluate.restore_tensor: reflect padding, LoFormer tiles) at "
+        "what": "full-image inference (models.inference.restore_tensor: reflect padding, LoFormer tiles) at "
                 "batch 1 under torch.inference_mode; blurdm_module = BE + the whole reverse chain",
         **environment(device),
     }

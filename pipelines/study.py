@@ -212,10 +212,10 @@ def _required(value, flag: str, allowed):
 # evaluation
 # ---------------------------------------------------------------------------------------------
 def _evaluate(params: Params, model_dir: Path, out: Path, dataset: str, *, oracle: bool = False) -> dict:
-    from pipelines.evaluate import evaluate_checkpoint
+    from models.inference import pick_device
+    from pipelines.evaluation import evaluate_checkpoint
 
     print(f"[study] evaluate {model_dir} on {dataset}{' (oracle)' if oracle else ''} -> {out}", flush=True)
-    from pipelines.evaluate import pick_device
     from pipelines.tracking import log_evaluation
 
     root = params.resolve_path(params.data.test[dataset])

@@ -104,7 +104,7 @@ def _lpips_reason(summary_dirs: list[Path]) -> str | None:
 
 
 def _gain(method: list[Path], baseline: list[Path], metric: str, params: Params) -> dict | None:
-    from pipelines.evaluate import compare_runs
+    from pipelines.scores import compare_runs
 
     try:
         result = compare_runs(method, baseline, metric, resamples=params.evaluate.bootstrap.resamples,
@@ -122,14 +122,14 @@ def _gain(method: list[Path], baseline: list[Path], metric: str, params: Params)
 
 def _input_file(dirs: list[Path]) -> Path:
     """The blurred input's own scores (written by every evaluation of the same test set; the first)."""
-    from pipelines.evaluate import INPUT_SCORES_FILE
+    from pipelines.scores import INPUT_SCORES_FILE
 
     return dirs[0] / INPUT_SCORES_FILE
 
 
 def _input_means(dirs: list[Path]) -> dict[str, float | None]:
     """Scores of doing nothing: the blurred test input against the sharp images, per metric."""
-    from pipelines.evaluate import per_image, read_scores
+    from pipelines.scores import per_image, read_scores
 
     frame = read_scores(_input_file(dirs))
     out = {}

@@ -324,12 +324,9 @@ def configure_torch(train_cfg, dist: Distributed) -> int:
 # --------------------------------------------------------------------------------------------------
 # models per stage
 
-def _model_file(path: Path) -> Path:
-    return path / "model.pt" if path.is_dir() or path.suffix != ".pt" else path
-
-
 def _read_source(kind: str, path: Path | None, job: TrainJob, scale: str) -> tuple[Path, dict]:
     """Read the ``model.pt`` of an earlier stage and check it fits this job."""
+    from models.deblur_model import model_file
     from pipelines.checkpoint import load_checkpoint
     from pipelines.io import sha256_file
 
@@ -337,7 +334,7 @@ def _read_source(kind: str, path: Path | None, job: TrainJob, scale: str) -> tup
     if path is None:
         raise UserError(f"{job.stage} (variant {job.variant}) needs a {kind} checkpoint: pass {flag} DIR "
                         f"(the --out folder of a finished `blurdm-bench train --stage {kind}` run)")
-    file = _model_file(path)
+    file = model_file(path)
     if not file.is_file():
         raise UserError(f"{job.stage} needs a finished {kind} checkpoint, but {file} does not exist: run "
                         f"`blurdm-bench train --stage {kind} --backbone {job.backbone} --out {path}` first")
@@ -358,22 +355,9 @@ def _read_source(kind: str, path: Path | None, job: TrainJob, scale: str) -> tup
     return file, payload
 
 
-def _copy_parts(model: nn.Module, payload: dict, parts: tuple[str, ...], file: Path) -> None:
-    state = payload["model"]
-    for part in parts:
-        prefix = f"{part}."
-        sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        if not sub:
-            raise UserError(f"{file}: has no {part} weights")
-        try:
-            getattr(model, part).load_state_dict(sub, strict=True)
-        except RuntimeError as err:
-            raise UserError(f"{file}: {part} weights do not fit this model: {err}") from None
-
-
 def build_stage_model(job: TrainJob, params) -> tuple[nn.Module, list[nn.Module], dict]:
     """``(DeblurModel, frozen submodules, init record)`` for the job; fresh parts seeded by ``job.seed``."""
-    from models.deblur_model import build_deblur_model
+    from models.deblur_model import build_deblur_model, copy_parts
 
     from models.backbones import zero_init_residual_outputs
 
@@ -395,7 +379,7 @@ def build_stage_model(job: TrainJob, params) -> tuple[nn.Module, list[nn.Module]
     if job.stage == "stage2":
         file, payload = _read_source("stage1", job.stage1, job, scale)
         model = build_deblur_model({**diffusion, "sharp_encoder": True})
-        _copy_parts(model, payload, ("backbone", "sharp_encoder"), file)
+        copy_parts(model, payload, ("backbone", "sharp_encoder"), file)
         frozen = [model.backbone, model.sharp_encoder]
         for module in frozen:
             module.requires_grad_(False)
@@ -406,7 +390,7 @@ def build_stage_model(job: TrainJob, params) -> tuple[nn.Module, list[nn.Module]
     stage2_parent = None  # sha256 of the stage-1 model the stage-2 prior was trained against
     if job.variant in ("s1_s2_s3", "s1_s2"):
         file2, payload = _read_source("stage2", job.stage2, job, scale)
-        _copy_parts(model, payload, ("backbone", "prior"), file2)
+        copy_parts(model, payload, ("backbone", "prior"), file2)
         init["stage2"] = payload["_source"]
         stage2_parent = ((payload.get("meta") or {}).get("init_sha256") or {}).get("stage1")
     if job.variant == "s1_s3" or (job.stage1 is not None and job.variant != "s3_only"):
@@ -414,7 +398,7 @@ def build_stage_model(job: TrainJob, params) -> tuple[nn.Module, list[nn.Module]
         if stage2_parent is not None and stage2_parent != payload["_source"]["sha256"]:
             raise UserError(f"{file2} was trained from another stage-1 model than {file} (sha256 differs): "
                             "pass the matching --stage1, or leave it out")
-        _copy_parts(model, payload, ("backbone",), file)
+        copy_parts(model, payload, ("backbone",), file)
         init["stage1"] = payload["_source"]
     return model, [], init
 
@@ -472,13 +456,11 @@ class StageObjective(nn.Module):
 @torch.no_grad()
 def validate(model: nn.Module, dataset, device: torch.device, seed: int, latent: bool = False) -> dict:
     """Mean PSNR (8-bit RGB) over ``dataset`` with the evaluator's full-resolution inference
-    (:func:`pipelines.evaluate.restore_tensor`: padding, LoFormer tiles, per-image noise seed
-    :func:`pipelines.evaluate.image_seed`) and, with ``latent``, the stage-2 latent loss and
+    (:func:`models.inference.restore_tensor`: padding, LoFormer tiles, per-image noise seed
+    :func:`models.inference.image_seed`) and, with ``latent``, the stage-2 latent loss and
     :func:`latent_r2`, how much of the spread of the target ``SE(blur, sharp)`` the prior's ``z_0``
     explains (1 = exact, 0 = no better than the mean target, < 0 = worse)."""
-    from models.inference import pad_to_multiple
-    from pipelines.data import to_uint8_image
-    from pipelines.evaluate import image_seed, restore_tensor
+    from models.inference import image_seed, pad_to_multiple, restore_tensor, to_uint8_image
     from pipelines.losses import latent_loss
     from pipelines.metrics import psnr
 
@@ -525,8 +507,7 @@ def latent_r2(prediction: torch.Tensor, target: torch.Tensor) -> float | None:
 @torch.no_grad()
 def sample_image(model: nn.Module, item: dict, device: torch.device, seed: int) -> np.ndarray:
     """``blur | restored | sharp`` of a centre crop of one validation item, as HxWx3 uint8."""
-    from pipelines.data import to_uint8_image
-    from pipelines.evaluate import image_seed, restore_tensor
+    from models.inference import image_seed, restore_tensor, to_uint8_image
 
     was_training = model.training
     model.eval()

@@ -1257,7 +1257,7 @@ def _read_per_image(ctx: Context, paths: list[str]):
     """PSNR per image name, averaged over evaluation seeds and over the files (training seeds)."""
     import pandas as pd
 
-    from pipelines.evaluate import per_image, read_scores
+    from pipelines.scores import per_image, read_scores
 
     series = [per_image(read_scores(ctx.root / p), "psnr") for p in paths]
     names = set(series[0].index)

@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from _train_fixtures import make_dataset, write_params_file
-from models.deblur_model import DeblurModel, build_deblur_model, load_deblur_model, model_payload
+from models.deblur_model import (DeblurModel, build_deblur_model, copy_parts, load_deblur_model, model_file,
+                                 model_payload)
 from pipelines.checkpoint import (CheckpointError, check_plain, load_checkpoint, rng_state, save_checkpoint,
                                   set_rng_state)
 from pipelines.io import sha256_file
@@ -118,6 +119,32 @@ def test_model_file_contract(tmp_path):
     with pytest.raises(ValueError, match="unknown spec keys"):
         build_deblur_model({**STAGE1_SPEC, "colour": "red"})
 
+
+
+def test_model_file_of_a_run_and_copying_parts_between_stages(tmp_path):
+    run = tmp_path / "run"
+    assert model_file(run) == run / "model.pt"  # a run folder not written yet
+    run.mkdir()
+    assert model_file(run) == run / "model.pt"
+    assert model_file(run / "model.pt") == run / "model.pt"  # a model file not written yet
+    other = tmp_path / "weights.bin"
+    other.write_bytes(b"x")
+    assert model_file(other) == other  # an existing file is itself, whatever its name
+
+    torch.manual_seed(0)
+    stage1 = build_deblur_model({**STAGE1_SPEC, "sharp_encoder": True})
+    payload = model_payload(stage1)
+    stage2 = build_deblur_model({**STAGE1_SPEC, "prior_mode": "diffusion", "prior": "blurdm", "T": 2,
+                                 "sharp_encoder": True})
+    copy_parts(stage2, payload, ("backbone", "sharp_encoder"), run / "model.pt")
+    for part in ("backbone", "sharp_encoder"):
+        for key, value in getattr(stage2, part).state_dict().items():
+            assert torch.equal(value, payload["model"][f"{part}.{key}"])
+    with pytest.raises(CheckpointError, match=r"model\.pt: has no prior weights"):
+        copy_parts(stage2, payload, ("prior",), run / "model.pt")
+    wrong = model_payload(build_deblur_model({"backbone": "stripformer", "scale": "tiny", "prior_mode": "none"}))
+    with pytest.raises(CheckpointError, match="backbone weights do not fit this model"):
+        copy_parts(stage2, wrong, ("backbone",), run / "model.pt")
 
 # ---------------------------------------------------------------------------------------------- SIGKILL
 

@@ -1,4 +1,4 @@
-"""pipelines.data: layouts, pairing by relative path, clear errors, crops/augmentation, value ranges."""
+"""pipelines.data: layouts, pairing by relative path, clear errors, crops/augmentation."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,15 +8,14 @@ import numpy as np
 import pytest
 import torch
 
+from models.inference import from_uint8_image
 from pipelines.data import (
     Pair,
     PairedImageDataset,
     detect_layout,
     find_pairs,
-    from_uint8_image,
     make_loader,
     split_train_val,
-    to_uint8_image,
 )
 from pipelines.imageio import ImageReadError, write_png
 
@@ -190,20 +189,6 @@ def test_crops_and_augmentation_keep_pairs_aligned_and_are_reproducible(tmp_path
     again = PairedImageDataset(root, crop_size=8, augment=True, value_range="unit", seed=5)
     again.set_epoch(7)
     torch.testing.assert_close(ds[1]["blur"], again[1]["blur"], rtol=0, atol=0)
-
-
-def test_value_ranges_and_uint8_round_trip():
-    ramp = np.arange(256, dtype=np.uint8).reshape(16, 16, 1).repeat(3, axis=2)
-    for name, lo, hi in (("half", -0.5, 0.5), ("unit", 0.0, 1.0)):
-        tensor = from_uint8_image(ramp, name)
-        assert tensor.dtype == torch.float32 and tensor.shape == (3, 16, 16)
-        assert float(tensor.min()) == lo and float(tensor.max()) == hi
-        np.testing.assert_array_equal(to_uint8_image(tensor, name), ramp)
-        np.testing.assert_array_equal(to_uint8_image(tensor[None], name), ramp)
-    out = to_uint8_image(torch.tensor([-1.0, 1.7, 0.4 / 255, 0.6 / 255]).view(1, 1, 4).repeat(3, 1, 1), "unit")
-    assert out[0, :, 0].tolist() == [0, 255, 0, 1]  # clamped and rounded
-    with pytest.raises(ValueError, match="value_range"):
-        to_uint8_image(torch.zeros(3, 2, 2), "minus_one_one")
 
 
 def _pairs(n):

@@ -20,9 +20,8 @@ from models.fast_inference import (
     fast_available,
     fast_prior,
 )
-from models.inference import restore_full
+from models.inference import restore_full, restore_tensor
 from models.priors import build_prior
-from pipelines.evaluate import restore_tensor
 
 SPECS = {
     "baseline": {"backbone": "mimo_unet", "scale": "tiny", "prior_mode": "none"},
@@ -149,7 +148,7 @@ def test_evaluate_and_deblur_take_the_fast_switch(tmp_path):
 
 
 def test_the_study_evaluates_on_the_auto_device_with_the_fast_switch(monkeypatch, tmp_path):
-    import pipelines.evaluate as ev
+    import pipelines.evaluation as ev
     from pipelines import study
     from pipelines.config import load_params
 

@@ -211,7 +211,7 @@ def test_sigkill_during_evaluate_leaves_nothing_or_the_previous_results(smoke_ch
     command = [["study", "evaluate", *TABLE1, *SMOKE, "--no-progress"]]
 
     def killed_mid_evaluation():
-        proc = _start(root, command, patch="pipelines.evaluate:score_image", delay=1.0)
+        proc = _start(root, command, patch="pipelines.evaluation:score_image", delay=1.0)
         # killed once the first image's crops are written, while the second image is scored
         _sigkill_when(proc, lambda: any(t.glob("crops/*_sharp.png") for t in _temporaries(baseline.parent, "seed0")),
                       "the evaluation was half-way")
@@ -523,7 +523,7 @@ def test_truncated_test_image_stops_evaluate_naming_it_with_no_output(baseline_c
 
 def test_size_mismatch_in_the_test_set_is_refused_before_any_inference(baseline_checkpoint, tmp_path, capsys,
                                                                        monkeypatch):
-    import pipelines.evaluate as ev
+    import pipelines.evaluation as ev
 
     data = _pairs(tmp_path / "test", [(32, 32)] * 3)
     write_png(data / "target" / "2.png", np.zeros((32, 24, 3), np.uint8))
@@ -852,7 +852,7 @@ def test_a_second_writer_of_a_training_folder_is_refused(tiny_training, tmp_path
 def test_evaluate_refuses_inputs_whose_outputs_would_share_a_name(baseline_checkpoint, tmp_path, capsys, monkeypatch):
     from PIL import Image
 
-    import pipelines.evaluate as ev
+    import pipelines.evaluation as ev
 
     data = _pairs(tmp_path / "test", [(32, 32)] * 2)
     image = np.random.default_rng(7).integers(0, 256, (32, 32, 3), dtype=np.uint8)
@@ -975,7 +975,7 @@ def test_a_checkpoint_with_an_absurd_T_is_refused_before_any_allocation(tmp_path
 
 
 def test_an_image_too_small_for_ssim_is_refused_before_inference(baseline_checkpoint, tmp_path, capsys, monkeypatch):
-    import pipelines.evaluate as ev
+    import pipelines.evaluation as ev
 
     data = _pairs(tmp_path / "test", [(32, 32), (32, 32), (1, 1)])
     monkeypatch.setattr(ev, "restore_image", lambda *a, **k: pytest.fail("inference started"))
