@@ -349,7 +349,8 @@ class Params(Strict):
 
     def seeds_for(self, backbone: str) -> list[int]:
         """The training seeds of ``backbone`` (``train.seeds``, or its ``backbone_train`` override)."""
-        return list(self.for_backbone(backbone).train.seeds)
+        override = self.backbone_train.get(backbone) or {}  # validated as a whole train block already
+        return list(override["seeds"] if "seeds" in override else self.train.seeds)
 
     def resolve_path(self, path: str | os.PathLike) -> Path:
         """Paths in params are relative to the repository root."""

@@ -33,10 +33,16 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
-from pipelines.config import BACKBONE_NAMES, DIFFUSION_PRIORS, STAGE_COMBO_NAMES, Params, load_params, repo_root
+from pipelines.config import (
+    BACKBONE_NAMES,
+    DIFFUSION_PRIORS,
+    STAGE_COMBO_NAMES,
+    Params,
+    load_params,
+    repo_root,
+)
 
 TABLE1_METHODS = ("baseline", "blurdm")
 

@@ -79,11 +79,11 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Sampler
 
+from models.names import DEFAULT_STAGE_COMBO as DEFAULT_VARIANT
+from models.names import STAGE_COMBOS
 from pipelines.cli import UserError
 from pipelines.config import BACKBONE_NAMES, DIFFUSION_PRIORS, STAGE_NAMES
 from pipelines.io import FolderLock
-from models.names import DEFAULT_STAGE_COMBO as DEFAULT_VARIANT
-from models.names import STAGE_COMBOS
 
 VARIANT_STAGES: dict[str, tuple[str, ...]] = {name: combo.stages for name, combo in STAGE_COMBOS.items()}
 VARIANTS = tuple(VARIANT_STAGES)
@@ -357,9 +357,8 @@ def _read_source(kind: str, path: Path | None, job: TrainJob, scale: str) -> tup
 
 def build_stage_model(job: TrainJob, params) -> tuple[nn.Module, list[nn.Module], dict]:
     """``(DeblurModel, frozen submodules, init record)`` for the job; fresh parts seeded by ``job.seed``."""
-    from models.deblur_model import build_deblur_model, copy_parts
-
     from models.backbones import zero_init_residual_outputs
+    from models.deblur_model import build_deblur_model, copy_parts
 
     scale = params.models.scale
     base = {"backbone": job.backbone, "scale": scale}
@@ -460,7 +459,12 @@ def validate(model: nn.Module, dataset, device: torch.device, seed: int, latent:
     :func:`models.inference.image_seed`) and, with ``latent``, the stage-2 latent loss and
     :func:`latent_r2`, how much of the spread of the target ``SE(blur, sharp)`` the prior's ``z_0``
     explains (1 = exact, 0 = no better than the mean target, < 0 = worse)."""
-    from models.inference import image_seed, pad_to_multiple, restore_tensor, to_uint8_image
+    from models.inference import (
+        image_seed,
+        pad_to_multiple,
+        restore_tensor,
+        to_uint8_image,
+    )
     from pipelines.losses import latent_loss
     from pipelines.metrics import psnr
 
@@ -650,7 +654,12 @@ class Trainer:
 
     def setup_data(self) -> None:
         """Training pairs, and validation as a held-out split of the TRAINING pairs (the same for every job)."""
-        from pipelines.data import PairedImageDataset, check_pairs, find_pairs, split_train_val
+        from pipelines.data import (
+            PairedImageDataset,
+            check_pairs,
+            find_pairs,
+            split_train_val,
+        )
 
         data, value_range = self.params.data, self.model.value_range
         self.root = self.job.data or self.params.resolve_path(data.train)

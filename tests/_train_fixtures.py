@@ -44,3 +44,59 @@ def write_params_file(path: Path, data_root: Path, train: dict | None = None) ->
     raw["profiles"]["smoke"] = deep_merge(raw["profiles"].get("smoke", {}), overrides(data_root, train))
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
+
+
+def train_cmd(params_file: Path, data_root: Path, out: Path, steps: int) -> list[str]:
+    """A stage-1 MIMO-UNet training command on the smoke profile of ``params_file`` (no MLflow)."""
+    import sys
+
+    return [sys.executable, "-m", "pipelines.cli", "train", "--stage", "stage1", "--backbone", "mimo_unet",
+            "--params", str(params_file), "--profile", "smoke", "--data", str(data_root), "--out", str(out),
+            "--steps", str(steps), "--no-mlflow", "--no-progress"]
+
+
+def checkpoint_step(path: Path) -> int:
+    """The step saved in ``last.pt`` (-1 while absent or half written)."""
+    import pickle
+
+    import torch
+
+    try:
+        return int(torch.load(path, weights_only=True, map_location="cpu")["step"])
+    except (OSError, RuntimeError, EOFError, KeyError, pickle.UnpicklingError):
+        return -1
+
+
+def train_killed_and_resumed(params_file: Path, data_root: Path, folder: Path, steps: int, last_kill: int,
+                             env: dict) -> tuple[Path, Path, int]:
+    """Train once without interruption (``folder/reference``) and once SIGKILLed at a random moment after
+    a random checkpoint (at most ``last_kill``) and then resumed (``folder/resumed``); returns both folders
+    and the step the kill left in ``last.pt``. Asserts the kill landed mid-run and the resumption ended well."""
+    import random
+    import signal
+    import subprocess
+    import time
+
+    repo = Path(__file__).resolve().parents[1]
+    reference, resumed = folder / "reference", folder / "resumed"
+    subprocess.run(train_cmd(params_file, data_root, reference, steps), cwd=repo, env=env, check=True,
+                   capture_output=True, timeout=300)
+    kill_after = random.Random().randint(2, last_kill)  # the kill lands mid-step, after this checkpoint
+    proc = subprocess.Popen(train_cmd(params_file, data_root, resumed, steps), cwd=repo, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    try:
+        while checkpoint_step(resumed / "last.pt") < kill_after:
+            assert proc.poll() is None, "the training process ended before it could be killed"
+            assert time.monotonic() < deadline, "no checkpoint appeared"
+            time.sleep(0.02)
+        time.sleep(random.Random().uniform(0, 0.3))
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    killed_at = checkpoint_step(resumed / "last.pt")
+    assert 0 < killed_at < steps and not (resumed / "metrics.json").exists(), f"killed too late (step {killed_at})"
+    done = subprocess.run(train_cmd(params_file, data_root, resumed, steps), cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return reference, resumed, killed_at

@@ -6,21 +6,29 @@ import json
 import os
 import pickle
 import random
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from _train_fixtures import make_dataset, train_killed_and_resumed, write_params_file
 
-from _train_fixtures import make_dataset, write_params_file
-from models.deblur_model import (DeblurModel, build_deblur_model, copy_parts, load_deblur_model, model_file,
-                                 model_payload)
-from pipelines.checkpoint import (CheckpointError, check_plain, load_checkpoint, rng_state, save_checkpoint,
-                                  set_rng_state)
+from models.deblur_model import (
+    DeblurModel,
+    build_deblur_model,
+    copy_parts,
+    load_deblur_model,
+    model_file,
+    model_payload,
+)
+from pipelines.checkpoint import (
+    CheckpointError,
+    check_plain,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from pipelines.io import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -148,47 +156,12 @@ def test_model_file_of_a_run_and_copying_parts_between_stages(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- SIGKILL
 
-def _train_cmd(params_file: Path, data_root: Path, out: Path, steps: int) -> list[str]:
-    return [sys.executable, "-m", "pipelines.cli", "train", "--stage", "stage1", "--backbone", "mimo_unet",
-            "--params", str(params_file), "--profile", "smoke", "--data", str(data_root), "--out", str(out),
-            "--steps", str(steps), "--no-mlflow", "--no-progress"]
-
-
-def _checkpoint_step(path: Path) -> int:
-    try:
-        return int(torch.load(path, weights_only=True, map_location="cpu")["step"])
-    except (OSError, RuntimeError, EOFError, KeyError, pickle.UnpicklingError):
-        return -1
-
-
 def test_resume_after_sigkill_gives_identical_weights_and_metrics(tmp_path):
     data_root = make_dataset(tmp_path / "synthetic")
     params_file = write_params_file(tmp_path / "params.yaml", data_root, {"val_every": 5, "checkpoint_every": 3})
     steps = 24
     env = {**os.environ, "PYTHONHASHSEED": "0"}
-    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
-    subprocess.run(_train_cmd(params_file, data_root, reference, steps), cwd=REPO, env=env, check=True,
-                   capture_output=True, timeout=300)
-
-    kill_after = random.Random().randint(2, 14)  # a random point; the kill lands mid-step, after this checkpoint
-    proc = subprocess.Popen(_train_cmd(params_file, data_root, resumed, steps), cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    try:
-        while _checkpoint_step(resumed / "last.pt") < kill_after:
-            assert proc.poll() is None, "the training process ended before it could be killed"
-            assert time.monotonic() < deadline, "no checkpoint appeared"
-            time.sleep(0.02)
-        time.sleep(random.Random().uniform(0, 0.3))
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    killed_at = _checkpoint_step(resumed / "last.pt")
-    assert 0 < killed_at < steps and not (resumed / "metrics.json").exists(), f"killed too late (step {killed_at})"
-
-    done = subprocess.run(_train_cmd(params_file, data_root, resumed, steps), cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    reference, resumed, killed_at = train_killed_and_resumed(params_file, data_root, tmp_path, steps, 14, env)
 
     ref_model = load_checkpoint(reference / "model.pt")["model"]
     new_model = load_checkpoint(resumed / "model.pt")["model"]

@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from _smoke_root import REPO, reduced_smoke_root
 
 pytestmark = pytest.mark.timeout(900)

@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
-import random
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from _train_fixtures import make_dataset, small_params, write_params_file
+from _train_fixtures import (
+    make_dataset,
+    small_params,
+    train_killed_and_resumed,
+    write_params_file,
+)
 
 from models.checkpointing import (
     checkpoint_block_types,
@@ -28,7 +27,8 @@ from pipelines.checkpoint import load_checkpoint
 from pipelines.cli import UserError
 from pipelines.config import ParamsError, load_params
 from pipelines.io import sha256_file
-from pipelines.train import StageObjective, TrainJob, fingerprint as _fingerprint, train
+from pipelines.train import StageObjective, TrainJob, train
+from pipelines.train import fingerprint as _fingerprint
 from pipelines.train_step import StepPlan, accumulate, micro_slices, rank_share
 
 REPO = Path(__file__).resolve().parents[1]
@@ -282,46 +282,12 @@ def test_train_crop_size_is_the_backbones_own_crop(tmp_path, data_root):
 
 # ---------------------------------------------------------------------------------------------- SIGKILL
 
-def _train_cmd(params_file: Path, data_root: Path, out: Path, steps: int) -> list[str]:
-    return [sys.executable, "-m", "pipelines.cli", "train", "--stage", "stage1", "--backbone", "mimo_unet",
-            "--params", str(params_file), "--profile", "smoke", "--data", str(data_root), "--out", str(out),
-            "--steps", str(steps), "--no-mlflow", "--no-progress"]
-
-
-def _checkpoint_step(path: Path) -> int:
-    try:
-        return int(torch.load(path, weights_only=True, map_location="cpu")["step"])
-    except (OSError, RuntimeError, EOFError, KeyError, pickle.UnpicklingError):
-        return -1
-
-
 def test_resume_after_sigkill_is_exact_with_bf16_checkpointing_and_accumulation(tmp_path, data_root):
     params_file = write_params_file(tmp_path / "params.yaml", data_root,
                                     {**SWITCHES, "val_every": 6, "checkpoint_every": 3})
     steps = 15
     env = {**os.environ, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
-    subprocess.run(_train_cmd(params_file, data_root, reference, steps), cwd=REPO, env=env, check=True,
-                   capture_output=True, timeout=300)
-
-    kill_after = random.Random().randint(2, 9)
-    proc = subprocess.Popen(_train_cmd(params_file, data_root, resumed, steps), cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    try:
-        while _checkpoint_step(resumed / "last.pt") < kill_after:
-            assert proc.poll() is None, "the training process ended before it could be killed"
-            assert time.monotonic() < deadline, "no checkpoint appeared"
-            time.sleep(0.02)
-        time.sleep(random.Random().uniform(0, 0.3))
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    killed_at = _checkpoint_step(resumed / "last.pt")
-    assert 0 < killed_at < steps and not (resumed / "metrics.json").exists(), f"killed too late (step {killed_at})"
-    done = subprocess.run(_train_cmd(params_file, data_root, resumed, steps), cwd=REPO, env=env, check=False,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    reference, resumed, killed_at = train_killed_and_resumed(params_file, data_root, tmp_path, steps, 9, env)
 
     ref_model, new_model = (load_checkpoint(d / "model.pt")["model"] for d in (reference, resumed))
     assert ref_model.keys() == new_model.keys()
