@@ -17,10 +17,18 @@ Blocks keyed by metric have one field per metric of :data:`models.names.METRICS`
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, ValidationError, create_model, \
-    model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    create_model,
+    model_validator,
+)
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from models.names import METRIC_NAMES
@@ -34,11 +42,11 @@ class Schema(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 
 
-def invalid_at(loc: tuple, problem: str, value: Any = None) -> ValidationError:
-    """A validation error at ``loc`` (inside the model being validated): ``problem`` ``"missing"``
-    is a missing key, anything else the text of the problem."""
+def invalid_at(loc: tuple, problem: str) -> ValidationError:
+    """A validation error at ``loc`` inside the model being validated (for checks across fields):
+    ``problem`` ``"missing"`` is a missing key, anything else the text of the problem."""
     kind = "missing" if problem == "missing" else PydanticCustomError("invalid", problem)
-    return ValidationError.from_exception_data("metric file", [InitErrorDetails(type=kind, loc=loc, input=value)])
+    return ValidationError.from_exception_data("metric file", [InitErrorDetails(type=kind, loc=loc, input=None)])
 
 
 # --- value types that keep what they are given ---------------------------------------------
@@ -87,14 +95,15 @@ class Gain(Schema):
         return 1 if self.ci_low > 0 else -1 if self.ci_high < 0 else 0
 
 
-class ByMetric(Schema):
-    """One field per metric of :data:`models.names.METRICS`; ``block[metric]`` reads one."""
+class Keyed(Schema):
+    """A block whose fields are also read as ``block[name]`` (a metric, a side: a name in a variable)."""
 
-    def __getitem__(self, metric: str):
-        return getattr(self, metric)
+    def __getitem__(self, name: str):
+        return getattr(self, name)
 
 
-def _per_metric(name: str, value_type, doc: str, base: type[Schema] = ByMetric) -> type:
+def _per_metric(name: str, value_type, doc: str, base: type[Schema] = Keyed) -> type:
+    """A block with one field per metric of :data:`models.names.METRICS`, in its order."""
     fields = {metric: (value_type, ...) for metric in METRIC_NAMES}
     return create_model(name, __base__=base, __doc__=doc, __module__=__name__, **fields)
 
@@ -124,13 +133,13 @@ class Meta(Schema):
 
 
 # --- table1.json ----------------------------------------------------------------------------
-class OverInput(Schema):
+class OverInput(Keyed):
     """The gain of each model over the blurred input itself, per metric."""
     baseline: MetricGains
     blurdm: MetricGains
 
 
-class SidePaths(Schema):
+class SidePaths(Keyed):
     baseline: PathOrPaths
     blurdm: PathOrPaths
 
@@ -139,13 +148,13 @@ class SidePaths(Schema):
         return [value] if isinstance(value, str) else list(value)
 
 
-class SideRuns(Schema):
+class SideRuns(Keyed):
     """MLflow run ids of each model's training seeds (run-specific: the sidecar)."""
     baseline: list[str] = []
     blurdm: list[str] = []
 
 
-class DvcStages(Schema):
+class DvcStages(Keyed):
     baseline: str
     blurdm: str
     evaluation: str | None = None  # absent in older tables
@@ -195,7 +204,7 @@ class Stage2R2(Schema):
     per_seed: dict[str, float]
 
 
-class AblationRowFields(ByMetric):
+class AblationRowFields(Keyed):
     """An ablation row without its per-metric means (added from the metric registry below)."""
     variant: str
     gain: Gain  # PSNR gain over the no-prior baseline, paired on the same images
@@ -247,11 +256,13 @@ class TSweepFile(AblationFile):
 
 # --- costs.json -------------------------------------------------------------------------------
 class CostCounts(Schema):
-    params: int
-    flops: int
-    macs: float
-    fft_flops: int
-    thop_macs: int  # conv/linear layers only: how the published "GFLOPs" were counted
+    """Counts at 1x3x256x256 (profile writes integers, ``macs`` = flops / 2 as a float; any finite
+    number is kept as it is)."""
+    params: Number
+    flops: Number
+    macs: Number
+    fft_flops: Number
+    thop_macs: Number  # conv/linear layers only: how the published "GFLOPs" were counted
 
 
 class ComponentCost(Schema):
@@ -293,7 +304,7 @@ class PublishedCosts(Schema):
     comparable: bool
 
 
-class BackboneCosts(Schema):
+class BackboneCosts(Keyed):
     baseline: CostCounts
     blurdm: CostCounts
     overhead: Overhead
@@ -390,13 +401,6 @@ class Latency(Schema):
     python_version: str
     fast: FastLatency | None = None  # on a GPU
 
-    def of(self, model: str, variant: str | None, size: tuple[int, int]) -> LatencyResult | None:
-        return next((r for r in self.results if r.model == model and r.variant == variant
-                     and tuple(r.size) == tuple(size)), None)
-
-    def sizes(self) -> list[tuple[int, int]]:
-        return list(dict.fromkeys(tuple(r.size) for r in self.results))
-
 
 class CostsFile(Schema):
     scale: str
@@ -411,6 +415,15 @@ class CostsFile(Schema):
     environment: Environment
     params_profile: str | None = None
     latency: Latency | None = None  # run-specific (the sidecar); absent without --latency
+
+    def latency_of(self, model: str, variant: str | None, size: tuple[int, int]) -> LatencyResult | None:
+        """The eager timing of ``model`` (``variant``) at ``size``, if measured."""
+        results = self.latency.results if self.latency else []
+        return next((r for r in results if r.model == model and r.variant == variant and tuple(r.size) == size), None)
+
+    def latency_sizes(self) -> list[tuple[int, int]]:
+        """The image sizes timed, in the order measured."""
+        return list(dict.fromkeys(tuple(r.size) for r in self.latency.results)) if self.latency else []
 
 
 SCHEMAS: dict[str, type[Schema]] = {  # metrics/<name>.json
@@ -432,10 +445,10 @@ def validated_json(schema: type[Schema], data: dict) -> dict:
 _EXPECTED = {
     "float_type": "expected a finite number", "finite_number": "expected a finite number",
     "int_type": "expected an integer", "int_from_float": "expected an integer", "string_type": "expected a string",
-    "bool_type": "expected true or false", "list_type": "expected a list", "dict_type": "expected a mapping",
-    "model_type": "expected a mapping", "model_attributes_type": "expected a mapping",
-    "literal_error": "not an allowed key",
+    "bool_type": "expected true or false", "literal_error": "not an allowed key",
 }
+_EXPECTED_CONTAINER = {"list_type": "expected a list", "dict_type": "expected a mapping",
+                       "model_type": "expected a mapping", "model_attributes_type": "expected a mapping"}
 
 
 def key_path(loc: tuple) -> str:
@@ -444,14 +457,12 @@ def key_path(loc: tuple) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part != "[key]":
+        elif part != "[key]":  # pydantic's marker of a bad mapping key
             out += f".{part}" if out else str(part)
     return out
 
 
-def _given(value) -> str:
-    if isinstance(value, (dict, list)):
-        return type(value).__name__
+def _shown(value) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
@@ -460,14 +471,16 @@ def describe(err: ValidationError) -> str:
     """The first problem of ``err``: ``missing key '<key path>'`` or ``<key path>: <problem>``
     (``(and N more)`` when there are others)."""
     first = err.errors(include_url=False)[0]
-    where = key_path(first["loc"])
-    if first["type"] == "missing":
+    kind, where = first["type"], key_path(first["loc"]) or "top level"
+    if kind == "missing":
         text = f"missing key '{where}'"
-    elif first["type"] == "extra_forbidden":
+    elif kind == "extra_forbidden":
         text = f"{where}: unexpected key (not in the format)"
-    elif first["type"] == "invalid":
-        text = f"{where or 'top level'}: {first['msg']}"
+    elif kind == "invalid":  # a check across fields (invalid_at): its text says it all
+        text = f"{where}: {first['msg']}"
+    elif kind in _EXPECTED_CONTAINER:
+        text = f"{where}: {_EXPECTED_CONTAINER[kind]}, got {type(first['input']).__name__}"
     else:
-        text = f"{where or 'top level'}: {_EXPECTED.get(first['type'], first['msg'])}, got {_given(first['input'])}"
+        text = f"{where}: {_EXPECTED.get(kind, first['msg'])}, got {_shown(first['input'])}"
     more = err.error_count() - 1
     return text + (f" (and {more} more)" if more else "")
