@@ -52,7 +52,8 @@ def meta(params: Params) -> dict:
         "eval_seeds": list(params.evaluate.eval_seeds),
         "bootstrap": {"resamples": params.evaluate.bootstrap.resamples, "seed": params.evaluate.bootstrap.seed,
                       "confidence": 0.95},
-        "git_commit": None if commit == UNKNOWN_COMMIT else commit, "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "git_commit": None if commit == UNKNOWN_COMMIT else commit,
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "device": "cpu",
                     "threads": torch.get_num_threads(), "torch": torch.__version__},
     }
