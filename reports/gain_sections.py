@@ -5,6 +5,7 @@ from __future__ import annotations
 from models.names import METRIC_NAMES, PRIORS, STAGE_COMBOS
 from models.names import METRICS as METRIC_REGISTRY
 from pipelines.table_schemas import SIDES, AblationFile, AblationRow, AblationRows, Table1File, Table1Row, TSweepFile
+from pipelines.tracking import public_text  # no path of the producing machine on the page
 from reports.claims import Claim, claim_best_t, claim_every_backbone, claim_ordering, paper_order
 from reports.inputs import PAPER_METRIC, PAPER_VARIANT_KEY, REFERENCE_DATASET
 from reports.page import (
@@ -23,7 +24,6 @@ from reports.page import (
     head_row,
     linked,
     not_run,
-    public_text,
     runs_title,
     signed_cell,
     slug,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from models.names import BACKBONES, DATASETS, label
 from pipelines.table_schemas import Gain
+from pipelines.tracking import run_href
 from reports.inputs import METRIC_FILES, Published
 
 NOT_RUN = "not run"  # a section's status, a cell, a verdict
@@ -35,13 +36,6 @@ def display_path(path: Path, root: Path) -> str:
         return Path(path).resolve().relative_to(root.resolve()).as_posix()
     except ValueError:
         return str(path)
-
-
-def public_text(text: str) -> str:
-    """No path of the producing machine on the page: absolute / home paths cut to their file names."""
-    from pipelines.tracking import public_text as strip
-
-    return strip(text)
 
 
 # --- the blocks of a page ---------------------------------------------------------------------
@@ -229,8 +223,6 @@ class Context:
 
     def href(self, run_ids: list[str]) -> str | None:
         """The MLflow UI page of these runs (one run; several training seeds: the compare page)."""
-        from pipelines.tracking import run_href
-
         return run_href(self.mlflow_ui, run_ids, self.run_experiments)
 
     def shown(self, name: str) -> str:
