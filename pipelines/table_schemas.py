@@ -462,7 +462,7 @@ def key_path(loc: tuple) -> str:
     return out
 
 
-def _shown(value) -> str:
+def _brief_repr(value) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
@@ -481,6 +481,6 @@ def describe(err: ValidationError) -> str:
     elif kind in _EXPECTED_CONTAINER:
         text = f"{where}: {_EXPECTED_CONTAINER[kind]}, got {type(first['input']).__name__}"
     else:
-        text = f"{where}: {_EXPECTED.get(kind, first['msg'])}, got {_shown(first['input'])}"
+        text = f"{where}: {_EXPECTED.get(kind, first['msg'])}, got {_brief_repr(first['input'])}"
     more = err.error_count() - 1
     return text + (f" (and {more} more)" if more else "")
