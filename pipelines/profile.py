@@ -438,6 +438,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from pipelines.config import load_params
     from pipelines.run_info import run_info_path, split_costs, write_tracked
+    from pipelines.table_schemas import CostsFile, validated_json
 
     params = load_params(args.params, profile=args.profile)
     scale = args.scale or params.models.scale
@@ -447,6 +448,7 @@ def run(args) -> int:
         device=args.device, fast=args.fast,
     )
     report["params_profile"] = params.profile
+    report = validated_json(CostsFile, report)  # the format of costs.json, which the report reads it with
     # timings differ from run to run: they go to the untracked run_info/ sidecar, not the tracked file
     write_tracked(args.out, *split_costs(report))
     print(f"wrote {args.out}" + (f" (timings: {run_info_path(args.out)})" if args.latency else ""))

@@ -13,7 +13,8 @@ Beside them, for DVC (:mod:`pipelines.plots_data`): ``plots/t_sweep.csv``, ``plo
 ``plots/ablation_stages.csv`` (``dvc plots``) and ``headline.json`` (the headline gains, ``dvc exp show``).
 
 These tracked files hold no run-specific field: the date and the MLflow run ids go to the untracked
-``metrics/run_info/<name>.json`` (:mod:`pipelines.run_info`).
+``metrics/run_info/<name>.json`` (:mod:`pipelines.run_info`). Every table is checked against its schema
+(:mod:`pipelines.table_schemas`, which the report reads it with) before it is written.
 
 Only what was run appears; a missing evaluation is left out (the report says "not run").
 """
@@ -24,13 +25,14 @@ import datetime as dt
 import json
 import os
 import platform
-import subprocess
 from pathlib import Path
 
 from models.names import METRIC_NAMES, PRIORS, STAGE_COMBOS
 from pipelines.config import Params, load_params, repo_root
 from pipelines.run_info import split_table, write_tracked
 from pipelines.study import ablation_variants, eval_dir, eval_root, train_dir
+from pipelines.table_schemas import SCHEMAS, validated_json
+from pipelines.tracking import UNKNOWN_COMMIT, git_commit
 
 METRICS = METRIC_NAMES
 ABLATION_ORDER = {
@@ -39,25 +41,19 @@ ABLATION_ORDER = {
 }
 
 
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_root(), capture_output=True, text=True,
-                             timeout=10, check=True)
-        return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def meta(params: Params) -> dict:
     import torch
 
+    # HEAD without "-dirty": the same commit gives the same bytes (dvc.lock changes while the study runs)
+    commit = git_commit(mark_dirty=False)
     return {
         "profile": params.profile, "scale": params.models.scale, "train_seeds": list(params.train.seeds),
         "train_seeds_by_backbone": {bb: params.seeds_for(bb) for bb in params.models.backbones},
         "eval_seeds": list(params.evaluate.eval_seeds),
         "bootstrap": {"resamples": params.evaluate.bootstrap.resamples, "seed": params.evaluate.bootstrap.seed,
                       "confidence": 0.95},
-        "git_commit": git_commit(), "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "git_commit": None if commit == UNKNOWN_COMMIT else commit,
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "device": "cpu",
                     "threads": torch.get_num_threads(), "torch": torch.__version__},
     }
@@ -298,6 +294,7 @@ def build_tables(params: Params, out_dir: Path) -> dict[str, dict]:
         "t_sweep": ablation_table(params, [f"T={t}" for t in sweep], dataset),
     }
     for name, table in tables.items():
+        tables[name] = table = validated_json(SCHEMAS[name], table)  # the format of metrics/<name>.json
         # the same commit and params give the same bytes: date and MLflow run ids go to run_info/<name>.json
         tracked, volatile = split_table(table)
         volatile["experiments"] = _experiments_of(volatile["runs"])  # MLflow UI compare links in the report

@@ -102,8 +102,12 @@ def flatten(obj, prefix: str = "") -> dict[str, str]:
     return out
 
 
-def git_commit(root: str | os.PathLike | None = None) -> str:
-    """HEAD's commit hash of the repository (with ``-dirty`` if tracked files changed), or ``unknown``."""
+UNKNOWN_COMMIT = "unknown"
+
+
+def git_commit(root: str | os.PathLike | None = None, mark_dirty: bool = True) -> str:
+    """HEAD's commit hash of the repository (with ``-dirty`` if tracked files changed, unless
+    ``mark_dirty`` is false), or :data:`UNKNOWN_COMMIT` outside a git checkout."""
     if root is None:
         from pipelines.config import repo_root
 
@@ -112,12 +116,14 @@ def git_commit(root: str | os.PathLike | None = None) -> str:
         head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
                               timeout=10, check=False)
         if head.returncode != 0:
-            return "unknown"
+            return UNKNOWN_COMMIT
+        if not mark_dirty:
+            return head.stdout.strip()
         dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True, timeout=10, check=False)
         return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return UNKNOWN_COMMIT
 
 
 class Tracker:
@@ -352,7 +358,7 @@ def source_tags(source_name: str, root: str | os.PathLike | None = None) -> dict
         root = code if (code / ".git").exists() else repo_root()
     tags = {"mlflow.source.name": source_name, "mlflow.source.type": "LOCAL"}
     commit = git_commit(root)
-    if commit != "unknown":
+    if commit != UNKNOWN_COMMIT:
         tags["mlflow.source.git.commit"] = commit.removesuffix("-dirty")
         tags["mlflow.source.git.dirty"] = "true" if commit.endswith("-dirty") else "false"
         branch = _git(root, "rev-parse", "--abbrev-ref", "HEAD")

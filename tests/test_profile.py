@@ -104,9 +104,9 @@ def test_profile_output_feeds_the_report(tmp_path):
     """The costs file written by `profile` is accepted by the report's parser (no format drift)."""
     from pipelines.io import write_json
     from pipelines.profile import profile_models
-    from reports.build import Source, parse_costs
+    from pipelines.table_schemas import CostsFile
 
     costs = profile_models(scale="tiny", backbones=["mimo_unet"], progress=False)
     write_json(tmp_path / "costs.json", costs)
-    parsed = parse_costs(Source(tmp_path / "costs.json", costs))
-    assert parsed.environment["device"] and "threads" in parsed.environment
+    parsed = CostsFile.model_validate_json((tmp_path / "costs.json").read_text())
+    assert parsed.environment.device and parsed.environment.threads

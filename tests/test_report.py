@@ -319,8 +319,7 @@ def test_no_published_number_is_typed_into_code_or_templates(paper):
 
     collect(paper)
     numbers = {n for n in numbers if len(n.lstrip("-")) >= 4}  # e.g. 31.78, 0.957, 4.16
-    sources = [REPO / "reports" / "build.py", REPO / "reports" / "plots.py",
-               *sorted((REPO / "reports" / "templates").iterdir())]
+    sources = [*sorted((REPO / "reports").glob("*.py")), *sorted((REPO / "reports" / "templates").iterdir())]
     for path in sources:
         text = path.read_text()
         found = sorted(n for n in numbers if re.search(rf"(?<![\d.]){re.escape(n)}(?!\d)", text))
@@ -423,13 +422,13 @@ def test_templates_fail_loudly_on_a_missing_value():
 
 # --- claim logic on small inputs -----------------------------------------------------------------
 def _gain(mean, low, high):
-    from reports.build import Gain
+    from pipelines.table_schemas import Gain
 
-    return Gain(mean, low, high, 0.0, 10, 3)
+    return Gain(mean=mean, ci_low=low, ci_high=high, seed_std=0.0, n_images=10, n_seeds=3)
 
 
 def test_ordering_claim_needs_separated_cis_and_every_variant():
-    from reports.build import NOT_REPRODUCED, NOT_RUN, REPRODUCED, claim_ordering
+    from reports.claims import NOT_REPRODUCED, NOT_RUN, REPRODUCED, claim_ordering
 
     order = ["none", "ddpm", "blurdm"]
     separated = {"none": _gain(0, 0, 0), "ddpm": _gain(0.2, 0.1, 0.3), "blurdm": _gain(0.5, 0.4, 0.6)}
@@ -445,14 +444,9 @@ def test_ordering_claim_needs_separated_cis_and_every_variant():
 
 
 def test_every_backbone_claim(page):
-    from reports.build import (
-        NOT_REPRODUCED,
-        REPRODUCED,
-        Source,
-        claim_every_backbone,
-        load_published,
-        parse_table1,
-    )
+    from pipelines.table_schemas import Table1File
+    from reports.claims import NOT_REPRODUCED, REPRODUCED, claim_every_backbone
+    from reports.inputs import load_published
 
     data = fixture_json("table1.json")
     good = copy.deepcopy(data)
@@ -460,25 +454,20 @@ def test_every_backbone_claim(page):
     worse = copy.deepcopy(data)
     worse["rows"][1]["gain"]["psnr"].update(mean=-0.4, ci_low=-0.6, ci_high=-0.2)
     published = load_published()
-    assert claim_every_backbone(parse_table1(Source(Path("t.json"), good)), published).verdict == REPRODUCED
-    claim = claim_every_backbone(parse_table1(Source(Path("t.json"), worse)), published)
+    assert claim_every_backbone(Table1File.model_validate(good), published).verdict == REPRODUCED
+    claim = claim_every_backbone(Table1File.model_validate(worse), published)
     assert claim.verdict == NOT_REPRODUCED
     assert any("-0.40 [-0.60, -0.20] dB, CI below 0: BlurDM worse" in e for e in claim.evidence)
 
 
 def test_best_t_claim():
-    from reports.build import (
-        NOT_REPRODUCED,
-        NOT_RUN,
-        REPRODUCED,
-        Ablation,
-        AblationRow,
-        claim_best_t,
-    )
+    from pipelines.table_schemas import TSweepFile, TSweepRow
+    from reports.claims import NOT_REPRODUCED, NOT_RUN, REPRODUCED, claim_best_t
 
     def sweep(gains):
-        rows = [AblationRow(f"T={t}", 27.0, None, None, None, _gain(*g), [], "s", T=t) for t, g in gains.items()]
-        return Ablation(None, None, "synthetic", "mimo_unet", rows)
+        rows = [TSweepRow(variant=f"T={t}", psnr=27.0, ssim=None, ssim3d=None, lpips=None, gain=_gain(*g),
+                          dvc_stage="s", T=t) for t, g in gains.items()]
+        return TSweepFile.model_construct(dataset="synthetic", backbone="mimo_unet", rows=rows)
 
     rising = {1: (0.1, 0.0, 0.2), 3: (0.3, 0.25, 0.35), 5: (0.5, 0.4, 0.6), 8: (0.45, 0.35, 0.55)}
     assert claim_best_t(sweep(rising), 5).verdict == REPRODUCED
@@ -489,27 +478,21 @@ def test_best_t_claim():
 
 
 def test_overhead_claim_only_for_paper_scale_counts():
-    from reports.build import (
-        NOT_REPRODUCED,
-        NOT_RUN,
-        REPRODUCED,
-        Source,
-        claim_overhead,
-        load_published,
-        parse_costs,
-    )
+    from pipelines.table_schemas import CostsFile
+    from reports.claims import NOT_REPRODUCED, NOT_RUN, REPRODUCED, claim_overhead
+    from reports.inputs import load_published
 
     published = load_published()
     data = fixture_json("costs.json")
-    assert claim_overhead(parse_costs(Source(Path("c.json"), data)), published).verdict == NOT_RUN  # tiny scale
+    assert claim_overhead(CostsFile.model_validate(data), published).verdict == NOT_RUN  # tiny scale
     paper = copy.deepcopy(data)
     paper["scale"] = "paper"
     paper["blurdm_module"]["thop_macs"] = 4.157e9
     for entry in paper["backbones"].values():
         entry["overhead"].update(thop_macs_ratio=0.065, macs_ratio=0.06)
-    assert claim_overhead(parse_costs(Source(Path("c.json"), paper)), published).verdict == REPRODUCED
+    assert claim_overhead(CostsFile.model_validate(paper), published).verdict == REPRODUCED
     paper["backbones"]["mimo_unet"]["overhead"]["macs_ratio"] = 0.09  # complete count above 8 %
-    assert claim_overhead(parse_costs(Source(Path("c.json"), paper)), published).verdict == NOT_REPRODUCED
+    assert claim_overhead(CostsFile.model_validate(paper), published).verdict == NOT_REPRODUCED
     assert claim_overhead(None, published).verdict == NOT_RUN
 
 
