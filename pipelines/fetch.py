@@ -83,7 +83,13 @@ from tqdm import tqdm
 
 from pipelines.cli import UserError
 from pipelines.config import PROFILE_NAMES, DatasetSource, load_params
-from pipelines.io import FULL_OR_READ_ONLY, atomic_dir, sha256_file, write_json, write_text
+from pipelines.io import (
+    FULL_OR_READ_ONLY,
+    atomic_dir,
+    sha256_file,
+    write_json,
+    write_text,
+)
 
 CHECKSUMS_PATH = Path(__file__).with_name("checksums.yaml")
 SPLITS = ("train", "test")
@@ -1139,8 +1145,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checksums", type=Path, help=f"checksums file (default: {CHECKSUMS_PATH.name} in pipelines/)")
 
 
+PARAMS_KEYS = ("profile", "fetch", "data.max_pixels")  # what this stage reads (dvc.yaml declares them)
+
+
 def run(args: argparse.Namespace) -> int:
-    params = load_params(args.params, profile=args.profile)
+    from pipelines.params_view import restrict
+
+    params = restrict(load_params(args.params, profile=args.profile), PARAMS_KEYS, "the fetch stage")
     datasets = params.fetch.datasets
     if bool(args.all) == bool(args.dataset):
         raise UserError("name one dataset or pass --all (not both)")

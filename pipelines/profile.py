@@ -435,12 +435,17 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", default=None, help="params.yaml to read (default: the repo's)")
 
 
+PARAMS_KEYS = ("profile", "cost", "prior.T", "data.max_pixels")  # what this stage reads (dvc.yaml declares them)
+
+
 def run(args) -> int:
     from pipelines.config import load_params
+    from pipelines.params_view import restrict
     from pipelines.run_info import run_info_path, split_costs, write_tracked
     from pipelines.table_schemas import CostsFile, validated_json
 
-    params = load_params(args.params, profile=args.profile)
+    keys = PARAMS_KEYS + (() if args.scale else ("models.scale",))
+    params = restrict(load_params(args.params, profile=args.profile), keys, "the profile stage")
     scale = args.scale or params.models.scale
     report = profile_models(
         scale=scale, backbones=args.backbones, T=params.prior.T, latency=args.latency,

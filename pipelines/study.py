@@ -275,8 +275,27 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
 
 
+def stage_params_keys(params, args) -> tuple[str, ...]:
+    """The params keys a ``study`` action reads (its DVC stage declares them): training keys of the
+    backbone it trains (:func:`pipelines.train.train_params_keys`) or the evaluation keys."""
+    from pipelines.train import train_params_keys
+
+    table1 = args.study == "table1"
+    backbone = args.backbone if table1 else params.models.ablation_backbone
+    own = () if table1 else ("models.ablation_backbone",)
+    if args.action == "train":
+        prior = ("prior",) if not table1 or args.stage in ("stage2", "stage3") else ()
+        return train_params_keys(backbone) + prior + own
+    ablations = () if table1 else ("ablations", "prior.T")
+    return ("profile", "data.test", "data.max_pixels", "evaluate", "train.seeds", "train.threads",
+            f"backbone_train.{backbone}", "mlflow_tracking_uri") + ablations + own
+
+
 def run(args) -> int:
+    from pipelines.params_view import restrict
+
     params = load_params(args.params, profile=args.profile)
+    params = restrict(params, stage_params_keys(params, args), f"study {args.action} --study {args.study}")
     if args.action == "train":
         train_action(params, args)
     else:

@@ -34,7 +34,6 @@ import hashlib
 import math
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -539,10 +538,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+PARAMS_KEYS = ("profile", "synth", "data.max_pixels")  # what this stage reads (dvc.yaml declares them)
+
+
 def run(args) -> int:
     from pipelines.config import load_params
+    from pipelines.params_view import restrict
 
-    params = load_params(args.params, profile=args.profile)
+    params = restrict(load_params(args.params, profile=args.profile), PARAMS_KEYS, "the synthesize stage")
     out_dir = Path(args.out) if args.out else params.resolve_path(params.synth.out_dir)
     manifest = generate(params.synth, out_dir, progress=not args.no_progress)
     summary = manifest["summary"]

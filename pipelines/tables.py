@@ -311,8 +311,16 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", default=None)
 
 
+# what this stage reads (dvc.yaml declares them)
+PARAMS_KEYS = ("profile", "data.test", "data.max_pixels", "evaluate.bootstrap", "evaluate.eval_seeds", "ablations",
+               "prior.T", "models.ablation_backbone", "models.backbones", "models.scale", "train.seeds",
+               "backbone_train")
+
+
 def run(args) -> int:
-    params = load_params(args.params, profile=args.profile)
+    from pipelines.params_view import restrict
+
+    params = restrict(load_params(args.params, profile=args.profile), PARAMS_KEYS, "the tables stage")
     if not eval_root().is_dir():
         raise FileNotFoundError(f"{eval_root()}: no evaluations yet (run the evaluate stages first)")
     out = Path(args.out) if args.out else repo_root() / "metrics"

@@ -26,7 +26,12 @@ from pathlib import Path
 
 from reports.cost_section import cost_section
 from reports.gain_sections import ablation_section, t_sweep_section, table1_section
-from reports.inputs import PUBLISHED_YAML, load_inputs, load_published, load_run_experiments
+from reports.inputs import (
+    PUBLISHED_YAML,
+    load_inputs,
+    load_published,
+    load_run_experiments,
+)
 from reports.overview_sections import runs_section, summary_section
 from reports.page import Assets, Context, Section, display_path
 from reports.visual_section import visual_section
@@ -97,12 +102,18 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                              f"MLFLOW_TRACKING_URI / params mlflow_tracking_uri is http(s), else {MLFLOW_UI})")
 
 
+# what this stage reads (dvc.yaml declares them but mlflow_tracking_uri: where the links point)
+PARAMS_KEYS = ("profile", "data.test", "data.max_pixels", "models.backbones", "mlflow_tracking_uri")
+
+
 def run(args) -> int:
     from pipelines.config import load_params, repo_root
     from pipelines.tracking import ui_url
 
     root = repo_root()
-    params = load_params(args.params)
+    from pipelines.params_view import restrict
+
+    params = restrict(load_params(args.params), PARAMS_KEYS, "the report stage")
     index = build_report(args.metrics_dir or root / "metrics", args.out or root / "reports" / "site",
                          root=args.root or root, params=params,
                          mlflow_ui=args.mlflow_ui or ui_url(params.mlflow_tracking_uri, MLFLOW_UI))
