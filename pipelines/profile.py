@@ -82,7 +82,7 @@ def _shown(path: str | Path) -> str:
         return Path(path).name
 
 
-def load_published(published_costs: str | Path | None = None, paper_yaml: str | Path | None = None) -> dict:
+def load_published_costs(published_costs: str | Path | None = None, paper_yaml: str | Path | None = None) -> dict:
     """``{"backbones": {...} | None, "overhead": {...} | None, "sources": {...}}``.
 
     Backbone costs come from ``models/published_costs.yaml`` (in the package); the overhead claims
@@ -377,7 +377,7 @@ def profile_models(scale: str = "tiny", backbones: list[str] | None = None, T: i
     unknown = [b for b in backbones if b not in BACKBONES]
     if unknown:
         raise ValueError(f"unknown backbone(s) {unknown}; allowed: {', '.join(BACKBONES)}")
-    published = load_published(published_costs, paper_yaml)
+    published = load_published_costs(published_costs, paper_yaml)
     results = count_all(backbones, scale, T, progress=progress)
     compare_published(results, published["backbones"], scale)
     claims = published["overhead"]

@@ -278,12 +278,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def stage_params_keys(params, args) -> tuple[str, ...]:
     """The params keys a ``study`` action reads (its DVC stage declares them): training keys of the
     backbone it trains (:func:`pipelines.train.train_params_keys`) or the evaluation keys."""
-    from pipelines.train import train_params_keys
-
     table1 = args.study == "table1"
     backbone = args.backbone if table1 else params.models.ablation_backbone
     own = () if table1 else ("models.ablation_backbone",)
     if args.action == "train":
+        from pipelines.train import train_params_keys  # (the evaluate stages do not import the trainer)
+
         prior = ("prior",) if not table1 or args.stage in ("stage2", "stage3") else ()
         return train_params_keys(backbone) + prior + own
     ablations = () if table1 else ("ablations", "prior.T")

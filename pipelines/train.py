@@ -453,7 +453,7 @@ class StageObjective(nn.Module):
 # validation
 
 @torch.no_grad()
-def validate(model: nn.Module, dataset, device: torch.device, seed: int, latent: bool = False) -> dict:
+def score_validation(model: nn.Module, dataset, device: torch.device, seed: int, latent: bool = False) -> dict:
     """Mean PSNR (8-bit RGB) over ``dataset`` with the evaluator's full-resolution inference
     (:func:`models.inference.restore_tensor`: padding, LoFormer tiles, per-image noise seed
     :func:`models.inference.image_seed`) and, with ``latent``, the stage-2 latent loss and
@@ -797,7 +797,7 @@ class Trainer:
 
     def validation(self, step: int) -> None:
         if self.dist.is_main and self.val_set is not None:
-            result = validate(self.model, self.val_set, self.device, self.eval_seed, latent=self.kind == "latent")
+            result = score_validation(self.model, self.val_set, self.device, self.eval_seed, latent=self.kind == "latent")
             self.state["val_log"].append([step, result["psnr"], result["latent_loss"], result["latent_r2"]])
             self.tracker.log_metrics({"val_psnr": result["psnr"], "val_latent_loss": result["latent_loss"],
                                       "val_latent_r2": result["latent_r2"]}, step)

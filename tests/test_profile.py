@@ -54,7 +54,7 @@ def test_paper_claims_come_from_the_yaml(tiny_report, tmp_path):
     assert tiny_report["paper_claims"]["comparable"] is False
     ours = tiny_report["paper_claims"]["ours"]
     assert ours["blurdm_module_gmacs"] == pytest.approx(tiny_report["blurdm_module"]["macs"] / 1e9)
-    missing = prof.load_published(paper_yaml=tmp_path / "absent.yaml")
+    missing = prof.load_published_costs(paper_yaml=tmp_path / "absent.yaml")
     assert missing["overhead"] is None and "not found" in missing["sources"]["overhead"]
     assert missing["backbones"]["mimo_unet"]["gmacs"] > 0  # the packaged copy is always there
 
@@ -65,7 +65,7 @@ def test_paper_scale_blurdm_module_matches_the_spec():
     module = costs["blurdm_module"]
     assert module["params"] / 1e6 == pytest.approx(2.07, rel=0.01)
     assert module["macs"] / 1e9 == pytest.approx(4.16, rel=0.01)
-    prof.compare_published(costs, prof.load_published()["backbones"], "paper")
+    prof.compare_published(costs, prof.load_published_costs()["backbones"], "paper")
     pub = costs["backbones"]["mimo_unet"]["published"]
     assert pub["comparable"] is True and pub["key"] == "mimo_unet"
     assert abs(pub["gmacs_rel_diff"]) < 0.01 and abs(pub["params_rel_diff"]) < 0.01
