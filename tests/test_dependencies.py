@@ -23,7 +23,7 @@ pytestmark = pytest.mark.timeout(900)
 
 # Read but deliberately not declared: where MLflow records go changes no result.
 NOT_RESULTS = {"mlflow_tracking_uri": "where MLflow writes its records, not what any stage computes"}
-SMOKE = {"synth": {"n_train": 8, "n_test": 3},
+SMOKE = {"synth": {"n_train": 8, "n_test": 3}, "data": {"test": {"gopro_real": None}},  # one test set is enough
          "train": {"steps": {"stage1": 2, "stage2": 1, "stage3": 1}},
          **{"backbone_train": {b: {"steps": {"stage1": 2, "stage2": 1, "stage3": 1}}
                                for b in ("mimo_unet", "stripformer", "fftformer", "loformer")}}}
@@ -106,6 +106,26 @@ def test_every_stage_declares_what_it_reads(recorded):
     train = records[next(n for n in records if n.startswith("train_stage1"))]
     assert "pipelines/train.py" in train["files"] and any(k.startswith("train.") or k == "train"
                                                           for k in train["params"])
+
+
+def test_every_declared_params_key_is_in_params_yaml():
+    """DVC refuses to run a stage whose params dependency names a key params.yaml does not hold (a schema
+    default is not enough)."""
+    import yaml
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+
+    def holds(key: str) -> bool:
+        node = raw
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return False
+            node = node[part]
+        return True
+
+    missing = sorted({f"{name.split('@')[0]}: {key}" for name, stage in dvc_stages().items()
+                      for key in stage["params"] if not holds(key)})
+    assert not missing, missing
 
 
 def test_the_check_fails_when_a_declared_dep_is_removed(recorded):
