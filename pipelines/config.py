@@ -372,6 +372,8 @@ class Params(Strict):
     def _check_train_sets(self):
         owner: dict[str, str] = {}
         for name, train_set in self.train_sets.items():
+            if name in BACKBONES:  # runs/table1/<train_set>/<backbone>/: the two levels must not be confused
+                raise ValueError(f"train_sets.{name}: a training set may not be named like a backbone")
             for test in train_set.test:
                 if test not in self.data.test:
                     raise ValueError(f"train_sets.{name}.test: {test!r} is not a test set of this profile "
