@@ -258,7 +258,17 @@ def accept_code_changes(root: Path, stages: list[str], lock: dict, raw: dict) ->
     from dvc.repo import Repo
 
     accepted, notes = [], []
-    with Repo(str(root)) as repo:
+    cwd = os.getcwd()
+    os.chdir(root)  # DVC resolves stage names against the dvc.yaml of the working directory
+    try:
+        _accept(Repo(str(root)), stages, lock, raw, accepted, notes)
+    finally:
+        os.chdir(cwd)
+    return accepted, notes
+
+
+def _accept(repo, stages: list[str], lock: dict, raw: dict, accepted: list[str], notes: list[str]) -> None:
+    with repo:
         status = repo.status(targets=stages)
         for name in stages:
             changes = status.get(name) or []
@@ -271,7 +281,6 @@ def accept_code_changes(root: Path, stages: list[str], lock: dict, raw: dict) ->
                 continue
             repo.commit(name, force=True)
             accepted.append(name)
-    return accepted, notes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,7 +305,7 @@ def load_target(root: Path, train_set: str | None) -> Target:
     if name not in params.train_sets:
         raise ValueError(f"--train-set {name!r}: not a training set of params train_sets ({', '.join(params.train_sets)})")
     with Repo(str(root)) as repo:
-        stages = {stage.addressing: stage.cmd for stage in repo.index.stages}
+        stages = {stage.name: stage.cmd for stage in repo.index.stages}
     return Target(root=root, train_set=name, params=params, raw=raw, stages=stages)
 
 
@@ -336,7 +345,7 @@ def run(args) -> int:
     if not plan.empty:
         apply(plan, root)
     if args.accept:
-        stages = [name for name in plan.lock["stages"] if name not in NOT_ACCEPTED]
+        stages = [name for name in plan.lock["stages"] if name not in NOT_ACCEPTED and name in target.stages]
         accepted, notes = accept_code_changes(root, stages, plan.lock, target.raw)
         for name in accepted:
             print(f"accept  {name}: only this commit's code / unread profile keys differ (recorded, as dvc commit -f)")
