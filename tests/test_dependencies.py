@@ -76,7 +76,9 @@ def recorded(tmp_path_factory):
     run = one_per_family(stages)
     # the DAG of the reduced root has exactly the stages that run: one backbone, one of each ablation
     first = {family: name.split("@")[1] for name in run if "@" in name for family in [name.split("@")[0]]}
-    dag = {"models": {"backbones": [first["train_stage1"]]},
+    train_set, backbone = first["train_stage1"].split("-", 1)  # the matrix's first (training set, backbone)
+    assert train_set == "synthetic"  # the one training set of the smoke profile
+    dag = {"models": {"backbones": [backbone]},
            "ablations": {"priors": [first["ablation_prior"]], "stages": [first["ablation_stages"]],
                          "t_sweep": [int(first["t_sweep"])]}}
     root = reduced_smoke_root(tmp_path_factory.mktemp("deps") / "root", SMOKE, active=True, base_overrides=dag)

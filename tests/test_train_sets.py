@@ -110,7 +110,7 @@ def test_each_model_trained_on_its_set_and_realblur_is_never_scored_on_gopro(stu
     for train_set, folder in (("gopro", "gopro_like"), ("realblur_j", "realblur_like")):
         for stage in ("stage1", "stage2", "stage3", "baseline"):
             state = torch.load(root / "runs" / "table1" / train_set / "mimo_unet" / stage / "seed0" / "last.pt",
-                               weights_only=False, map_location="cpu")
+                               weights_only=True, map_location="cpu")
             assert state["fingerprint"]["data"]["train"] == str(root / "sets" / folder / "train")
     summaries = list((root / "eval" / "table1").rglob("summary.json"))
     assert summaries
