@@ -16,8 +16,8 @@ Before, Table 1 had one training set (params ``data.train``): DVC stages ``train
 2. **moves** the run, evaluation and curve folders to the new layout (the same bytes: their recorded hashes
    stay valid);
 3. **accepts** (unless ``--no-accept``), like ``dvc commit -f`` on that stage, what then still differs in a
-   stage of the lock when it is only (a) project code (files under ``pipelines/`` and ``models/``: the commit
-   that brought this layout changes the stages' code, not what they compute) and (b) keys of the ``profiles``
+   stage of the lock when it is only (a) project code (files under ``pipelines/`` and ``models/``, changed or
+   newly declared: the commit that brought this layout changes the stages' code, not what they compute) and (b) keys of the ``profiles``
    block that the stage does not read (other profiles, and keys of the active one that none of its declared
    params covers). Anything else (data, other params, missing outputs, a changed command) is left for
    ``dvc repro`` and reported. Run it right after checking out this commit: code edits made since would be
@@ -247,7 +247,7 @@ def why_not_acceptable(changes: list, recorded: dict, raw: dict) -> list[str]:
                         _read_of_profile(raw.get("profiles"), raw.get("profile"), declared)
                     if not same:
                         problems.append(f"params {key}: {status[key]}")
-            elif not (status == "modified" and (path.startswith(CODE_DEPS[:2]) or path == CODE_DEPS[2])):
+            elif not (status in ("modified", "new") and (path.startswith(CODE_DEPS[:2]) or path == CODE_DEPS[2])):
                 problems.append(f"{path}: {status}")
     return problems
 
