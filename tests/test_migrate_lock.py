@@ -11,7 +11,14 @@ import pytest
 import yaml
 from _smoke_root import REPO, reduced_smoke_root
 
-from pipelines.migrate_lock import _read_lock, apply, load_target, new_path, plan_migration, why_not_acceptable
+from pipelines.migrate_lock import (
+    _read_lock,
+    apply,
+    load_target,
+    new_path,
+    plan_migration,
+    why_not_acceptable,
+)
 
 DAG = {"models": {"backbones": ["mimo_unet"]},
        "ablations": {"priors": ["ddpm"], "stages": ["s3_only"], "t_sweep": [8]}}

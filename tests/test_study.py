@@ -36,7 +36,12 @@ def test_torchrun_argv_is_a_list_with_the_whole_job():
 def test_table1_layout_and_stage_names_have_the_training_set():
     from types import SimpleNamespace
 
-    from pipelines.study import scored_columns, stage_params_keys, table1_key, table1_stage
+    from pipelines.study import (
+        scored_columns,
+        stage_params_keys,
+        table1_key,
+        table1_stage,
+    )
 
     params = load_params(profile="cpu")
     key = table1_key("synthetic", "mimo_unet")
