@@ -24,6 +24,7 @@ pytestmark = pytest.mark.timeout(900)
 # Read but deliberately not declared: where MLflow records go changes no result.
 NOT_RESULTS = {"mlflow_tracking_uri": "where MLflow writes its records, not what any stage computes"}
 SMOKE = {"synth": {"n_train": 8, "n_test": 3}, "data": {"test": {"gopro_real": None}},  # one test set is enough
+         "train_sets": {"synthetic": {"test": ["synthetic"]}},  # (the training set's list: the one left)
          "train": {"steps": {"stage1": 2, "stage2": 1, "stage3": 1}},
          **{"backbone_train": {b: {"steps": {"stage1": 2, "stage2": 1, "stage3": 1}}
                                for b in ("mimo_unet", "stripformer", "fftformer", "loformer")}}}
