@@ -104,9 +104,38 @@ DATASETS: dict[str, str] = {
 }
 
 
+# How a test set is scored. A RealBlur test set (named ``realblur*``) is scored both ways
+# (pipelines/alignment.py), each a Table-1 column of its own; every other test set has one plain scoring.
+SCORINGS: dict[str, str] = {
+    "authors": "authors' scoring (no alignment)",
+    "official": "official RealBlur scoring (ECC-aligned, masked)",
+}
+REALBLUR_PREFIX = "realblur"
+
+
+def scorings(dataset: str) -> tuple[str | None, ...]:
+    """The scorings of test set ``dataset``: both RealBlur ones for a RealBlur set, else ``(None,)`` (plain)."""
+    return tuple(SCORINGS) if dataset.lower().startswith(REALBLUR_PREFIX) else (None,)
+
+
+def column_key(dataset: str, scoring: str | None) -> str:
+    """A Table-1 column (a test set under one scoring): ``gopro``, ``realblur_j-official``; also the name of
+    its evaluation folders."""
+    return dataset if scoring is None else f"{dataset}-{scoring}"
+
+
+def split_column(column: str) -> tuple[str, str | None]:
+    """``(test set, scoring)`` of a column key (the inverse of :func:`column_key`)."""
+    for scoring in SCORINGS:
+        dataset = column.removesuffix(f"-{scoring}")
+        if dataset != column and scoring in scorings(dataset):
+            return dataset, scoring
+    return column, None
+
+
 def label(name: str) -> str:
     """The reader's label of any registered name (the name itself when it is not registered)."""
     for registry in (BACKBONES, PRIORS, STAGE_COMBOS, METRICS):
         if name in registry:
             return registry[name].label
-    return DATASETS.get(name, name)
+    return DATASETS.get(name, SCORINGS.get(name, name))

@@ -17,9 +17,10 @@ import math
 import cv2
 import numpy as np
 
+from models.names import SCORINGS
 from pipelines import metrics
 
-ALIGNMENT_MODES = ("authors", "official")
+ALIGNMENT_MODES = tuple(SCORINGS)  # registered once (models/names.py)
 ECC_ITERATIONS = 100
 ECC_EPS = 0.0
 ECC_GAUSS_FILTER = 5

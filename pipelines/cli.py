@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "study": ("pipelines.study", "run one DVC stage of the study (all seeds of the active profile)"),
     "tables": ("pipelines.tables", "gather evaluations into the metric tables (metrics/*.json)"),
     "check": ("pipelines.check", "compare metric tables against a committed reference"),
+    "migrate-lock": ("pipelines.migrate_lock", "carry a finished study over to Table 1's training sets, no retraining"),
     "ui": ("pipelines.ui", "open the MLflow UI on the study's tracking store (127.0.0.1 only)"),
 }
 

@@ -23,10 +23,19 @@ from collections.abc import Mapping
 import os
 import types
 from pathlib import Path
-from typing import Literal, Union, get_args, get_origin
+from typing import Annotated, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pipelines.limits import DEFAULT_MAX_PIXELS
 
@@ -178,13 +187,30 @@ class SynthConfig(Strict):
 
 
 class DataConfig(Strict):
-    train: str = "data/synthetic/train"
+    # test sets: name -> folder. Which models are scored on which is said by ``train_sets``
     test: dict[str, str] = {"synthetic": "data/synthetic/test"}
     crop_size: int = Field(64, ge=8)
     val_fraction: float = Field(0.1, ge=0, lt=1)
     num_workers: int = Field(0, ge=0)
     augment: bool = True
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1)  # every image reader refuses larger images (header check)
+
+
+TRAIN_SET_NAME = r"^[a-z][a-z0-9_]*$"  # a DVC stage name part and a folder: no '-' (the matrix joins with it), no '/'
+
+
+class TrainSetConfig(Strict):
+    """One training set of Table 1: its models train on ``train`` and are scored on the test sets ``test``."""
+    train: str  # folder of the training pairs (relative to the repository root)
+    test: list[str] = Field(min_length=1)  # names of data.test entries
+
+    @field_validator("test")
+    @classmethod
+    def _no_repeat(cls, v):
+        repeated = sorted({name for name in v if v.count(name) > 1})
+        if repeated:
+            raise ValueError(f"test sets listed twice: {repeated}")
+        return v
 
 
 class ModelsConfig(Strict):
@@ -239,6 +265,7 @@ class TrainConfig(Strict):
 
 
 class AblationConfig(Strict):
+    train_set: str | None = None  # the training set of every ablation (None: the first of train_sets)
     priors: list[Literal[DIFFUSION_PRIORS]] = ["ddpm", "rddm"]
     stages: list[Literal[STAGE_COMBO_NAMES]] = ["s3_only", "s1_s2", "s1_s3"]
     t_sweep: list[int] = [1, 3, 5, 8]
@@ -316,6 +343,8 @@ class Params(Strict):
     seed: int = 0
     synth: SynthConfig
     data: DataConfig = DataConfig()
+    # Table 1's training sets, name -> {train: folder, test: [data.test names]}; the names shape the DAG
+    train_sets: dict[Annotated[str, StringConstraints(pattern=TRAIN_SET_NAME)], TrainSetConfig] = Field(min_length=1)
     models: ModelsConfig = ModelsConfig()
     prior: PriorConfig = PriorConfig()
     train: TrainConfig
@@ -337,6 +366,27 @@ class Params(Strict):
                 first = err.errors()[0]
                 key = ".".join(str(p) for p in first["loc"])
                 raise ValueError(f"backbone_train.{name}.{key}: {first['msg']}") from None
+        return self
+
+    @model_validator(mode="after")
+    def _check_train_sets(self):
+        owner: dict[str, str] = {}
+        for name, train_set in self.train_sets.items():
+            if name in BACKBONES:  # runs/table1/<train_set>/<backbone>/: the two levels must not be confused
+                raise ValueError(f"train_sets.{name}: a training set may not be named like a backbone")
+            for test in train_set.test:
+                if test not in self.data.test:
+                    raise ValueError(f"train_sets.{name}.test: {test!r} is not a test set of this profile "
+                                     f"(data.test: {', '.join(self.data.test) or 'none'})")
+                if test in owner:  # one column per test set: which models fill it must be unambiguous
+                    raise ValueError(f"train_sets.{name}.test: {test!r} is already listed under train_sets."
+                                     f"{owner[test]}.test; a test set is scored by the models of one training set")
+                owner[test] = name
+        if self.ablations.train_set is None:
+            self.ablations.train_set = next(iter(self.train_sets))
+        elif self.ablations.train_set not in self.train_sets:
+            raise ValueError(f"ablations.train_set: unknown training set {self.ablations.train_set!r}; "
+                             f"allowed: {', '.join(self.train_sets)}")
         return self
 
     def for_backbone(self, name: str) -> "Params":
@@ -386,7 +436,10 @@ def params_path(path: str | os.PathLike | None = None) -> Path:
 # Keys that shape the DVC DAG (dvc.yaml's foreach lists read the base block of params.yaml): a
 # profile overlay may not change them, or the pipeline and the tables would disagree.
 DAG_KEYS = (("models", "backbones"), ("models", "ablation_backbone"), ("ablations", "priors"),
-            ("ablations", "stages"), ("ablations", "t_sweep"))
+            ("ablations", "stages"), ("ablations", "t_sweep"), ("ablations", "train_set"))
+# Mappings whose NAMES shape the DAG (dvc.yaml's matrix over the training sets): a profile may change an
+# entry's values (a training set's folder or test list) but not add or remove a name.
+DAG_NAMES = ("train_sets",)
 
 
 def resolve_raw(raw: dict, profile: str | None = None, source: str = "params.yaml") -> dict:
@@ -405,12 +458,39 @@ def resolve_raw(raw: dict, profile: str | None = None, source: str = "params.yam
         if key in (overlay.get(section) or {}):
             raise ParamsError(f"{source}: profiles.{name}.{section}.{key}: a profile may not change this key "
                               f"(it shapes the DVC pipeline); edit {section}.{key} in the base block instead")
+    _check_dag_names(raw, overlay, name, source)
     resolved = deep_merge(raw, overlay)
     resolved["profile"] = name
     return resolved
 
 
+def _check_dag_names(raw: dict, overlay: dict, profile: str, source: str) -> None:
+    """A profile overlay may change the entries of :data:`DAG_NAMES` mappings, not add or remove names."""
+    for section in DAG_NAMES:
+        given = overlay.get(section)
+        if given is None:
+            continue
+        base = raw.get(section) or {}
+        if not isinstance(given, Mapping):
+            raise ParamsError(f"{source}: profiles.{profile}.{section}: expected a mapping of the base block's names "
+                              f"({', '.join(base)})")
+        for key, value in given.items():
+            if key not in base or value is None:
+                what = "add" if key not in base else "remove"
+                raise ParamsError(f"{source}: profiles.{profile}.{section}.{key}: a profile may not {what} a name of "
+                                  f"{section} (the names shape the DVC pipeline: {', '.join(base) or 'none'}); "
+                                  f"edit {section} in the base block instead")
+
+
+# keys that older params files had, and where they went
+MOVED_KEYS = {("data", "train"): "train_sets (name -> {train: FOLDER, test: [data.test names]}; README "
+                                 "'Profiles')"}
+
+
 def validate(resolved: dict, source: str = "params.yaml") -> Params:
+    for (section, key), where in MOVED_KEYS.items():
+        if isinstance(resolved.get(section), Mapping) and key in resolved[section]:
+            raise ParamsError(f"{source}: invalid params:\n  {section}.{key}: this key was replaced by {where}")
     try:
         return Params.model_validate(resolved)
     except ValidationError as err:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from models.names import SCORINGS
+
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="model.pt of a training run (or its folder)")
@@ -21,7 +23,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder (scores.csv, summary.json, images/, crops/)")
     parser.add_argument("--oracle", action="store_true",
                         help="run a stage-1 model with the sharp-encoder prior SE(blur, sharp) (upper bound)")
-    parser.add_argument("--realblur-mode", choices=("authors", "official"), default=None,
+    parser.add_argument("--realblur-mode", choices=tuple(SCORINGS), default=None,
                         help="RealBlur scoring: authors (no alignment) or official (ECC alignment, masked metrics); "
                              "default: authors for a dataset named realblur*, none otherwise")
     parser.add_argument("--eval-seeds", type=int, nargs="+", default=None,

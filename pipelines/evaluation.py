@@ -36,6 +36,7 @@ import torch
 from tqdm import tqdm
 
 from models.inference import NonFiniteOutputError, image_seed, is_stochastic, restore_image
+from models.names import SCORINGS, scorings
 from pipelines.scores import (
     INPUT_SCORES_FILE,
     METRIC_NOTES,
@@ -125,8 +126,8 @@ def _check_inputs(pairs: list, out_dir: Path, data_root, realblur_mode: str | No
 
     if not pairs:
         raise ValueError(f"{data_root}: no image pairs to evaluate")
-    if realblur_mode is not None and realblur_mode not in ("authors", "official"):
-        raise ValueError(f"unknown RealBlur mode {realblur_mode!r}; allowed: authors, official")
+    if realblur_mode is not None and realblur_mode not in SCORINGS:
+        raise ValueError(f"unknown RealBlur mode {realblur_mode!r}; allowed: {', '.join(SCORINGS)}")
     _check_replaceable(out_dir)
     check_output_names(pairs, save_images, crop_images)
     # unreadable, size-mismatched, too large or too small files: refused now, not after hours of inference
@@ -321,8 +322,8 @@ def evaluate_checkpoint(params, checkpoint, root, out, *, dataset: str, oracle: 
     from pipelines.data import find_pairs
 
     cfg = params.evaluate
-    if realblur_mode is None and dataset.lower().startswith("realblur"):
-        realblur_mode = "authors"
+    if realblur_mode is None:
+        realblur_mode = scorings(dataset)[0]  # a RealBlur set: the authors' scoring; any other: plain
     max_images = max_images if max_images is not None else cfg.max_images
     if max_images is not None and max_images < 1:
         raise UserError(f"--max-images must be >= 1, got {max_images}")

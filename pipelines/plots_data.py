@@ -18,6 +18,8 @@ import math
 import os
 from pathlib import Path
 
+from models.names import column_key
+
 CURVES_FILE = "curves.csv"
 CURVE_COLUMNS = ("step", "loss", "val_psnr")
 PLOTS_DIR = "plots"  # under metrics/
@@ -78,10 +80,11 @@ def headline(tables: dict) -> dict:
     for row in t1.get("rows", []):
         gain = (row.get("gain") or {}).get("psnr") or {}
         if gain.get("mean") is not None:
-            out.setdefault("table1_psnr_gain", {}).setdefault(row["dataset"], {})[row["backbone"]] = gain["mean"]
-    for dataset, values in (t1.get("average_gain") or {}).items():
+            column = column_key(row["dataset"], row.get("scoring"))  # a RealBlur set: one column per scoring
+            out.setdefault("table1_psnr_gain", {}).setdefault(column, {})[row["backbone"]] = gain["mean"]
+    for column, values in (t1.get("average_gain") or {}).items():
         if (values or {}).get("psnr") is not None:
-            out.setdefault("table1_psnr_gain", {}).setdefault(dataset, {})["average"] = values["psnr"]
+            out.setdefault("table1_psnr_gain", {}).setdefault(column, {})["average"] = values["psnr"]
     for name in ("ablation_prior", "ablation_stages"):
         rows = (tables.get(name) or {}).get("rows", [])
         gains = {row["variant"]: row["gain"]["mean"] for row in rows if (row.get("gain") or {}).get("mean") is not None}

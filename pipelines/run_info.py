@@ -6,7 +6,8 @@ between two runs goes to an untracked sidecar, ``metrics/run_info/<name>.json`` 
 cached DVC output of the stage that writes it):
 
 * metric tables (:mod:`pipelines.tables`): ``meta.date`` and the MLflow run ids (``rows[].runs``,
-  keyed by row: ``dataset/backbone`` in Table 1, the variant in the ablations);
+  keyed by row: ``column/backbone`` in Table 1 (the column: the test set, ``<set>-<scoring>`` for RealBlur),
+  the variant in the ablations);
 * ``costs.json`` (:mod:`pipelines.profile`): the ``latency`` block and
   ``paper_claims.ours.blurdm_module_latency_ms`` (wall-clock timings).
 
@@ -22,6 +23,8 @@ import json
 import os
 from pathlib import Path
 
+from models.names import column_key
+
 RUN_INFO_DIR = "run_info"
 FORMAT = "blurdm-bench/run-info"
 NOT_RECORDED = "not recorded"
@@ -34,7 +37,9 @@ def run_info_path(tracked: str | os.PathLike) -> Path:
 
 
 def _row_key(row: dict) -> str:
-    return f"{row.get('dataset')}/{row.get('backbone')}" if "backbone" in row else str(row.get("variant"))
+    if "backbone" not in row:
+        return str(row.get("variant"))
+    return f"{column_key(str(row.get('dataset')), row.get('scoring'))}/{row.get('backbone')}"
 
 
 def _portable(obj):

@@ -31,7 +31,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from models.names import METRIC_NAMES
+from models.names import METRIC_NAMES, SCORINGS, column_key, scorings
 
 CROP_KINDS = ("blurred", "baseline", "blurdm", "sharp")  # the crops of a Table-1 row, in the report's column order
 SIDES = ("baseline", "blurdm")  # the two models of a Table-1 row
@@ -161,8 +161,11 @@ class DvcStages(Keyed):
 
 
 class Table1Row(Schema):
-    """One dataset x backbone: both models' means, the gains, where they came from."""
+    """One column x backbone: both models' means, the gains, where they came from. A column is a test set
+    under one scoring (a RealBlur set has two: ``scoring``), filled by the models of one training set."""
     dataset: str
+    scoring: Literal[tuple(SCORINGS)] | None = None  # RealBlur: how it was scored; null: plain (absent in older tables)
+    train_set: str | None = None  # the training set of both models (absent in older tables)
     backbone: str
     baseline: MetricValues
     blurdm: MetricValues
@@ -181,20 +184,40 @@ class Table1Row(Schema):
             raise invalid_at(("gain", "psnr"), "the PSNR gain must be given")
         if self.crops and set(self.crops) != set(CROP_KINDS):
             raise invalid_at(("crops",), f"expected every kind of crop ({', '.join(CROP_KINDS)}) or none")
+        if self.scoring not in scorings(self.dataset):
+            allowed = ", ".join(str(s) for s in scorings(self.dataset))
+            raise invalid_at(("scoring",), f"{self.dataset} is scored as {allowed}, not {self.scoring}")
         return self
+
+    @property
+    def column(self) -> str:
+        """The Table-1 column of this row (:func:`models.names.column_key`)."""
+        return column_key(self.dataset, self.scoring)
 
 
 class Table1File(Schema):
     meta: Meta
     rows: list[Table1Row]
-    average_gain: dict[str, MetricValues]  # dataset -> mean gain over its backbones
+    average_gain: dict[str, MetricValues]  # column -> mean gain over its backbones
 
     @model_validator(mode="after")
-    def _every_dataset_averaged(self) -> Table1File:
-        for row in self.rows:
-            if row.dataset not in self.average_gain:
-                raise invalid_at(("average_gain", row.dataset), "missing")
+    def _every_column_averaged_once(self) -> Table1File:
+        seen, trained_on = set(), {}
+        for i, row in enumerate(self.rows):
+            if row.column not in self.average_gain:
+                raise invalid_at(("average_gain", row.column), "missing")
+            if (row.column, row.backbone) in seen:
+                raise invalid_at(("rows", i), f"a second row for {row.column} / {row.backbone}")
+            seen.add((row.column, row.backbone))
+            first = trained_on.setdefault(row.dataset, row.train_set)
+            if first != row.train_set:  # one column, one training set: e.g. no RealBlur-J model scored on GoPro
+                raise invalid_at(("rows", i, "train_set"), f"{row.dataset} is scored by the models of {first}, "
+                                                           f"not {row.train_set}")
         return self
+
+    def columns(self) -> list[str]:
+        """The columns that have rows, in row order."""
+        return list(dict.fromkeys(row.column for row in self.rows))
 
 
 # --- ablation_prior.json, ablation_stages.json, t_sweep.json ----------------------------------
@@ -240,8 +263,9 @@ class AblationRows(Schema):
 class AblationFile(AblationRows):
     """An ablation on the first test set (``rows``) and on every other one (``other_datasets``)."""
     meta: Meta
-    dataset: str
+    dataset: str  # the first column of the ablations' training set
     backbone: str
+    train_set: str | None = None  # the training set of every ablation model (absent in older tables)
     other_datasets: dict[str, AblationRows] = {}
 
 

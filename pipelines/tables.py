@@ -3,11 +3,14 @@
 Reads the layout of :mod:`pipelines.study` and writes, atomically, under ``metrics/`` (DVC metrics
 files, and the input of the report and of ``blurdm-bench check``):
 
-* ``table1.json``: per dataset x backbone, baseline and +BlurDM means, and the gain of every metric
+* ``table1.json``: per column x backbone, baseline and +BlurDM means, and the gain of every metric
   with a paired bootstrap 95% CI over images (per-image values averaged over training seeds and
-  evaluation seeds) and the spread over training seeds;
+  evaluation seeds) and the spread over training seeds. A column is a test set (a RealBlur one once per
+  scoring, :data:`models.names.SCORINGS`) and is filled by the models of the training set that lists it
+  (params ``train_sets``); each row names its ``train_set`` and ``scoring``;
 * ``ablation_prior.json``, ``ablation_stages.json``, ``t_sweep.json``: one row per variant, with its
-  PSNR gain over the no-prior baseline of the same backbone, paired on the same images.
+  PSNR gain over the no-prior baseline of the same backbone, paired on the same images, on the test sets of
+  the ablations' training set (``ablations.train_set``).
 
 Beside them, for DVC (:mod:`pipelines.plots_data`): ``plots/t_sweep.csv``, ``plots/ablation_prior.csv``,
 ``plots/ablation_stages.csv`` (``dvc plots``) and ``headline.json`` (the headline gains, ``dvc exp show``).
@@ -27,10 +30,18 @@ import os
 import platform
 from pathlib import Path
 
-from models.names import METRIC_NAMES, PRIORS, STAGE_COMBOS
+from models.names import METRIC_NAMES, PRIORS, STAGE_COMBOS, column_key
 from pipelines.config import Params, load_params, repo_root
 from pipelines.run_info import split_table, write_tracked
-from pipelines.study import ablation_variants, eval_dir, eval_root, train_dir
+from pipelines.study import (
+    ablation_variants,
+    eval_dir,
+    eval_root,
+    scored_columns,
+    table1_key,
+    table1_stage,
+    train_dir,
+)
 from pipelines.table_schemas import SCHEMAS, validated_json
 from pipelines.tracking import UNKNOWN_COMMIT, git_commit
 
@@ -173,74 +184,95 @@ def _crops(folder: Path) -> dict:
     return out
 
 
+def table1_row(params: Params, train_set: str, bb: str, dataset: str, scoring: str | None) -> dict | None:
+    """The row of ``bb`` trained on ``train_set``, scored on ``dataset`` (``scoring``); None when not evaluated."""
+    seeds, key, column = params.seeds_for(bb), table1_key(train_set, bb), column_key(dataset, scoring)
+    dirs = {m: [eval_dir("table1", key, column, m, seed=s) for s in seeds] for m in ("baseline", "blurdm")}
+    if not all((d / "scores.csv").is_file() for ds in dirs.values() for d in ds):
+        return None
+    row = {"dataset": dataset, "scoring": scoring, "train_set": train_set, "backbone": bb,
+           "baseline": {}, "blurdm": {}, "gain": {}}
+    for metric in METRICS:
+        g = _gain(dirs["blurdm"], dirs["baseline"], metric, params)
+        row["baseline"][metric] = None if g is None else g["baseline_mean"]
+        row["blurdm"][metric] = None if g is None else g["method_mean"]
+        row["gain"][metric] = None if g is None else g["gain"]
+    row["input"] = _input_means(dirs["baseline"])
+    row["over_input"] = {m: _over_input(dirs[m], params) for m in ("baseline", "blurdm")}
+    row["lpips_reason"] = _lpips_reason(dirs["blurdm"]) if row["gain"]["lpips"] is None else None
+    row["per_image"] = {m: _rel(dirs[m][0] / "scores.csv") for m in dirs}
+    base_crops, method_crops = _crops(dirs["baseline"][0]), _crops(dirs["blurdm"][0])
+    row["crops"] = ({"blurred": method_crops["blurred"], "baseline": base_crops["restored"],
+                     "blurdm": method_crops["restored"], "sharp": method_crops["sharp"]}
+                    if base_crops and method_crops else {})
+    row["runs"] = {"baseline": _run_ids("table1", key, "baseline", seeds), "blurdm": _run_ids("table1", key, "stage3", seeds)}
+    row["dvc_stages"] = {"baseline": table1_stage("train_baseline", train_set, bb),
+                         "blurdm": table1_stage("train_stage3", train_set, bb),
+                         "evaluation": table1_stage("evaluate_table1", train_set, bb)}
+    return row
+
+
 def table1(params: Params) -> dict:
+    """Every column of Table 1 from the models of the training set that lists its test set."""
     rows, average = [], {}
-    for dataset in params.data.test:
-        gains_by_metric: dict[str, list[float]] = {m: [] for m in METRICS}
-        for bb in params.models.backbones:
-            seeds = params.seeds_for(bb)
-            dirs = {m: [eval_dir("table1", bb, dataset, m, seed=s) for s in seeds] for m in ("baseline", "blurdm")}
-            if not all((d / "scores.csv").is_file() for ds in dirs.values() for d in ds):
-                continue
-            row = {"dataset": dataset, "backbone": bb, "baseline": {}, "blurdm": {}, "gain": {}}
-            for metric in METRICS:
-                g = _gain(dirs["blurdm"], dirs["baseline"], metric, params)
-                row["baseline"][metric] = None if g is None else g["baseline_mean"]
-                row["blurdm"][metric] = None if g is None else g["method_mean"]
-                row["gain"][metric] = None if g is None else g["gain"]
-                if g is not None:
-                    gains_by_metric[metric].append(g["gain"]["mean"])
-            row["input"] = _input_means(dirs["baseline"])
-            row["over_input"] = {m: _over_input(dirs[m], params) for m in ("baseline", "blurdm")}
-            row["lpips_reason"] = _lpips_reason(dirs["blurdm"]) if row["gain"]["lpips"] is None else None
-            row["per_image"] = {m: _rel(dirs[m][0] / "scores.csv") for m in dirs}
-            base_crops, method_crops = _crops(dirs["baseline"][0]), _crops(dirs["blurdm"][0])
-            row["crops"] = ({"blurred": method_crops["blurred"], "baseline": base_crops["restored"],
-                             "blurdm": method_crops["restored"], "sharp": method_crops["sharp"]}
-                            if base_crops and method_crops else {})
-            row["runs"] = {"baseline": _run_ids("table1", bb, "baseline", seeds),
-                           "blurdm": _run_ids("table1", bb, "stage3", seeds)}
-            row["dvc_stages"] = {"baseline": f"train_baseline@{bb}", "blurdm": f"train_stage3@{bb}",
-                                 "evaluation": f"evaluate_table1@{bb}"}
-            rows.append(row)
-        if any(gains_by_metric.values()):
-            average[dataset] = {m: (sum(v) / len(v) if v else None) for m, v in gains_by_metric.items()}
+    for train_set in params.train_sets:
+        for dataset, scoring in scored_columns(params, train_set):
+            gains_by_metric: dict[str, list[float]] = {m: [] for m in METRICS}
+            for bb in params.models.backbones:
+                row = table1_row(params, train_set, bb, dataset, scoring)
+                if row is None:
+                    continue
+                rows.append(row)
+                for metric in METRICS:
+                    if row["gain"][metric] is not None:
+                        gains_by_metric[metric].append(row["gain"][metric]["mean"])
+            if any(gains_by_metric.values()):
+                average[column_key(dataset, scoring)] = {m: (sum(v) / len(v) if v else None)
+                                                         for m, v in gains_by_metric.items()}
     return {"meta": meta(params), "rows": rows, "average_gain": average}
 
 
-def _variant_dirs(params: Params, dataset: str, variant: str) -> list[Path]:
-    bb = params.models.ablation_backbone
-    seeds = params.seeds_for(bb)
+def _ablation_key(params: Params) -> str:
+    """Where the Table-1 runs the ablations build on live (their training set, their backbone)."""
+    return table1_key(params.ablations.train_set, params.models.ablation_backbone)
+
+
+def _is_table1_blurdm(params: Params, variant: str) -> bool:
+    return variant in ("blurdm", "s1_s2_s3") or variant == f"T={params.prior.T}"
+
+
+def _variant_dirs(params: Params, column: str, variant: str) -> list[Path]:
+    seeds = params.seeds_for(params.models.ablation_backbone)
     if variant == "none":
-        return [eval_dir("table1", bb, dataset, "baseline", seed=s) for s in seeds]
-    if variant in ("blurdm", "s1_s2_s3") or variant == f"T={params.prior.T}":
-        return [eval_dir("table1", bb, dataset, "blurdm", seed=s) for s in seeds]
-    return [eval_dir("ablations", dataset, variant, seed=s) for s in seeds]
+        return [eval_dir("table1", _ablation_key(params), column, "baseline", seed=s) for s in seeds]
+    if _is_table1_blurdm(params, variant):
+        return [eval_dir("table1", _ablation_key(params), column, "blurdm", seed=s) for s in seeds]
+    return [eval_dir("ablations", column, variant, seed=s) for s in seeds]
 
 
 def _variant_training(params: Params, variant: str) -> tuple[list[str], str]:
-    bb = params.models.ablation_backbone
+    bb, train_set = params.models.ablation_backbone, params.ablations.train_set
     seeds = params.seeds_for(bb)
     where = ablation_variants(params).get(variant)
-    if variant in ("blurdm", "s1_s2_s3") or variant == f"T={params.prior.T}":
-        return _run_ids("table1", bb, "stage3", seeds), f"train_stage3@{bb}"
+    if _is_table1_blurdm(params, variant):
+        return _run_ids("table1", _ablation_key(params), "stage3", seeds), table1_stage("train_stage3", train_set, bb)
     if where is None:
         return [], ""
     key = where["key"]
-    name = {"table1": f"train_{where['stage']}@{bb}", "ablation-prior": f"ablation_prior@{key}",
+    name = {"table1": table1_stage(f"train_{where['stage']}", train_set, bb), "ablation-prior": f"ablation_prior@{key}",
             "ablation-stages": f"ablation_stages@{key}", "t-sweep": f"t_sweep@{where.get('T')}"}[where["study"]]
     return _run_ids(where["study"], str(where["key"]), where["stage"], seeds), name
 
 
 def _variant_r2(params: Params, variant: str) -> dict | None:
     """Stage-2 R^2 of the prior a variant uses (None for variants without a trained stage-2 prior)."""
-    bb = params.models.ablation_backbone
-    if variant in ("blurdm", "s1_s2_s3", "s1_s2") or variant == f"T={params.prior.T}":
-        return _stage2_r2("table1", bb, params.seeds_for(bb))
+    seeds = params.seeds_for(params.models.ablation_backbone)
+    if _is_table1_blurdm(params, variant) or variant == "s1_s2":
+        return _stage2_r2("table1", _ablation_key(params), seeds)
     where = ablation_variants(params).get(variant)
     if where is None or where["study"] not in ("ablation-prior", "t-sweep"):
         return None
-    return _stage2_r2(where["study"], str(where["key"]), params.seeds_for(bb))
+    return _stage2_r2(where["study"], str(where["key"]), seeds)
 
 
 def ablation_rows(params: Params, variants: list[str], dataset: str) -> tuple[list[dict], dict | None]:
@@ -270,28 +302,30 @@ def ablation_rows(params: Params, variants: list[str], dataset: str) -> tuple[li
     return rows, _input_means(reference)
 
 
-def ablation_table(params: Params, variants: list[str], dataset: str) -> dict:
-    """The ablation on the first test set (``rows``), and on every other test set (``other_datasets``)."""
+def ablation_table(params: Params, variants: list[str], columns: list[str]) -> dict:
+    """The ablation on the first column of the ablations' training set (``rows``), and on every other column
+    (``other_datasets``)."""
+    dataset = columns[0]
     rows, input_means = ablation_rows(params, variants, dataset)
     others = {}
-    for other in list(params.data.test)[1:]:
+    for other in columns[1:]:
         other_rows, other_input = ablation_rows(params, variants, other)
         for row in other_rows:
             row.pop("runs")  # the same training runs as the first test set's rows
         if other_rows:
             others[other] = {"input": other_input, "rows": other_rows}
     return {"meta": meta(params), "dataset": dataset, "backbone": params.models.ablation_backbone,
-            "input": input_means, "rows": rows, "other_datasets": others}
+            "train_set": params.ablations.train_set, "input": input_means, "rows": rows, "other_datasets": others}
 
 
 def build_tables(params: Params, out_dir: Path) -> dict[str, dict]:
-    dataset = next(iter(params.data.test))
+    columns = [column_key(*c) for c in scored_columns(params, params.ablations.train_set)]
     sweep = sorted(set(params.ablations.t_sweep) | {params.prior.T})
     tables = {
         "table1": table1(params),
-        "ablation_prior": ablation_table(params, ABLATION_ORDER["ablation_prior"], dataset),
-        "ablation_stages": ablation_table(params, ABLATION_ORDER["ablation_stages"], dataset),
-        "t_sweep": ablation_table(params, [f"T={t}" for t in sweep], dataset),
+        "ablation_prior": ablation_table(params, ABLATION_ORDER["ablation_prior"], columns),
+        "ablation_stages": ablation_table(params, ABLATION_ORDER["ablation_stages"], columns),
+        "t_sweep": ablation_table(params, [f"T={t}" for t in sweep], columns),
     }
     for name, table in tables.items():
         tables[name] = table = validated_json(SCHEMAS[name], table)  # the format of metrics/<name>.json
@@ -312,7 +346,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 # what this stage reads (dvc.yaml declares them)
-PARAMS_KEYS = ("profile", "data.test", "data.max_pixels", "evaluate.bootstrap", "evaluate.eval_seeds", "ablations",
+PARAMS_KEYS = ("profile", "train_sets", "data.max_pixels", "evaluate.bootstrap", "evaluate.eval_seeds", "ablations",
                "prior.T", "models.ablation_backbone", "models.backbones", "models.scale", "train.seeds",
                "backbone_train")
 

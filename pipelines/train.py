@@ -11,7 +11,8 @@ Usage::
     torchrun --nproc_per_node 2 -m pipelines.cli train --stage stage1 ...      # DDP, same flags
 
 Other flags: ``--variant {s1_s2_s3,s3_only,s1_s2,s1_s3}``, ``--seed N``, ``--profile NAME``,
-``--params FILE``, ``--data DIR`` (training pairs, default ``data.train``), ``--steps N`` (override
+``--params FILE``, ``--train-set NAME`` (a training set of params ``train_sets``, default the first: its
+folder holds the training pairs), ``--data DIR`` (training pairs, overrides the set's folder), ``--steps N`` (override
 the stage's step count), ``--resume/--no-resume`` (default: resume from ``OUT/last.pt``),
 ``--study NAME`` (MLflow experiment), ``--group NAME``, ``--dvc-stage NAME`` (default ``$DVC_STAGE``),
 ``--no-mlflow``, ``--no-progress``.
@@ -113,7 +114,8 @@ class TrainJob:
     seed: int = 0
     stage1: Path | None = None
     stage2: Path | None = None
-    data: Path | None = None  # training pairs root; default params.data.train
+    data: Path | None = None  # training pairs root; default the folder of train_set
+    train_set: str | None = None  # a name of params train_sets (None: the first)
     steps: int | None = None  # override of the stage's step count
     resume: bool = True
     # DVC keeps train outputs (persist: true) so a killed stage resumes; when params changed since,
@@ -536,15 +538,27 @@ def sample_image(model: nn.Module, item: dict, device: torch.device, seed: int) 
 # how a run is computed, not what (like gpus and threads), so a run resumes across them
 LAYOUT_KEYS = ("threads", "log_every", "val_every", "checkpoint_every", "gpus", "seeds", "micro_batch",
                "activation_checkpointing", "nodes", "node_rank", "rdzv_endpoint", "rdzv_timeout")
-TRAIN_DATA_KEYS = ("data.train", "data.val_fraction", "data.augment", "data.crop_size", "data.num_workers",
-                   "data.max_pixels")
+TRAIN_DATA_KEYS = ("data.val_fraction", "data.augment", "data.crop_size", "data.num_workers", "data.max_pixels")
 
 
-def train_params_keys(backbone: str) -> tuple[str, ...]:
-    """The params keys a training job of ``backbone`` reads (its DVC stages declare them; the prior and T
-    come with the job): the resume fingerprint covers the same keys."""
-    return ("profile", "seed", *TRAIN_DATA_KEYS, "models.scale", "models.zero_init_residual", "train",
+def train_params_keys(backbone: str, train_set: str | None = None) -> tuple[str, ...]:
+    """The params keys a training job of ``backbone`` on ``train_set`` reads (its DVC stages declare them; the
+    prior and T come with the job): the resume fingerprint covers the same keys. Of its training set a job
+    reads the folder only (the test list is the evaluation's); without a name, which set is first."""
+    where = f"train_sets.{train_set}.train" if train_set else "train_sets"
+    return ("profile", "seed", where, *TRAIN_DATA_KEYS, "models.scale", "models.zero_init_residual", "train",
             f"backbone_train.{backbone}", "evaluate.eval_seeds", "mlflow_tracking_uri")
+
+
+def training_root(job: TrainJob, params) -> Path:
+    """The training pairs of ``job``: ``job.data``, else the folder of its training set (default: the first)."""
+    if job.data is not None:
+        return job.data
+    name = job.train_set or next(iter(params.train_sets))
+    entry = params.train_sets.get(name)
+    if entry is None:
+        raise UserError(f"unknown training set {name!r}; allowed: {', '.join(params.train_sets)} (params train_sets)")
+    return params.resolve_path(entry.train)
 
 
 def fingerprint(job: TrainJob, params, steps: int, init: dict) -> dict:
@@ -557,9 +571,9 @@ def fingerprint(job: TrainJob, params, steps: int, init: dict) -> dict:
     for key, default in (("precision", "fp32"), ("crop_size", None)):  # recorded only when set: old runs resume
         if train.get(key) == default:
             train.pop(key, None)
-    data = {key.split(".", 1)[1]: getattr(params.data, key.split(".", 1)[1]) for key in TRAIN_DATA_KEYS
-            if key != "data.num_workers"}
-    data["train"] = str(job.data or params.resolve_path(params.data.train))
+    data = {"train": str(training_root(job, params))}
+    data.update({key.split(".", 1)[1]: getattr(params.data, key.split(".", 1)[1]) for key in TRAIN_DATA_KEYS
+                 if key != "data.num_workers"})
     return {"job": {**job.describe(), "steps": steps}, "train": train, "data": data,
             "scale": params.models.scale, "zero_init_residual": params.models.zero_init_residual,
             "split_seed": params.seed, "eval_seeds": list(params.evaluate.eval_seeds),
@@ -581,7 +595,7 @@ def train(job: TrainJob, params, progress: bool = True) -> dict:
     """Run (or resume) one training job; return the final metrics (rank 0; others get ``{}``)."""
     from pipelines.params_view import restrict
 
-    params = restrict(params, train_params_keys(job.backbone), f"training job {job.backbone} {job.stage}")
+    params = restrict(params, train_params_keys(job.backbone, job.train_set), f"training job {job.backbone} {job.stage}")
     params = params.for_backbone(job.backbone)  # per-backbone schedule (params backbone_train)
     saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
              torch.is_deterministic_algorithms_warn_only_enabled())
@@ -662,7 +676,7 @@ class Trainer:
         )
 
         data, value_range = self.params.data, self.model.value_range
-        self.root = self.job.data or self.params.resolve_path(data.train)
+        self.root = training_root(self.job, self.params)
         pairs = find_pairs(self.root)
         check_pairs(pairs, self.crop, self.crop_key)  # every pair readable, same size, >= the crop: before step 1
         self.train_pairs, self.val_pairs = split_train_val(pairs, data.val_fraction, self.params.seed)
@@ -727,14 +741,15 @@ class Trainer:
                 **source_tags("pipelines/train.py"), "dvc_stage": job.dvc_stage or os.environ.get("DVC_STAGE"),
                 "group": job.group or f"{job.study}/{job.backbone}/seed{job.seed}", "study": job.study,
                 "profile": params.profile, "world_size": self.dist.world_size, "steps": self.total_steps,
-                "steps_rule": self.steps_rule, **job.extra_tags}
+                "steps_rule": self.steps_rule, **({"train_set": job.train_set} if job.train_set else {}),
+                **job.extra_tags}
         run_name = "-".join(str(x) for x in (job.backbone, job.stage, describe["prior"],
                                              f"T{job.T}" if job.uses_prior else None, describe["variant"],
                                              f"seed{job.seed}") if x)
         job_params = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(job).items()
                       if k not in ("resume", "restart_if_changed", "mlflow", "extra_tags")}
         parent = {"group": tags["group"], "role": job.stage, "upstream": upstream_run_ids(self.init),  # nested runs
-                  "tags": {k: tags[k] for k in ("study", "backbone", "seed", "scale", "profile", "dataset") if k in tags}
+                  "tags": {k: tags[k] for k in ("study", "backbone", "seed", "scale", "profile", "dataset", "train_set") if k in tags}
                   | {k: v for k, v in tags.items() if k.startswith("mlflow.source.")}}
         resumed_run = self.state["mlflow_run_id"]
         read = {"train": params.train.model_dump(mode="json"), **self.fingerprint}
@@ -920,7 +935,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stage1", default=None, help="folder (or model.pt) of the finished stage-1 run")
     parser.add_argument("--stage2", default=None, help="folder (or model.pt) of the finished stage-2 run")
     parser.add_argument("--out", required=True, help="output folder (last.pt, model.pt, metrics.json)")
-    parser.add_argument("--data", default=None, help="training pairs root (default: data.train)")
+    parser.add_argument("--train-set", default=None,
+                        help="a training set of params train_sets: its folder holds the training pairs (default: the first)")
+    parser.add_argument("--data", default=None, help="training pairs root (default: the training set's folder)")
     parser.add_argument("--steps", type=int, default=None, help="override the stage's number of steps")
     parser.add_argument("--profile", default=None, help="params profile (smoke, cpu, paper)")
     parser.add_argument("--params", default=None, help="params file (default: params.yaml of the repo)")
@@ -944,7 +961,8 @@ def run(args) -> int:
         stage=args.stage, backbone=args.backbone, out_dir=Path(args.out),
         prior=args.prior or params.prior.name, T=args.T if args.T is not None else params.prior.T,
         variant=args.variant, seed=args.seed if args.seed is not None else params.train.seeds[0],
-        stage1=args.stage1, stage2=args.stage2, data=args.data, steps=args.steps, resume=args.resume,
+        stage1=args.stage1, stage2=args.stage2, data=args.data, train_set=args.train_set, steps=args.steps,
+        resume=args.resume,
         restart_if_changed=args.restart_if_changed,
         study=args.study, group=args.group, dvc_stage=args.dvc_stage, mlflow=args.mlflow)
     metrics = train(job, params, progress=args.progress)

@@ -81,7 +81,7 @@ def build_report(metrics_dir: Path, out_dir: Path, root: Path | None = None, par
         ctx = Context(root=root, metrics_dir=metrics_dir, published=published, assets=Assets(tmp),
                       mlflow_ui=mlflow_ui.rstrip("/"), run_experiments=load_run_experiments(metrics_dir),
                       configured_backbones=list(params.models.backbones) if params else [],
-                      configured_datasets=list(params.data.test) if params else [],
+                      configured_columns=configured_columns(params) if params else {},
                       params_profile=params.profile if params else None)
         html = render_page(page_sections(ctx, parsed), "BlurDM reproduction report", published_path)
         (tmp / "index.html").write_text(html, encoding="utf-8")
@@ -103,7 +103,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 # what this stage reads (dvc.yaml declares them but mlflow_tracking_uri: where the links point)
-PARAMS_KEYS = ("profile", "data.test", "data.max_pixels", "models.backbones", "mlflow_tracking_uri")
+PARAMS_KEYS = ("profile", "train_sets", "data.max_pixels", "models.backbones", "mlflow_tracking_uri")
+
+
+def configured_columns(params) -> dict[str, str]:
+    """Every Table-1 column the params configure -> the training set whose models fill it."""
+    from models.names import column_key, scorings
+
+    return {column_key(dataset, scoring): name for name, train_set in params.train_sets.items()
+            for dataset in train_set.test for scoring in scorings(dataset)}
 
 
 def run(args) -> int:

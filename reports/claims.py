@@ -11,7 +11,18 @@ from dataclasses import dataclass
 
 from pipelines.table_schemas import CostsFile, Gain, Table1File, TSweepFile
 from reports.inputs import PAPER_VARIANT_KEY, Published
-from reports.page import NOT_RUN, backbone_label, dataset_label, fmt_amount, fmt_ci, fmt_pct, fmt_signed, variant_label
+from reports.page import (
+    NOT_RUN,
+    backbone_label,
+    column_label,
+    dataset_label,
+    fmt_amount,
+    fmt_ci,
+    fmt_pct,
+    fmt_signed,
+    trained_on,
+    variant_label,
+)
 
 REPRODUCED, NOT_REPRODUCED = "reproduced", "not reproduced"
 APPROX_TOLERANCE = 0.25  # "~4 GMACs": within 25 % of the paper's figure
@@ -44,10 +55,12 @@ def claim_every_backbone(table1: Table1File | None, published: Published, anchor
         g = row.gain["psnr"]
         where = {1: "CI above 0", 0: "CI contains 0",
                  -1: "CI below 0: BlurDM worse than the baseline"}[g.excludes_zero()]
-        evidence.append(f"{dataset_label(row.dataset)} / {backbone_label(row.backbone)}: {fmt_ci(g, 2)} dB, {where}")
-    for dataset in dict.fromkeys(row.dataset for row in table1.rows):  # in row order (the file sorts its keys)
-        evidence.append(f"average gain over backbones on {dataset_label(dataset)}: "
-                        f"{fmt_signed(table1.average_gain[dataset]['psnr'], 2)} dB")
+        trained = f" ({trained_on(row.train_set)})" if row.train_set else ""
+        evidence.append(f"{column_label(row.column)} / {backbone_label(row.backbone)}{trained}: {fmt_ci(g, 2)} dB, "
+                        f"{where}")
+    for column in table1.columns():  # in row order (the file sorts its keys)
+        evidence.append(f"average gain over backbones on {column_label(column)}: "
+                        f"{fmt_signed(table1.average_gain[column]['psnr'], 2)} dB")
     verdict = REPRODUCED if all(r.gain["psnr"].ci_low > 0 for r in table1.rows) else NOT_REPRODUCED
     return Claim("every_backbone", statement, verdict, evidence, anchor)
 

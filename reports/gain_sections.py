@@ -2,12 +2,12 @@
 ablations, and the T sweep; each with its claim."""
 from __future__ import annotations
 
-from models.names import METRIC_NAMES, PRIORS, STAGE_COMBOS
+from models.names import METRIC_NAMES, PRIORS, SCORINGS, STAGE_COMBOS, split_column
 from models.names import METRICS as METRIC_REGISTRY
 from pipelines.table_schemas import SIDES, AblationFile, AblationRow, AblationRows, Table1File, Table1Row, TSweepFile
 from pipelines.tracking import public_text  # no path of the producing machine on the page
 from reports.claims import Claim, claim_best_t, claim_every_backbone, claim_ordering, paper_order
-from reports.inputs import PAPER_METRIC, PAPER_VARIANT_KEY, REFERENCE_DATASET
+from reports.inputs import PAPER_METRIC, PAPER_SCORING, PAPER_VARIANT_KEY, REFERENCE_DATASET
 from reports.page import (
     NOT_RUN,
     Cell,
@@ -18,6 +18,7 @@ from reports.page import (
     Section,
     Table,
     backbone_label,
+    column_label,
     dataset_label,
     fmt_ci,
     gain_cell,
@@ -27,6 +28,7 @@ from reports.page import (
     runs_title,
     signed_cell,
     slug,
+    trained_on,
     value_cell,
     variant_label,
 )
@@ -39,40 +41,62 @@ R2_NOTE = ("Stage-2 R²: how much of the spread of the sharp-encoder latent SE(b
            "predicting the mean latent); mean over training seeds.")
 
 
-# --- Table 1 ----------------------------------------------------------------------------------
+# --- Table 1 ---------------------------------------------------------------------------------
+def table1_columns(ctx: Context, t1: Table1File | None) -> list[str]:
+    """Every column the page shows: ours (with rows), the configured ones, and the paper's test sets that no
+    configured column covers (those say "not run", beside the paper's numbers)."""
+    ours = t1.columns() if t1 else []
+    configured = list(ctx.configured_columns)
+    covered = {split_column(c)[0] for c in ours + configured}
+    return list(dict.fromkeys(ours + configured + [d for d in ctx.published.table1.datasets if d not in covered]))
+
+
 def table1_section(ctx: Context, t1: Table1File | None) -> tuple[Section, Claim]:
     pub = ctx.published
     claim = claim_every_backbone(t1, pub)
     rows = t1.rows if t1 else []
-    ours_datasets = list(dict.fromkeys(r.dataset for r in rows))
-    datasets = list(dict.fromkeys(ours_datasets + ctx.configured_datasets + list(pub.table1.datasets)))
+    ours = t1.columns() if t1 else []
     blocks: list = [claim]
     blocks.append(Paragraph(
         "Our default dataset is the embedded synthetic motion-blur set, not GoPro: beside it the paper's GoPro "
         "numbers are shown as a reference. Absolute PSNR/SSIM are therefore not comparable; compare the gain "
         "(+BlurDM minus baseline on the same images, with its 95% paired-bootstrap CI over images). "
-        "Green: CI excludes 0 in BlurDM's favour; red: against it; grey: CI contains 0."))
-    for dataset in datasets:
-        ds_rows = {r.backbone: r for r in rows if r.dataset == dataset}
-        blocks.append(table1_dataset_table(ctx, t1 if dataset in ours_datasets else None, dataset, ds_rows))
-        if any(r.over_input for r in ds_rows.values()):
-            blocks.append(input_table(dataset, ds_rows, ctx))
+        "Green: CI excludes 0 in BlurDM's favour; red: against it; grey: CI contains 0. Each column comes from "
+        "the models of one training set (params train_sets), named in its caption; a RealBlur test set is scored "
+        "both ways: the authors' (no alignment, as the paper reports it) and the official ECC-aligned protocol."))
+    for column in table1_columns(ctx, t1):
+        col_rows = {r.backbone: r for r in rows if r.column == column}
+        blocks.append(table1_dataset_table(ctx, t1 if column in ours else None, column, col_rows))
+        if any(r.over_input for r in col_rows.values()):
+            blocks.append(input_table(column, col_rows, ctx))
     status = "ok" if t1 else NOT_RUN
     sources = [ctx.source_text("table1", t1)]
     return Section("table1", "Table 1: BlurDM gain per backbone", status, sources, blocks), claim
 
 
-def table1_dataset_table(ctx: Context, t1: Table1File | None, dataset: str, ds_rows: dict[str, Table1Row]) -> Table:
-    """Table 1 on one dataset, ours beside the paper's (``t1``: None when we did not run the dataset)."""
+def _column_caption(ctx: Context, column: str, col_rows: dict[str, Table1Row], run: bool) -> str:
+    """The column's test set (and scoring), the training set its models come from, or why it was not run."""
+    train_sets = list(dict.fromkeys(r.train_set for r in col_rows.values()))
+    configured = ctx.configured_columns.get(column)
+    if run:
+        return f"{column_label(column)} ({trained_on(train_sets[0] if train_sets else None)})"
+    if configured:
+        return f"{column_label(column)}: not run ({trained_on(configured)}, params train_sets)"
+    return f"{column_label(column)}: not run (no training set lists it in params train_sets)"
+
+
+def table1_dataset_table(ctx: Context, t1: Table1File | None, column: str, ds_rows: dict[str, Table1Row]) -> Table:
+    """Table 1 on one column, ours beside the paper's (``t1``: None when no training set produced it)."""
     pub = ctx.published
+    dataset, scoring = split_column(column)
     ref = dataset if dataset in pub.table1.datasets else REFERENCE_DATASET
-    # a dataset we did not run: only the metrics the paper publishes
+    # a column we did not run: only the metrics the paper publishes
     metrics = METRIC_NAMES if t1 else tuple(m for m in METRIC_NAMES if m in PAPER_METRIC)
-    configured = ctx.configured_backbones if t1 or dataset in ctx.configured_datasets else []
+    configured = ctx.configured_backbones if t1 or column in ctx.configured_columns else []
     backbones = list(dict.fromkeys(list(ds_rows) + configured + list(pub.table1.datasets.get(ref, {}))))
     head = [
         [Cell("Backbone", header=True, rowspan=2), Cell("Metric", header=True, rowspan=2),
-         Cell(f"Ours: {dataset_label(dataset)}", header=True, colspan=3),
+         Cell(f"Ours: {column_label(column)}", header=True, colspan=3),
          Cell(f"Paper: {dataset_label(ref)}", header=True, colspan=3), Cell("Runs", header=True, rowspan=2)],
         head_row([("ours_baseline", "baseline"), ("ours_blurdm", "+BlurDM"), ("ours_gain", "gain [95% CI]"),
                   ("paper_baseline", "baseline"), ("paper_blurdm", "+BlurDM"), ("paper_gain", "gain")]),
@@ -80,29 +104,32 @@ def table1_dataset_table(ctx: Context, t1: Table1File | None, dataset: str, ds_r
     body: list[Row] = []
     missing: dict[str, None] = {}  # why LPIPS is n/a (each reason once)
     for backbone in backbones:
-        body += _table1_backbone_rows(ctx, dataset, ref, backbone, ds_rows.get(backbone), metrics, missing)
-    body += _table1_average_rows(ctx, t1, dataset, ref, metrics)
-    caption = f"{dataset_label(dataset)}" + ("" if t1 else ": not run")
+        body += _table1_backbone_rows(ctx, column, ref, backbone, ds_rows.get(backbone), metrics, missing)
+    body += _table1_average_rows(ctx, t1, column, ref, metrics)
     notes = []
     if ref != dataset:
         notes.append(f"The paper has no {dataset_label(dataset)} results: its {dataset_label(ref)} numbers are "
                      f"shown for reference; compare the gains, not the absolute values.")
+    if scoring is not None and scoring != PAPER_SCORING:
+        notes.append(f"The paper's {dataset_label(ref)} numbers use the {SCORINGS[PAPER_SCORING]}; ours here use the "
+                     f"{SCORINGS[scoring]} (pipelines/alignment.py).")
     if missing:
         notes.append(f"LPIPS n/a in our runs: {'; '.join(missing)}. Put the two weight files where "
                      f"pipelines/metrics.py (LPIPS_HOWTO) says and re-run the evaluation to score it.")
     if ds_rows:
         notes.append("Each of our numbers links to its MLflow run(s) (several training seeds: the compare page).")
-    return Table(id=slug("table1", dataset), caption=caption, head=head, rows=body, notes=notes)
+    return Table(id=slug("table1", column), caption=_column_caption(ctx, column, ds_rows, t1 is not None),
+                 head=head, rows=body, notes=notes)
 
 
-def _table1_backbone_rows(ctx: Context, dataset: str, ref: str, backbone: str, row: Table1Row | None,
+def _table1_backbone_rows(ctx: Context, column: str, ref: str, backbone: str, row: Table1Row | None,
                           metrics: tuple[str, ...], missing: dict[str, None]) -> list[Row]:
     """One row per metric of one backbone: ours (or "not run"), the paper's, the runs link."""
     runs_href, title = None, None
     if row is not None:
         entries = [(side, row.dvc_stages[side], row.runs[side]) for side in SIDES]
-        runs_href = ctx.add_runs("Table 1", f"{dataset_label(dataset)} / {backbone_label(backbone)}", entries,
-                                 "table1", dataset, backbone)
+        item = f"{column_label(column)} / {backbone_label(backbone)} ({trained_on(row.train_set)})"
+        runs_href = ctx.add_runs("Table 1", item, entries, "table1", column, backbone)
         title = runs_title(entries)
     body = []
     for k, metric in enumerate(metrics):
@@ -144,7 +171,7 @@ def _table1_paper_cells(ctx: Context, ref: str, backbone: str, metric: str) -> l
             signed_cell("paper_gain", pub.t1_gain(ref, backbone, metric), digits.gain_digits, paper_na)]
 
 
-def _table1_average_rows(ctx: Context, t1: Table1File | None, dataset: str, ref: str,
+def _table1_average_rows(ctx: Context, t1: Table1File | None, column: str, ref: str,
                          metrics: tuple[str, ...]) -> list[Row]:
     body = []
     for k, metric in enumerate(metrics):
@@ -155,7 +182,7 @@ def _table1_average_rows(ctx: Context, t1: Table1File | None, dataset: str, ref:
         cells.append(Cell(METRIC_REGISTRY[metric].label, col="metric", css="metric"))
         if t1:
             cells += [Cell("mean over backbones", colspan=2, css="muted"),
-                      signed_cell("ours_gain", t1.average_gain[dataset][metric], digits, "n/a")]
+                      signed_cell("ours_gain", t1.average_gain[column][metric], digits, "n/a")]
         else:
             cells.append(not_run("ours", colspan=3))
         cells += [Cell("mean over backbones", colspan=2, css="muted"),
@@ -166,7 +193,7 @@ def _table1_average_rows(ctx: Context, t1: Table1File | None, dataset: str, ref:
     return body
 
 
-def input_table(dataset: str, ds_rows: dict[str, Table1Row], ctx: Context | None = None) -> Table:
+def input_table(column: str, ds_rows: dict[str, Table1Row], ctx: Context | None = None) -> Table:
     """Do the models deblur at all? The blurred input's own scores and each model's gain over it."""
     head = [[Cell("Backbone", header=True, rowspan=2), Cell("Metric", header=True, rowspan=2),
              Cell("Blurred input (doing nothing)", header=True, rowspan=2),
@@ -188,7 +215,7 @@ def input_table(dataset: str, ds_rows: dict[str, Table1Row], ctx: Context | None
                       linked(gain_cell("input_blurdm", row.over_input["blurdm"][metric], spec.gain_digits),
                              ctx.href(row.runs["blurdm"]) if ctx else None)]
             body.append(Row(cells, key=f"{backbone}/{metric}/input", css="first" if k == 0 else ""))
-    return Table(id=slug("table1-input", dataset), caption=f"{dataset_label(dataset)}: gain over the blurred input",
+    return Table(id=slug("table1-input", column), caption=f"{column_label(column)}: gain over the blurred input",
                  head=head, rows=body, notes=["A model that deblurs has a gain above 0 here. Green: CI above 0; "
                                               "red: the model makes the blurred images worse."])
 
@@ -210,7 +237,8 @@ def ablation_section(ctx: Context, key: str, ablation: AblationFile | None) -> t
     blocks: list = [claim]
     if ablation:
         blocks.append(Paragraph(
-            f"Ours: {dataset_label(ablation.dataset)}, {backbone_label(ablation.backbone)}; the paper: GoPro, "
+            f"Ours: {column_label(ablation.dataset)}, {backbone_label(ablation.backbone)} "
+            f"({trained_on(ablation.train_set)}); the paper: GoPro, "
             f"MIMO-UNet family. Absolute PSNR differs with the data; the ordering and the gains are what compare. "
             f"Gains are paired over the same images (bootstrap {ablation.meta.bootstrap.resamples} resamples)."))
     blocks.append(ablation_variants_table(ctx, key, ablation, variants))
@@ -290,7 +318,7 @@ def other_dataset_table(key: str, dataset: str, ablation: AblationRows, variants
         body.append(Row([Cell(variant_label(variant), col="variant", header=True),
                          *ablation_cells(row, href=(hrefs or {}).get(variant)),
                          Cell(row.dvc_stage, col="runs")], key=f"{dataset}/{variant}"))
-    return Table(id=slug("table", key, dataset), caption=f"{dataset_label(dataset)}",
+    return Table(id=slug("table", key, dataset), caption=f"{column_label(dataset)}",
                  head=head, rows=body, notes=[R2_NOTE])
 
 
@@ -307,7 +335,7 @@ def t_sweep_section(ctx: Context, sweep: TSweepFile | None) -> tuple[Section, Cl
     rows = sorted(sweep.rows, key=lambda r: r.T)
     peak = max(rows, key=lambda r: (r.gain.mean, -r.T))
     blocks.append(Paragraph(
-        f"Ours ({dataset_label(sweep.dataset)}, {backbone_label(sweep.backbone)}) peaks at T={peak.T} "
+        f"Ours ({column_label(sweep.dataset)}, {backbone_label(sweep.backbone)}) peaks at T={peak.T} "
         f"({fmt_ci(peak.gain, 2)} dB over no prior); the paper's best is T={best_t}."))
     blocks.append(t_sweep_figure(ctx, sweep, rows))
     head = [head_row([("T", "T"), ("ours_psnr", "Ours PSNR"), ("ours_gain", "Ours gain vs none [95% CI]"),

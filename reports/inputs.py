@@ -20,6 +20,7 @@ PUBLISHED_YAML = Path(__file__).resolve().parent / "published" / "blurdm-neurips
 METRIC_FILES = {key: f"{key}.json" for key in SCHEMAS}  # key -> file name under --metrics-dir
 # our metric -> column name in the paper YAML (the paper's SSIM is the 3-D Gaussian one; it has no BasicSR SSIM)
 PAPER_METRIC = {"psnr": "psnr", "ssim3d": "ssim", "lpips": "lpips"}
+PAPER_SCORING = "authors"  # how the paper scores RealBlur (models.names.SCORINGS): no alignment
 REFERENCE_DATASET = "gopro"  # the paper's numbers shown beside a dataset the paper does not have (synthetic)
 PAPER_VARIANT_KEY = {"none": "baseline"}  # our variant name -> key in the paper YAML's ablation blocks
 

@@ -6,7 +6,19 @@ from pipelines.run_info import NOT_RECORDED
 from pipelines.table_schemas import Meta
 from reports.claims import Claim
 from reports.inputs import METRIC_FILES
-from reports.page import NOT_RUN, Cell, Context, Paragraph, Row, Section, Table, backbone_label, dataset_label, head_row
+from reports.page import (
+    NOT_RUN,
+    Cell,
+    Context,
+    Paragraph,
+    Row,
+    Section,
+    Table,
+    backbone_label,
+    column_label,
+    head_row,
+    trained_on,
+)
 
 
 def commit_text(meta: Meta) -> str:
@@ -49,12 +61,13 @@ def claims_table(claims: list[Claim]) -> Table:
 
 def run_info_table(ctx: Context, t1, key: str, meta: Meta) -> Table:
     """What was run, from the first metric file present (``key``)."""
-    datasets = list(dict.fromkeys(r.dataset for r in t1.rows)) if t1 else []
+    columns = {r.column: r.train_set for r in t1.rows} if t1 else {}
     backbones = list(dict.fromkeys(r.backbone for r in t1.rows)) if t1 else []
     boot = meta.bootstrap
     info = [
         ("Profile", meta.profile), ("Model scale", meta.scale),
-        ("Datasets", ", ".join(dataset_label(d) for d in datasets) or "none (Table 1 not run)"),
+        ("Datasets", ", ".join(f"{column_label(c)} ({trained_on(t)})" if t else column_label(c)
+                               for c, t in columns.items()) or "none (Table 1 not run)"),
         ("Backbones", ", ".join(backbone_label(b) for b in backbones) or "none (Table 1 not run)"),
         ("Training seeds", ", ".join(str(s) for s in meta.train_seeds)),
         ("Evaluation seeds", ", ".join(str(s) for s in meta.eval_seeds)),

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from models.names import BACKBONES, DATASETS, label
+from models.names import BACKBONES, DATASETS, SCORINGS, label, split_column
 from pipelines.table_schemas import Gain
 from pipelines.tracking import run_href
 from reports.inputs import METRIC_FILES, Published
@@ -17,6 +17,17 @@ NOT_RUN = "not run"  # a section's status, a cell, a verdict
 # --- names ------------------------------------------------------------------------------------
 def dataset_label(name: str) -> str:
     return DATASETS.get(name, name)
+
+
+def column_label(column: str) -> str:
+    """A Table-1 column: its test set, and for a RealBlur set the scoring (``RealBlur-J, official ...``)."""
+    dataset, scoring = split_column(column)
+    return dataset_label(dataset) + (f", {SCORINGS[scoring]}" if scoring else "")
+
+
+def trained_on(train_set: str | None) -> str:
+    """Which training set's models a column comes from (unknown in tables older than the training sets)."""
+    return f"models trained on {dataset_label(train_set)}" if train_set else "training set not recorded"
 
 
 def backbone_label(name: str) -> str:
@@ -216,7 +227,7 @@ class Context:
     assets: Assets
     mlflow_ui: str
     configured_backbones: list[str]
-    configured_datasets: list[str]
+    configured_columns: dict[str, str]  # every Table-1 column of the params -> the training set that fills it
     params_profile: str | None
     run_groups: list[RunGroup] = field(default_factory=list)
     run_experiments: dict[str, str] = field(default_factory=dict)  # MLflow run id -> experiment id

@@ -16,7 +16,7 @@ from reports.page import (
     Section,
     Table,
     backbone_label,
-    dataset_label,
+    column_label,
     head_row,
     pct_cell,
     slug,
@@ -38,8 +38,8 @@ def visual_section(ctx: Context, t1: Table1File | None) -> Section:
             blocks.append(crop_gallery(ctx, row, blocks))
     if not any(isinstance(b, Gallery) for b in blocks):
         blocks.append(Paragraph("No crops were saved by the evaluation (table1.json lists none).", css="note"))
-    for dataset in dict.fromkeys(r.dataset for r in t1.rows):
-        blocks += gain_distribution(ctx, [r for r in t1.rows if r.dataset == dataset], dataset, sources)
+    for column in t1.columns():
+        blocks += gain_distribution(ctx, [r for r in t1.rows if r.column == column], column, sources)
     return Section("visual", "Visual comparison", "ok", list(dict.fromkeys(sources)), blocks)
 
 
@@ -55,12 +55,12 @@ def crop_gallery(ctx: Context, row: Table1Row, notes: list) -> Gallery:
                 notes.append(Paragraph(f"crop missing: {row.crops[kind][i]}", css="note"))
                 figures.append(None)
                 continue
-            rel = ctx.assets.copy(src, f"crops/{slug(row.dataset, row.backbone, i, kind)}{src.suffix.lower()}")
-            figures.append(Figure(rel, f"{CROP_LABELS[kind]} crop {i + 1}, {row.dataset} {row.backbone}",
+            rel = ctx.assets.copy(src, f"crops/{slug(row.column, row.backbone, i, kind)}{src.suffix.lower()}")
+            figures.append(Figure(rel, f"{CROP_LABELS[kind]} crop {i + 1}, {row.column} {row.backbone}",
                                   CROP_LABELS[kind], css="crop"))
         gallery_rows.append((Path(row.crops["sharp"][i]).stem.removesuffix("_sharp"), figures))
-    title = f"{dataset_label(row.dataset)} / {backbone_label(row.backbone)}"
-    return Gallery(slug("crops", row.dataset, row.backbone), title, [CROP_LABELS[k] for k in CROP_KINDS], gallery_rows)
+    title = f"{column_label(row.column)} / {backbone_label(row.backbone)}"
+    return Gallery(slug("crops", row.column, row.backbone), title, [CROP_LABELS[k] for k in CROP_KINDS], gallery_rows)
 
 
 def _read_per_image(ctx: Context, paths: list[str]):
@@ -98,7 +98,7 @@ def gain_distribution(ctx: Context, rows: list[Table1Row], dataset: str, sources
         paths = row.per_image.files("baseline") + row.per_image.files("blurdm")
         missing = [p for p in paths if not (ctx.root / p).is_file()]
         if missing:
-            blocks.append(Paragraph(f"{dataset_label(dataset)} / {backbone_label(row.backbone)}: per-image scores "
+            blocks.append(Paragraph(f"{column_label(dataset)} / {backbone_label(row.backbone)}: per-image scores "
                                     f"missing ({', '.join(missing)}); not plotted.", css="note"))
             continue
         sources += list(paths)
@@ -115,13 +115,13 @@ def gain_distribution(ctx: Context, rows: list[Table1Row], dataset: str, sources
     from reports.plots import gain_distribution_plot
 
     path, rel = ctx.assets.target(f"gain_distribution_{slug(dataset)}.png")
-    gain_distribution_plot(path, pd.concat(frames, ignore_index=True), f"{dataset_label(dataset)}: per-image PSNR gain")
+    gain_distribution_plot(path, pd.concat(frames, ignore_index=True), f"{column_label(dataset)}: per-image PSNR gain")
     blocks.append(Figure(rel, f"per-image PSNR gain distribution, {dataset}",
-                         f"{dataset_label(dataset)}: per-image PSNR gain of +BlurDM over the baseline "
+                         f"{column_label(dataset)}: per-image PSNR gain of +BlurDM over the baseline "
                          f"(per image: mean over evaluation and training seeds)."))
     head = [head_row([("backbone", "Backbone"), ("images", "Images"), ("mean", "Mean gain (dB)"),
                       ("median", "Median gain (dB)"), ("improved", "Images improved"), ("min", "Min (dB)"),
                       ("max", "Max (dB)")])]
-    blocks.append(Table(id=slug("table-per-image", dataset), caption=f"{dataset_label(dataset)}: per-image gains",
+    blocks.append(Table(id=slug("table-per-image", dataset), caption=f"{column_label(dataset)}: per-image gains",
                         head=head, rows=stats, sortable=True))
     return blocks

@@ -27,7 +27,8 @@ def make_dataset(folder: Path) -> Path:
 
 def overrides(data_root: Path, train: dict | None = None) -> dict:
     merged = deep_merge(TRAIN_OVERRIDES, train or {})
-    return {"data": {"train": str(data_root), "crop_size": 32, "val_fraction": 0.2, "num_workers": 0},
+    return {"data": {"crop_size": 32, "val_fraction": 0.2, "num_workers": 0},
+            "train_sets": {"synthetic": {"train": str(data_root)}},  # the first (only) training set of params.yaml
             "train": merged,
             # the profile's per-backbone schedule must not override the tests' small one
             "backbone_train": {name: {"steps": merged["steps"]} for name in ("mimo_unet", "stripformer", "fftformer", "loformer")}}

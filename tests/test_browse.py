@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.timeout(300)
 
 SMOKE = ["--profile", "smoke"]
-TABLE1 = ["--study", "table1", "--backbone", "mimo_unet"]
+TABLE1 = ["--study", "table1", "--train-set", "synthetic", "--backbone", "mimo_unet"]
 CHAIN = [["synth", *SMOKE, "--no-progress"],
          *[["study", "train", *TABLE1, "--stage", stage, *SMOKE, "--no-progress"]
            for stage in ("stage1", "stage2", "stage3", "baseline")],
@@ -165,14 +165,14 @@ def test_one_parent_run_per_study_backbone_seed_holds_its_stages(store):
     bb = store["params"].models.ablation_backbone
     for seed in store["params"].train.seeds:
         # one parent (this store: one smoke run) holds all four stages of the backbone and seed
-        assert sorted(["baseline", "stage1", "stage2", "stage3"]) in groups[f"table1/{bb}/seed{seed}"]
+        assert sorted(["baseline", "stage1", "stage2", "stage3"]) in groups[f"table1/synthetic/{bb}/seed{seed}"]
 
 
 def test_training_and_test_sets_are_dataset_inputs(store):
     from pipelines.io import sha256_file
 
     client, root, params = store["client"], store["root"], store["params"]
-    manifest = (root / params.data.train).parent / "manifest.json"
+    manifest = (root / params.train_sets["synthetic"].train).parent / "manifest.json"
     sha = sha256_file(manifest)
     for run_id in _run_folders(root):
         run = client.get_run(run_id)
@@ -246,8 +246,8 @@ def test_dvc_plots_show_renders_the_curves_the_t_sweep_and_the_ablations(dvc_roo
     assert not [e for e in shown.get("errors", []) if e["name"] in written]
     bb = store["params"].models.ablation_backbone
     for stage in ("stage1", "stage2", "stage3", "baseline"):
-        assert f"plots/training/table1/{bb}/{stage}/seed0.csv" in written
-    spec = plots[f"plots/training/table1/{bb}/stage1/seed0.csv"][0]["content"]
+        assert f"plots/training/table1/synthetic/{bb}/{stage}/seed0.csv" in written
+    spec = plots[f"plots/training/table1/synthetic/{bb}/stage1/seed0.csv"][0]["content"]
     assert spec["data"]["values"] and {"step", "loss", "val_psnr"} <= set(spec["data"]["values"][0])
     for name, mark in (("metrics/plots/t_sweep.csv", "errorband"), ("metrics/plots/ablation_prior.csv", "bar"),
                        ("metrics/plots/ablation_stages.csv", "bar")):

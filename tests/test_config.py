@@ -115,3 +115,83 @@ def test_backbone_train_overrides_merge_and_are_validated(raw):
     assert "backbone_train.stripformer" in msg and "steps.stage1" in msg
     msg = _invalid(raw, lambda r: r["backbone_train"].__setitem__("resnet", {}))
     assert "backbone_train" in msg and "resnet" in msg
+
+
+# --- Table 1's training sets (issue 15) --------------------------------------------------------
+def test_cpu_and_smoke_have_one_training_set_scored_on_every_test_set(raw):
+    for profile in ("cpu", "smoke"):
+        params = load_params(profile=profile)
+        assert list(params.train_sets) == ["synthetic"] and params.ablations.train_set == "synthetic"
+        assert params.train_sets["synthetic"].test == ["synthetic", "gopro_real"] == list(params.data.test)
+    assert raw["ablations"]["train_set"] == "synthetic"  # dvc.yaml reads it: written out in the base block
+
+
+def test_training_sets_are_validated_naming_the_key(raw):
+    cases = [
+        (lambda r: r["train_sets"]["synthetic"].update(test=["synthetic", "gopro"]), "train_sets.synthetic.test",
+         "'gopro' is not a test set"),
+        (lambda r: r["train_sets"].update(other={"train": "x", "test": ["gopro_real"]}), "train_sets.other.test",
+         "already listed under train_sets.synthetic.test"),
+        (lambda r: r["train_sets"]["synthetic"].update(test=[]), "train_sets.synthetic.test", "at least 1"),
+        (lambda r: r["train_sets"]["synthetic"].update(test=["synthetic", "synthetic"]), "train_sets.synthetic.test",
+         "listed twice"),
+        (lambda r: r["train_sets"].update({"real-blur": {"train": "x", "test": ["gopro_real"]}}), "train_sets",
+         "pattern"),
+        (lambda r: r["train_sets"].update(mimo_unet=r["train_sets"].pop("synthetic")), "train_sets.mimo_unet",
+         "named like a backbone"),
+        (lambda r: r["ablations"].update(train_set="gopro"), "ablations.train_set", "unknown training set 'gopro'"),
+        (lambda r: r["data"].update(train="data/synthetic/train"), "data.train", "replaced by train_sets"),
+        (lambda r: r.pop("train_sets"), "train_sets", "Field required"),
+    ]
+    for mutate, key, message in cases:
+        msg = _invalid(raw, mutate)
+        assert key in msg and message in msg, msg
+    # a profile names test sets the base does not have: the check runs on the profile's own data.test
+    msg = _invalid(raw, lambda r: r["profiles"]["paper"]["data"]["test"].update(synthetic=None), "paper")
+    assert "train_sets.synthetic.test: 'synthetic' is not a test set of this profile" in msg
+
+
+def test_profiles_may_change_a_training_set_but_not_its_names(raw):
+    raw = copy.deepcopy(raw)
+    raw["profiles"]["smoke"]["train_sets"] = {"synthetic": {"train": "elsewhere/train"}}
+    smoke = validate(resolve_raw(copy.deepcopy(raw), "smoke"))
+    assert smoke.train_sets["synthetic"].train == "elsewhere/train"
+    assert smoke.train_sets["synthetic"].test == ["synthetic", "gopro_real"]  # the rest from the base
+    for overlay, what in (({"gopro": {"train": "x", "test": ["synthetic"]}}, "add"), ({"synthetic": None}, "remove")):
+        raw["profiles"]["smoke"]["train_sets"] = overlay
+        with pytest.raises(ParamsError, match=f"profiles.smoke.train_sets.*may not {what} a name of train_sets"):
+            resolve_raw(copy.deepcopy(raw), "smoke")
+    raw["profiles"]["smoke"].pop("train_sets")
+    raw["profiles"]["smoke"]["ablations"] = {"train_set": "synthetic"}
+    with pytest.raises(ParamsError, match="profiles.smoke.ablations.train_set"):
+        resolve_raw(raw, "smoke")
+
+
+def _paper_block(repo_root) -> dict:
+    """The commented paper block of params.yaml ("replace the block above by this one"), uncommented."""
+    lines = (repo_root / "params.yaml").read_text().splitlines()
+    start = lines.index("# train_sets:")
+    block = ["train_sets:"]
+    for line in lines[start + 1:]:
+        if not line.startswith("#   "):
+            break
+        block.append(line[1:])
+    return yaml.safe_load("\n".join(block))["train_sets"]
+
+
+def test_the_paper_block_gives_all_four_columns_of_table1(raw, repo_root):
+    from pipelines.study import scored_columns
+
+    raw = copy.deepcopy(raw)
+    raw["train_sets"] = _paper_block(repo_root)
+    raw["ablations"]["train_set"] = "gopro"
+    paper = validate(resolve_raw(copy.deepcopy(raw), "paper"))
+    assert {name: s.test for name, s in paper.train_sets.items()} == {
+        "gopro": ["gopro", "hide"], "realblur_j": ["realblur_j"], "realblur_r": ["realblur_r"]}
+    assert [s.train for s in paper.train_sets.values()] == ["data/gopro/train", "data/realblur_j/train",
+                                                             "data/realblur_r/train"]
+    assert scored_columns(paper, "realblur_j") == [("realblur_j", "authors"), ("realblur_j", "official")]
+    assert scored_columns(paper, "gopro") == [("gopro", None), ("hide", None)]
+    assert set(paper.fetch.active) == {"gopro", "hide", "realblur_j", "realblur_r"}
+    with pytest.raises(ParamsError, match="train_sets.gopro.test: 'gopro' is not a test set"):
+        validate(resolve_raw(raw, "cpu"))  # the paper block is the paper study's: cpu has no GoPro test set

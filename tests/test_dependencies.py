@@ -24,6 +24,7 @@ pytestmark = pytest.mark.timeout(900)
 # Read but deliberately not declared: where MLflow records go changes no result.
 NOT_RESULTS = {"mlflow_tracking_uri": "where MLflow writes its records, not what any stage computes"}
 SMOKE = {"synth": {"n_train": 8, "n_test": 3}, "data": {"test": {"gopro_real": None}},  # one test set is enough
+         "train_sets": {"synthetic": {"test": ["synthetic"]}},  # (the training set's list: the one left)
          "train": {"steps": {"stage1": 2, "stage2": 1, "stage3": 1}},
          **{"backbone_train": {b: {"steps": {"stage1": 2, "stage2": 1, "stage3": 1}}
                                for b in ("mimo_unet", "stripformer", "fftformer", "loformer")}}}
@@ -76,7 +77,9 @@ def recorded(tmp_path_factory):
     run = one_per_family(stages)
     # the DAG of the reduced root has exactly the stages that run: one backbone, one of each ablation
     first = {family: name.split("@")[1] for name in run if "@" in name for family in [name.split("@")[0]]}
-    dag = {"models": {"backbones": [first["train_stage1"]]},
+    train_set, backbone = first["train_stage1"].split("-", 1)  # the matrix's first (training set, backbone)
+    assert train_set == "synthetic"  # the one training set of the smoke profile
+    dag = {"models": {"backbones": [backbone]},
            "ablations": {"priors": [first["ablation_prior"]], "stages": [first["ablation_stages"]],
                          "t_sweep": [int(first["t_sweep"])]}}
     root = reduced_smoke_root(tmp_path_factory.mktemp("deps") / "root", SMOKE, active=True, base_overrides=dag)

@@ -63,7 +63,7 @@ def test_the_study_runs_a_job_under_torchrun_on_every_node(monkeypatch, tmp_path
     monkeypatch.setenv("BLURDM_NODE_RANK", "1")
     params = load_params(profile="cpu", overrides={"train": {"nodes": 2, "rdzv_endpoint": "127.0.0.1:29999"}})
     out = tmp_path / "run"
-    common = {"study": "table1", "backbone": "mimo_unet", "stage": "stage1", "seed": 0, "out": out, "group": "g",
+    common = {"study": "table1", "backbone": "mimo_unet", "stage": "stage1", "seed": 0, "out": out, "group": "g", "train_set": "synthetic",
               "dvc_stage": None, "progress": False, "source": ("params.yaml", "cpu")}
     assert study._train(params, **common) == {}  # node 1: node 0 writes the outputs
     argv = calls[-1]

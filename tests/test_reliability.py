@@ -42,7 +42,7 @@ pytestmark = pytest.mark.timeout(180)
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 SMOKE = ["--profile", "smoke"]
-TABLE1 = ["--study", "table1", "--backbone", "mimo_unet"]
+TABLE1 = ["--study", "table1", "--train-set", "synthetic", "--backbone", "mimo_unet"]
 # The reduced smoke chain: the DVC stages of one backbone, then the report.
 CHAIN = [
     ["synth", *SMOKE, "--no-progress"],
@@ -167,8 +167,8 @@ def test_smoke_chain_gives_byte_identical_metric_tables(smoke_chain):
     names = sorted(p.name for p in (first / "metrics").glob("*.json"))
     assert names == ["ablation_prior.json", "ablation_stages.json", "headline.json", "t_sweep.json", "table1.json"]
     table1 = json.loads((first / "metrics" / "table1.json").read_text())
-    assert [(r["dataset"], r["backbone"]) for r in table1["rows"]] == [("synthetic", "mimo_unet"),
-                                                                       ("gopro_real", "mimo_unet")]
+    assert [(r["train_set"], r["dataset"], r["backbone"]) for r in table1["rows"]] == [
+        ("synthetic", "synthetic", "mimo_unet"), ("synthetic", "gopro_real", "mimo_unet")]
     assert "date" not in table1["meta"] and "runs" not in table1["rows"][0]
     for name in names:
         a, b = ((root / "metrics" / name).read_bytes() for root in smoke_chain)
@@ -180,8 +180,8 @@ def test_smoke_chain_gives_byte_identical_metric_tables(smoke_chain):
     assert runs[0] != runs[1] and all(s["date"] for s in sidecars)  # ... with ids of their own run
     page = (first / "reports" / "site" / "index.html").read_text()
     assert all(run_id in page for ids in runs[0].values() for run_id in ids)
-    for rel in ("eval/table1/mimo_unet/synthetic/blurdm/seed0/scores.csv",
-                "runs/table1/mimo_unet/stage3/seed0/model.pt"):
+    for rel in ("eval/table1/synthetic/mimo_unet/synthetic/blurdm/seed0/scores.csv",
+                "runs/table1/synthetic/mimo_unet/stage3/seed0/model.pt"):
         if rel.endswith(".csv"):  # the per-image table without its timing column
             a, b = ([line.rsplit(",", 1)[0] for line in (root / rel).read_text().splitlines()] for root in smoke_chain)
         else:
@@ -207,7 +207,7 @@ def _comparable_eval(folder: Path, root: Path) -> tuple[list[str], dict]:
 def test_sigkill_during_evaluate_leaves_nothing_or_the_previous_results(smoke_chain, tmp_path, monkeypatch):
     reference = smoke_chain[0]
     root = _copy_root(reference, tmp_path / "root", parts=("params.yaml", "data", "runs"))
-    baseline = root / "eval" / "table1" / "mimo_unet" / "synthetic" / "baseline" / "seed0"
+    baseline = root / "eval" / "table1" / "synthetic" / "mimo_unet" / "synthetic" / "baseline" / "seed0"
     command = [["study", "evaluate", *TABLE1, *SMOKE, "--no-progress"]]
 
     def killed_mid_evaluation():
@@ -225,7 +225,7 @@ def test_sigkill_during_evaluate_leaves_nothing_or_the_previous_results(smoke_ch
     assert main(command[0]) == 0  # the rerun completes ...
     assert not _temporaries(baseline.parent, "seed0")  # ... removes the leftovers ...
     for method in ("baseline", "blurdm"):  # ... and gives what an uninterrupted run gave
-        rel = Path("eval/table1/mimo_unet/synthetic") / method / "seed0"
+        rel = Path("eval/table1/synthetic/mimo_unet/synthetic") / method / "seed0"
         assert _comparable_eval(root / rel, root) == _comparable_eval(reference / rel, reference), method
 
     before = _tree(baseline)
@@ -451,7 +451,7 @@ def _pairs(folder: Path, sizes: list[tuple[int, int]]) -> Path:
 
 
 def _data_params(root: Path, data: Path) -> Path:
-    return _params_file(root, lambda r: r["profiles"]["smoke"]["data"].update(train=str(data)))
+    return _params_file(root, lambda r: r["profiles"]["smoke"].update(train_sets={"synthetic": {"train": str(data)}}))
 
 
 def test_crop_larger_than_the_images_is_refused_before_training(in_root, tmp_path, capsys):

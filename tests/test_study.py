@@ -31,3 +31,29 @@ def test_torchrun_argv_is_a_list_with_the_whole_job():
                  "--dvc-stage ablation_prior@rddm", "--no-progress"):
         assert part in joined
     assert "--stage1" not in argv
+
+
+def test_table1_layout_and_stage_names_have_the_training_set():
+    from types import SimpleNamespace
+
+    from pipelines.study import (
+        scored_columns,
+        stage_params_keys,
+        table1_key,
+        table1_stage,
+    )
+
+    params = load_params(profile="cpu")
+    key = table1_key("synthetic", "mimo_unet")
+    assert train_dir("table1", key, "stage3", 0).parts[-6:] == ("runs", "table1", "synthetic", "mimo_unet", "stage3",
+                                                                "seed0")
+    assert table1_stage("train_stage1", "realblur_j", "mimo_unet") == "train_stage1@realblur_j-mimo_unet"
+    assert scored_columns(params, "synthetic") == [("synthetic", None), ("gopro_real", None)]
+    assert ablation_variants(params)["blurdm"]["key"] == table1_key(params.ablations.train_set, "mimo_unet")
+    args = SimpleNamespace(study="table1", action="train", train_set="synthetic", backbone="stripformer", stage="stage1")
+    keys = stage_params_keys(params, args)
+    assert "train_sets.synthetic.train" in keys and not any(k.startswith("train_sets.synthetic.test") for k in keys)
+    keys = stage_params_keys(params, SimpleNamespace(**{**vars(args), "action": "evaluate"}))
+    assert "train_sets.synthetic.test" in keys and "train_sets.synthetic.train" not in keys
+    ablation = SimpleNamespace(study="t-sweep", action="train", train_set=None, backbone=None, stage=None)
+    assert {"train_sets.synthetic.train", "ablations.train_set"} <= set(stage_params_keys(params, ablation))

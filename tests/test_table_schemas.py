@@ -50,3 +50,26 @@ def test_a_malformed_table_names_the_key():
         with pytest.raises(ValidationError) as err:
             Table1File.model_validate(data)
         assert describe(err.value).startswith(message), describe(err.value)
+
+
+def test_table1_rows_name_their_training_set_and_one_set_fills_a_column():
+    table = json.loads((REPO / "reports" / "reference" / "smoke" / "table1.json").read_text())
+    for row in table["rows"]:
+        row.update(train_set="synthetic", scoring=None)
+    Table1File.model_validate(table)
+    cases = [
+        (lambda d: d["rows"][1].update(train_set="realblur_j"),
+         f"rows[1].train_set: {table['rows'][1]['dataset']} is scored by the models of synthetic, not realblur_j"),
+        (lambda d: d["rows"][0].update(scoring="official"), "rows[0].scoring: synthetic is scored as None"),
+        (lambda d: d["rows"][0].update(dataset="realblur_j"),
+         "rows[0].scoring: realblur_j is scored as authors, official, not None"),
+        (lambda d: d["rows"][0].update(scoring="aligned"), "rows[0].scoring: not an allowed key"),
+        (lambda d: d["rows"].append(copy.deepcopy(d["rows"][0])),
+         f"rows[{len(table['rows'])}]: a second row for synthetic / mimo_unet"),
+    ]
+    for edit, message in cases:
+        data = copy.deepcopy(table)
+        edit(data)
+        with pytest.raises(ValidationError) as err:
+            Table1File.model_validate(data)
+        assert describe(err.value).startswith(message), describe(err.value)
