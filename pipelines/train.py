@@ -752,7 +752,7 @@ class Trainer:
                   "tags": {k: tags[k] for k in ("study", "backbone", "seed", "scale", "profile", "dataset", "train_set") if k in tags}
                   | {k: v for k, v in tags.items() if k.startswith("mlflow.source.")}}
         resumed_run = self.state["mlflow_run_id"]
-        read = {"train": params.train.model_dump(mode="json"), **self.fingerprint}
+        read = {**self.fingerprint, "train": params.train.model_dump(mode="json")}  # the whole train block, layout keys too
         self.state["mlflow_run_id"] = self.tracker.start(job.study, run_name, tags, {"job": job_params, "params": read},
                                                          run_id=resumed_run, parent=parent)
         if self.state["mlflow_run_id"] != resumed_run:

@@ -271,6 +271,9 @@ def test_mlflow_run_records_tags_params_metrics_and_artifacts(tmp_path, params, 
     assert parent.info.run_name == "t-sweep/mimo_unet/seed0" and parent.data.tags["blurdm.group"] == tags["group"]
     assert run.data.params["params.train.lr"] == str(params.train.lr)
     assert run.data.params["params.data.crop_size"] == "32"
+    # the whole train block (layout keys too, which the resume fingerprint leaves out) beside the fingerprint
+    assert run.data.params["params.train.log_every"] == str(params.train.log_every)
+    assert run.data.params["params.train.threads"] == str(params.train.threads)
     history = client.get_metric_history(run.info.run_id, "loss")
     assert [m.step for m in history] == [1, 2]
     assert run.data.metrics["val_psnr"] == pytest.approx(metrics["val_psnr"])
