@@ -154,10 +154,10 @@ def test_the_study_evaluates_on_the_auto_device_with_the_fast_switch(monkeypatch
 
     seen = {}
     monkeypatch.setattr(ev, "evaluate_checkpoint", lambda *a, **k: seen.update(k) or {})
-    study._evaluate(load_params(profile="cpu"), tmp_path, tmp_path / "out", "synthetic")
+    study._evaluate(load_params(profile="cpu"), tmp_path, tmp_path / "out", "synthetic", None)
     assert seen["device"] == torch.device("cuda" if torch.cuda.is_available() else "cpu") and seen["fast"] is True
     study._evaluate(load_params(profile="cpu", overrides={"evaluate": {"device": "cpu", "fast": False}}),
-                    tmp_path, tmp_path / "out", "synthetic")
+                    tmp_path, tmp_path / "out", "synthetic", None)
     assert seen["device"] == torch.device("cpu") and seen["fast"] is False
 
 
