@@ -220,6 +220,10 @@ class ModelsConfig(Strict):
     # start every freshly built backbone from the identity (output residual layers zeroed);
     # see README "Method notes" for the measurement behind the default
     zero_init_residual: bool = False
+    # stage 2 standardises every diffusion prior's latent space to the training set's SE latents (per
+    # dimension; models/diffusion/base.py): the cpu study's small SE gives latents ~8x smaller than BlurDM's
+    # noise (README "Method notes"). The paper profile turns it off: the authors do not standardise.
+    standardize_latent: bool = False
 
 
 class PriorConfig(Strict):

@@ -546,7 +546,8 @@ def train_params_keys(backbone: str, train_set: str | None = None) -> tuple[str,
     prior and T come with the job): the resume fingerprint covers the same keys. Of its training set a job
     reads the folder only (the test list is the evaluation's); without a name, which set is first."""
     where = f"train_sets.{train_set}.train" if train_set else "train_sets"
-    return ("profile", "seed", where, *TRAIN_DATA_KEYS, "models.scale", "models.zero_init_residual", "train",
+    return ("profile", "seed", where, *TRAIN_DATA_KEYS, "models.scale", "models.zero_init_residual",
+            "models.standardize_latent", "train",
             f"backbone_train.{backbone}", "evaluate.eval_seeds", "mlflow_tracking_uri")
 
 
@@ -576,6 +577,7 @@ def fingerprint(job: TrainJob, params, steps: int, init: dict) -> dict:
                  if key != "data.num_workers"})
     return {"job": {**job.describe(), "steps": steps}, "train": train, "data": data,
             "scale": params.models.scale, "zero_init_residual": params.models.zero_init_residual,
+            **({"standardize_latent": True} if params.models.standardize_latent else {}),  # old runs resume
             "split_seed": params.seed, "eval_seeds": list(params.evaluate.eval_seeds),
             "init": {k: v["sha256"] for k, v in init.items()}}
 
@@ -634,6 +636,8 @@ class Trainer:
         self.resumed_from = self.saved_step = None
         self.setup_model()
         self.setup_data()
+        if self.kind == "latent" and params.models.standardize_latent:
+            self.standardize_prior()
         self.fingerprint = fingerprint(job, params, self.total_steps, self.init)
 
     # ---- set-up
@@ -688,6 +692,25 @@ class Trainer:
                                            seed=0) if self.val_pairs else None)
         seeds = self.params.evaluate.eval_seeds
         self.eval_seed = seeds[0] if seeds else 0
+
+    LATENT_STATS_SAMPLES = 256
+
+    @torch.no_grad()
+    def standardize_prior(self) -> None:
+        """Stage 2: standardise the prior's latent space (:meth:`DiffusionPrior.set_latent_stats`) to the
+        frozen ``SE(blur, sharp)`` of up to :attr:`LATENT_STATS_SAMPLES` training crops, spread evenly over
+        the training pairs (epoch-0 crops of this seed: the same on every rank; a resumed run then loads
+        the stored statistics with the rest of the model)."""
+        n = len(self.train_set)
+        indices = list(range(0, n, max(1, n // self.LATENT_STATS_SAMPLES)))[:self.LATENT_STATS_SAMPLES]
+        items = EpochIndexed(self.train_set)
+        latents = []
+        for start in range(0, len(indices), 32):
+            batch = [items[(0, i)] for i in indices[start:start + 32]]
+            blur = torch.stack([b["blur"] for b in batch]).to(self.device)
+            sharp = torch.stack([b["sharp"] for b in batch]).to(self.device)
+            latents.append(self.model.sharp_encoder(blur, sharp).float().cpu())
+        self.model.prior.set_latent_stats(torch.cat(latents))
 
     def _clear_outputs(self) -> None:
         if self.dist.is_main:

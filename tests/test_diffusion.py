@@ -237,3 +237,27 @@ def test_build_prior_errors():
         build_prior("ddpm", scale="big")
     with pytest.raises(ValueError, match="step t must be in 0..3"):
         BlurDMProcess(3).reverse_step(4, torch.zeros(1, 256), {}, torch.zeros(1, 256))
+
+
+@pytest.mark.parametrize("name", PRIORS)
+def test_latent_stats_standardise_the_chain(name):
+    """``set_latent_stats``: the prior becomes ``mean + std * z_0`` of the chain it ran before (identity by
+    default), per dimension; model files without the statistics load as the identity."""
+    prior = build_prior(name, T=3, scale="tiny").eval()
+    assert torch.equal(prior.latent_mean, torch.zeros(32)) and torch.equal(prior.latent_std, torch.ones(32))
+    blur, noise = torch.rand(2, 3, 16, 16), torch.randn(2, 32)
+    with torch.no_grad():
+        raw = prior(blur, noise=noise)
+    samples = torch.randn(500, 32, generator=torch.Generator().manual_seed(0)) * torch.linspace(0.01, 2, 32) + 3.0
+    prior.set_latent_stats(samples)
+    torch.testing.assert_close(prior.latent_mean, samples.mean(0))
+    torch.testing.assert_close(prior.latent_std, samples.std(0))
+    with torch.no_grad():
+        torch.testing.assert_close(prior(blur, noise=noise), samples.mean(0) + samples.std(0) * raw)
+    with pytest.raises(ValueError, match=r"\(N >= 2, 32\)"):
+        prior.set_latent_stats(torch.randn(5, 16))
+    old = {k: v for k, v in prior.state_dict().items() if not k.startswith("latent_")}  # an older model file
+    prior.load_state_dict(old, strict=True)
+    assert torch.equal(prior.latent_mean, torch.zeros(32)) and torch.equal(prior.latent_std, torch.ones(32))
+    with torch.no_grad():
+        torch.testing.assert_close(prior(blur, noise=noise), raw)

@@ -8,7 +8,8 @@ import math
 import pytest
 import torch
 
-from _train_fixtures import make_dataset, small_params
+from _train_fixtures import make_dataset, overrides, small_params
+from pipelines.config import deep_merge, load_params
 from models.deblur_model import load_deblur_model
 from pipelines.checkpoint import load_checkpoint
 from pipelines.cli import UserError
@@ -297,3 +298,33 @@ def test_dvc_driven_job_restarts_when_params_changed(tmp_path, params):
     # unchanged configuration: resumes (here: already finished) instead of starting over
     m = run_job(params, stage="stage1", backbone="mimo_unet", out_dir=tmp_path, steps=3, restart_if_changed=True)
     assert m["resumed_from_step"] == 3
+
+
+def test_stage2_standardises_the_prior_latent_to_the_sharp_encoder(tmp_path, data_root, stage1_dir):
+    """``models.standardize_latent``: stage 2 stores the per-dimension mean / std of the frozen SE's latents
+    on training crops in the prior (and stage 3 keeps them); off, the prior stays the identity."""
+    from pipelines.data import PairedImageDataset, find_pairs
+
+    on = small_params(data_root)
+    assert on.models.standardize_latent  # the cpu / smoke default
+    run_job(on, stage="stage2", backbone="mimo_unet", prior="encoder", stage1=stage1_dir, out_dir=tmp_path / "on")
+    state = load_checkpoint(tmp_path / "on" / "model.pt")["model"]
+    mean, std = state["prior.latent_mean"], state["prior.latent_std"]
+    # the SE latents of the training images (whole images: the statistics' crops come from them)
+    model, _ = load_deblur_model(stage1_dir / "model.pt")
+    items = PairedImageDataset(find_pairs(data_root), crop_size=None, augment=False, value_range=model.value_range)
+    with torch.no_grad():
+        latents = torch.cat([model.sharp_encoder(it["blur"][None], it["sharp"][None]) for it in items])
+    assert torch.isfinite(mean).all() and (std > 0).all() and not torch.equal(std, torch.ones_like(std))
+    assert (mean - latents.mean(0)).abs().max() < 0.5 * latents.abs().max()
+    ratio = std.double().pow(2).sum().sqrt() / latents.std(0).double().pow(2).sum().sqrt()
+    assert 0.2 < ratio < 5  # the SE's scale, not the unit scale of the chain (std << 1 here)
+    assert std.max() < 0.5
+    run_job(on, stage="stage3", backbone="mimo_unet", prior="encoder", stage2=tmp_path / "on", out_dir=tmp_path / "s3")
+    s3 = load_checkpoint(tmp_path / "s3" / "model.pt")["model"]
+    assert torch.equal(s3["prior.latent_mean"], mean) and torch.equal(s3["prior.latent_std"], std)
+
+    off = load_params(profile="smoke", overrides=deep_merge(overrides(data_root), {"models": {"standardize_latent": False}}))
+    run_job(off, stage="stage2", backbone="mimo_unet", prior="encoder", stage1=stage1_dir, out_dir=tmp_path / "off")
+    state = load_checkpoint(tmp_path / "off" / "model.pt")["model"]
+    assert torch.equal(state["prior.latent_mean"], torch.zeros(32)) and torch.equal(state["prior.latent_std"], torch.ones(32))

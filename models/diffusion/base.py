@@ -7,7 +7,12 @@
   exact forward process and the estimator outputs that make ``reverse_step`` invert it, for tests
   and training-free checks.
 * :class:`DiffusionPrior` owns the Blur Encoder ``BE``, one :class:`Estimator` per estimator name and
-  the process, and runs the whole reverse chain in ``forward``. The chain is differentiable end to
+  the process, and runs the whole reverse chain in ``forward``. The chain runs in a STANDARDISED latent
+  space: the returned prior is ``latent_mean + latent_std * z_0`` (buffers, identity by default;
+  :meth:`DiffusionPrior.set_latent_stats`), the per-dimension latent normalisation of latent diffusion
+  models (Rombach et al. 2022's scale factor, per channel as in Karras et al. 2024's EDM2). The
+  processes assume latents of unit scale (BlurDM adds noise of std 0.18 at T = 5); a small
+  stage-1 Sharp Encoder can give latents of std ~0.02, which that noise buries. The chain is differentiable end to
   end (stage 2 trains BE and the estimators through it). Randomness comes only from ``noise`` or the
   explicit ``generator``, so evaluation can repeat a run or report the spread over seeds.
 
@@ -101,7 +106,8 @@ class DiffusionProcess(ABC):
 
 
 class DiffusionPrior(nn.Module):
-    """``forward(blur) -> z0 (B, 256)``: condition ``c = BE(blur, blur)``, start ``z_T``, run ``T`` steps."""
+    """``forward(blur) -> prior (B, 256)``: condition ``c = BE(blur, blur)``, start ``z_T``, run ``T`` steps,
+    then ``latent_mean + latent_std * z_0`` (the identity unless :meth:`set_latent_stats` was called)."""
 
     def __init__(self, process: DiffusionProcess, scale: str = "tiny", encoder: LatentEncoder | None = None):
         super().__init__()
@@ -113,6 +119,24 @@ class DiffusionPrior(nn.Module):
         self.dim = self.encoder.out_dim
         self.estimators = nn.ModuleDict({name: Estimator(ESTIMATOR_DEPTH[scale], dim=self.dim, hidden=ESTIMATOR_HIDDEN[scale])
                                          for name in process.estimator_names})
+        self.register_buffer("latent_mean", torch.zeros(self.dim))
+        self.register_buffer("latent_std", torch.ones(self.dim))
+
+    @torch.no_grad()
+    def set_latent_stats(self, latents: torch.Tensor, min_std: float = 1e-6) -> None:
+        """Standardise the chain to ``latents`` (N, dim), samples of the target ``SE(blur, sharp)``: the
+        prior becomes ``mean + std * z_0`` with their per-dimension mean and std (floored at ``min_std``)."""
+        if latents.ndim != 2 or latents.shape[1] != self.dim or latents.shape[0] < 2:
+            raise ValueError(f"latent statistics need (N >= 2, {self.dim}) samples, got {tuple(latents.shape)}")
+        latents = latents.detach().double()
+        self.latent_mean.copy_(latents.mean(dim=0))
+        self.latent_std.copy_(latents.std(dim=0).clamp_min(min_std))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # model files written before the latent statistics existed: the identity (what they computed)
+        for name, value in (("latent_mean", 0.0), ("latent_std", 1.0)):
+            state_dict.setdefault(prefix + name, torch.full((self.dim,), value))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def T(self) -> int:
@@ -150,7 +174,7 @@ class DiffusionPrior(nn.Module):
         z = self.process.start(c, noise)
         for t in range(self.T, 0, -1):
             z = self.process.reverse_step(t, z, self.predict(t, z, c), c)
-        return z
+        return self.latent_mean.to(z.dtype) + self.latent_std.to(z.dtype) * z
 
     def extra_repr(self) -> str:
         return f"process={self.process!r}, scale={self.scale!r}"
