@@ -165,6 +165,10 @@ class SynthConfig(Strict):
     crop_size: int = Field(ge=16)
     subframes: int = Field(ge=2)
     blur_length: tuple[float, float]
+    # how each split draws a trajectory's length in blur_length: uniform, or log-uniform (as many samples
+    # between 0.5 and 1 px as between 12 and 24: the mild blur a model must learn to leave alone)
+    blur_length_sampling: dict[Literal["train", "test"], Literal["uniform", "log_uniform"]] = {
+        "train": "uniform", "test": "uniform"}
     max_rotation_deg: float = Field(ge=0)
     kernel_fraction: float = Field(ge=0, le=1)
     noise: NoiseConfig = NoiseConfig()
@@ -177,6 +181,11 @@ class SynthConfig(Strict):
         lo, hi = self.blur_length
         if lo < 0 or hi < lo:
             raise ValueError(f"synth.blur_length must be [min, max] with 0 <= min <= max, got {list(self.blur_length)}")
+        self.blur_length_sampling = {"train": "uniform", "test": "uniform", **self.blur_length_sampling}
+        log_splits = sorted(k for k, v in self.blur_length_sampling.items() if v == "log_uniform")
+        if log_splits and lo <= 0:
+            raise ValueError(f"synth.blur_length_sampling: log_uniform ({', '.join(log_splits)}) needs "
+                             f"synth.blur_length min > 0, got {list(self.blur_length)}")
         r_lo, r_hi = self.dead_leaves.radius
         if not 0 < r_lo <= r_hi:
             raise ValueError(f"synth.dead_leaves.radius must be [min, max] with 0 < min <= max, got {[r_lo, r_hi]}")

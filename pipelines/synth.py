@@ -193,10 +193,18 @@ def _bezier(control: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 
 def sample_trajectory(rng: np.random.Generator, blur_length: tuple[float, float], max_rotation_deg: float,
-                      subframes: int) -> Trajectory:
-    """A random smooth camera path: cubic Bezier translation + smoothly eased rotation."""
+                      subframes: int, sampling: str = "uniform") -> Trajectory:
+    """A random smooth camera path: cubic Bezier translation + smoothly eased rotation. Its length is
+    drawn from ``blur_length`` uniformly or (``sampling="log_uniform"``) log-uniformly: one draw either way."""
     lo, hi = blur_length
-    length = float(rng.uniform(lo, hi)) if hi > lo else float(lo)
+    if hi <= lo:
+        length = float(lo)
+    elif sampling == "log_uniform":
+        length = float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+    elif sampling == "uniform":
+        length = float(rng.uniform(lo, hi))
+    else:
+        raise ValueError(f"unknown blur length sampling {sampling!r}; allowed: uniform, log_uniform")
     # Control polygon: a random walk whose direction turns smoothly (shake rarely reverses abruptly).
     heading = rng.uniform(0.0, 2.0 * math.pi)
     turns = rng.normal(0.0, 0.8, size=3)
@@ -414,7 +422,8 @@ def render_sample(cfg, split: str, index: int, use_kernel: bool, with_exposures:
                     kernel_size=list(kernel.shape), kernel_anchor_xy=[round(cx), round(cy)],
                     blur_extent_px=round(kernel_extent_px(kernel), 3))
     else:
-        traj = sample_trajectory(rng, tuple(cfg.blur_length), cfg.max_rotation_deg, cfg.subframes)
+        traj = sample_trajectory(rng, tuple(cfg.blur_length), cfg.max_rotation_deg, cfg.subframes,
+                                 cfg.blur_length_sampling[split])
         disp = trajectory_displacements(traj, crop)
         margin = math.ceil(np.abs(disp).max()) + INTERP_SUPPORT_PX + 1
         x0, y0 = _random_crop_xy(rng, source, crop, margin)

@@ -285,3 +285,30 @@ def test_real_crop_windows_are_the_sharpest_and_do_not_overlap():
     assert windows[0] == (64, 256)
     assert abs(windows[1][0] - 64) >= 128 or abs(windows[1][1] - 256) >= 128
     assert max(window_scores(sharp, 128, 64))[1:] == (64, 256)
+
+
+def test_blur_length_sampling_log_uniform_per_split(tmp_path):
+    """``blur_length_sampling``: log-uniform lengths put as many draws in [0.5, 1] px as in [12, 24] px
+    (uniform: ~2 % vs 50 %); each split has its own, and a split's sampling never changes the other's
+    samples; log-uniform needs a positive minimum."""
+    rng_u, rng_l = np.random.default_rng(0), np.random.default_rng(0)
+    uni = np.array([synth.sample_trajectory(rng_u, (0.5, 24.0), 0.0, 5).path_length_px for _ in range(4000)])
+    log = np.array([synth.sample_trajectory(rng_l, (0.5, 24.0), 0.0, 5, "log_uniform").path_length_px
+                    for _ in range(4000)])
+    assert log.min() >= 0.5 and log.max() <= 24.0
+    low, high = np.mean((log >= 0.5) & (log < 1.0)), np.mean(log >= 12.0)
+    assert abs(low - high) < 0.03 and abs(low - math.log(2) / math.log(48)) < 0.03
+    assert np.mean(uni < 1.0) < 0.03 and np.mean(uni >= 12.0) > 0.45
+    with pytest.raises(ValueError, match="unknown blur length sampling"):
+        synth.sample_trajectory(np.random.default_rng(0), (1.0, 2.0), 0.0, 5, "gaussian")
+
+    cfg_u = tiny_cfg(kernel_fraction=0.0, save_exposures=False)
+    cfg_l = tiny_cfg(kernel_fraction=0.0, save_exposures=False, blur_length_sampling={"train": "log_uniform"})
+    assert cfg_l.blur_length_sampling == {"train": "log_uniform", "test": "uniform"}
+    m_u = synth.generate(cfg_u, tmp_path / "u", progress=False)
+    m_l = synth.generate(cfg_l, tmp_path / "l", progress=False)
+    by_split = lambda m, split: [(s["sha256"], s["path_length_px"]) for s in m["samples"] if s["split"] == split]  # noqa: E731
+    assert by_split(m_u, "test") == by_split(m_l, "test")
+    assert [p for _, p in by_split(m_u, "train")] != [p for _, p in by_split(m_l, "train")]
+    with pytest.raises(ValueError, match="log_uniform .*needs synth.blur_length min > 0"):
+        tiny_cfg(blur_length=[0.0, 8.0], blur_length_sampling={"test": "log_uniform"})
