@@ -147,6 +147,16 @@ class NoiseConfig(Strict):
     read: float = Field(5e-4, ge=0)  # Gaussian read noise std (linear light)
 
 
+SamplingRule = Literal["uniform", "log_uniform"]
+
+
+class BlurLengthSampling(Strict):
+    """How each split draws a trajectory's length in ``synth.blur_length``: uniform, or log-uniform (as
+    many samples between 0.5 and 1 px as between 12 and 24: the mild blur a model must learn to leave alone)."""
+    train: SamplingRule = "uniform"
+    test: SamplingRule = "uniform"
+
+
 class DeadLeavesConfig(Strict):
     """Procedural dead-leaves scenes (occluding shapes, power-law sizes) mixed into the TRAINING split."""
     fraction: float = Field(0.0, ge=0, lt=1)  # share of training samples cut from a dead-leaves scene
@@ -165,10 +175,7 @@ class SynthConfig(Strict):
     crop_size: int = Field(ge=16)
     subframes: int = Field(ge=2)
     blur_length: tuple[float, float]
-    # how each split draws a trajectory's length in blur_length: uniform, or log-uniform (as many samples
-    # between 0.5 and 1 px as between 12 and 24: the mild blur a model must learn to leave alone)
-    blur_length_sampling: dict[Literal["train", "test"], Literal["uniform", "log_uniform"]] = {
-        "train": "uniform", "test": "uniform"}
+    blur_length_sampling: BlurLengthSampling = BlurLengthSampling()
     max_rotation_deg: float = Field(ge=0)
     kernel_fraction: float = Field(ge=0, le=1)
     noise: NoiseConfig = NoiseConfig()
@@ -181,8 +188,7 @@ class SynthConfig(Strict):
         lo, hi = self.blur_length
         if lo < 0 or hi < lo:
             raise ValueError(f"synth.blur_length must be [min, max] with 0 <= min <= max, got {list(self.blur_length)}")
-        self.blur_length_sampling = {"train": "uniform", "test": "uniform", **self.blur_length_sampling}
-        log_splits = sorted(k for k, v in self.blur_length_sampling.items() if v == "log_uniform")
+        log_splits = sorted(k for k, v in self.blur_length_sampling.model_dump().items() if v == "log_uniform")
         if log_splits and lo <= 0:
             raise ValueError(f"synth.blur_length_sampling: log_uniform ({', '.join(log_splits)}) needs "
                              f"synth.blur_length min > 0, got {list(self.blur_length)}")
@@ -201,6 +207,7 @@ class DataConfig(Strict):
     crop_size: int = Field(64, ge=8)
     val_fraction: float = Field(0.1, ge=0, lt=1)
     num_workers: int = Field(0, ge=0)
+    cache_mb: int = Field(0, ge=0)  # decoded training / validation pairs kept in memory per loading process
     augment: bool = True
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1)  # every image reader refuses larger images (header check)
 
@@ -251,6 +258,7 @@ class TrainConfig(Strict):
     batch_size: int = Field(4, ge=1)
     steps: StepsConfig
     lr: float = Field(1e-4, gt=0)
+    stage2_lr: float | None = Field(None, gt=0)  # stage 2 trains the prior alone (latent loss); null = lr
     lr_min: float = Field(1e-6, ge=0)
     charbonnier_eps: float = Field(1e-3, gt=0)
     fft_loss_weight: float = Field(0.1, ge=0)
@@ -269,6 +277,10 @@ class TrainConfig(Strict):
     node_rank: int = Field(0, ge=0)  # this machine's rank; env BLURDM_NODE_RANK / SLURM_NODEID win
     rdzv_endpoint: str | None = None  # host:port of node 0; env BLURDM_RDZV_ENDPOINT / MASTER_ADDR win
     rdzv_timeout: int = Field(600, ge=1)  # seconds to wait for every node to join
+
+    def lr_of(self, stage: str) -> float:
+        """Adam's starting learning rate for ``stage`` (then cosine to ``lr_min``)."""
+        return self.stage2_lr if stage == "stage2" and self.stage2_lr is not None else self.lr
 
     @model_validator(mode="after")
     def _check_nodes(self):
@@ -541,7 +553,7 @@ def load_params(path: str | os.PathLike | None = None, profile: str | None = Non
     from pipelines.params_view import recording_view
 
     # $BLURDM_RECORD_READS (the dependency check): a view that records every key the stage reads
-    return recording_view(params, always_read=("profile", "profiles", "data.max_pixels"))
+    return recording_view(params, always_read=("profile", f"profiles.{params.profile}", "data.max_pixels"))
 
 
 class UniqueKeyLoader(yaml.SafeLoader):

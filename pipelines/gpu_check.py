@@ -125,7 +125,7 @@ def train_burst(backbone: str, stage: str, params, device: torch.device, *, step
         objective = StageObjective(model, kind, cfg.charbonnier_eps, cfg.fft_loss_weight, frozen,
                                    autocast_dtype=autocast_dtype(cfg.precision))
         objective.train()
-        optimizer = torch.optim.Adam([q for q in model.parameters() if q.requires_grad], lr=cfg.lr)
+        optimizer = torch.optim.Adam([q for q in model.parameters() if q.requires_grad], lr=cfg.lr_of(stage))
         share = plan.share
         offset = 0.5 if model.value_range == "half" else 0.0
         gen = torch.Generator(device=device).manual_seed(seed)

@@ -91,7 +91,7 @@ def _old_resolved(recorded: dict, section: str, key: str):
     profile's overlay (``None`` when neither is recorded)."""
     from pipelines.config import deep_merge
 
-    overlay = ((recorded.get("profiles") or {}).get(recorded.get("profile")) or {}).get(section) or {}
+    overlay = _overlay(recorded, recorded.get("profile")).get(section) or {}
     base = recorded.get(f"{section}.{key}")
     if key in overlay:
         value = overlay[key]
@@ -222,18 +222,33 @@ def _flat(obj, prefix: str = "") -> dict:
     return {prefix: obj}
 
 
-def _read_of_profile(profiles: dict | None, profile: str | None, declared: list[str]) -> dict:
-    """The keys of the active profile's block that a stage declaring ``declared`` reads (dotted -> value)."""
+def _overlay(params: dict, profile: str | None) -> dict:
+    """The active profile's overlay in ``params`` (a lock's recorded params, or params.yaml): locks before
+    stages declared ``profiles.${profile}`` recorded the whole ``profiles`` block."""
+    if "profiles" in params:
+        return ((params.get("profiles") or {}).get(profile)) or {}
+    return params.get(f"profiles.{profile}") or {}
+
+
+def _read_of_profile(overlay: dict, declared: list[str]) -> dict:
+    """The keys of the active profile's overlay that a stage declaring ``declared`` reads (dotted -> value)."""
     from pipelines.params_view import covers
 
-    block = _flat(((profiles or {}).get(profile)) or {})
+    block = _flat(overlay)
     return {k: v for k, v in block.items() if any(covers(d, k) or covers(k, d) for d in declared)}
+
+
+def _is_profiles_key(key: str) -> bool:
+    return key == "profiles" or key.startswith("profiles.")
 
 
 def why_not_acceptable(changes: list, recorded: dict, raw: dict) -> list[str]:
     """What in a stage's ``dvc status`` entry (``changes``) is more than project code and keys of ``profiles``
-    the stage does not read (``recorded``: its params in dvc.lock; ``raw``: params.yaml now). [] = nothing."""
-    declared = [k for k in recorded if k not in ("profile", "profiles")]
+    the stage does not read (``recorded``: its params in dvc.lock; ``raw``: params.yaml now). [] = nothing.
+    A lock that recorded the whole ``profiles`` block and a stage that now declares ``profiles.<active>``
+    differ only in layout: accepted when the overlay keys the stage reads are the same."""
+    declared = [k for k in recorded if k != "profile" and not _is_profiles_key(k)]
+    profile = recorded.get("profile")
     problems = []
     for change in changes:
         if not isinstance(change, dict) or set(change) != {"changed deps"}:
@@ -242,9 +257,9 @@ def why_not_acceptable(changes: list, recorded: dict, raw: dict) -> list[str]:
         for path, status in change["changed deps"].items():
             if path == PARAMS_FILE and isinstance(status, dict):
                 for key in status:
-                    same = key == "profiles" and recorded.get("profile") == raw.get("profile") and \
-                        _read_of_profile(recorded.get("profiles"), recorded.get("profile"), declared) == \
-                        _read_of_profile(raw.get("profiles"), raw.get("profile"), declared)
+                    same = _is_profiles_key(key) and profile == raw.get("profile") and \
+                        _read_of_profile(_overlay(recorded, profile), declared) == \
+                        _read_of_profile(_overlay(raw, profile), declared)
                     if not same:
                         problems.append(f"params {key}: {status[key]}")
             elif not (status in ("modified", "new") and (path.startswith(CODE_DEPS[:2]) or path == CODE_DEPS[2])):

@@ -423,7 +423,7 @@ def render_sample(cfg, split: str, index: int, use_kernel: bool, with_exposures:
                     blur_extent_px=round(kernel_extent_px(kernel), 3))
     else:
         traj = sample_trajectory(rng, tuple(cfg.blur_length), cfg.max_rotation_deg, cfg.subframes,
-                                 cfg.blur_length_sampling[split])
+                                 getattr(cfg.blur_length_sampling, split))
         disp = trajectory_displacements(traj, crop)
         margin = math.ceil(np.abs(disp).max()) + INTERP_SUPPORT_PX + 1
         x0, y0 = _random_crop_xy(rng, source, crop, margin)

@@ -538,7 +538,9 @@ def sample_image(model: nn.Module, item: dict, device: torch.device, seed: int) 
 # how a run is computed, not what (like gpus and threads), so a run resumes across them
 LAYOUT_KEYS = ("threads", "log_every", "val_every", "checkpoint_every", "gpus", "seeds", "micro_batch",
                "activation_checkpointing", "nodes", "node_rank", "rdzv_endpoint", "rdzv_timeout")
-TRAIN_DATA_KEYS = ("data.val_fraction", "data.augment", "data.crop_size", "data.num_workers", "data.max_pixels")
+TRAIN_DATA_KEYS = ("data.val_fraction", "data.augment", "data.crop_size", "data.num_workers", "data.cache_mb",
+                   "data.max_pixels")
+SPEED_ONLY_DATA_KEYS = ("data.num_workers", "data.cache_mb")  # change how fast, never what is trained on
 
 
 def train_params_keys(backbone: str, train_set: str | None = None) -> tuple[str, ...]:
@@ -569,12 +571,13 @@ def fingerprint(job: TrainJob, params, steps: int, init: dict) -> dict:
     train = params.train.model_dump(mode="json")
     for volatile in LAYOUT_KEYS:
         train.pop(volatile, None)
-    for key, default in (("precision", "fp32"), ("crop_size", None)):  # recorded only when set: old runs resume
+    # recorded only when set: old runs resume
+    for key, default in (("precision", "fp32"), ("crop_size", None), ("stage2_lr", None)):
         if train.get(key) == default:
             train.pop(key, None)
     data = {"train": str(training_root(job, params))}
     data.update({key.split(".", 1)[1]: getattr(params.data, key.split(".", 1)[1]) for key in TRAIN_DATA_KEYS
-                 if key != "data.num_workers"})
+                 if key not in SPEED_ONLY_DATA_KEYS})
     return {"job": {**job.describe(), "steps": steps}, "train": train, "data": data,
             "scale": params.models.scale, "zero_init_residual": params.models.zero_init_residual,
             **({"standardize_latent": True} if params.models.standardize_latent else {}),  # old runs resume
@@ -636,8 +639,6 @@ class Trainer:
         self.resumed_from = self.saved_step = None
         self.setup_model()
         self.setup_data()
-        if self.kind == "latent" and params.models.standardize_latent:
-            self.standardize_prior()
         self.fingerprint = fingerprint(job, params, self.total_steps, self.init)
 
     # ---- set-up
@@ -666,7 +667,7 @@ class Trainer:
                                         autocast_dtype=autocast_dtype(cfg.precision))
         self.objective.train()
         trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(trainable, lr=cfg.lr)
+        self.optimizer = torch.optim.Adam(trainable, lr=cfg.lr_of(job.stage))
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(self.total_steps, 1),
                                                                     eta_min=cfg.lr_min)
 
@@ -686,10 +687,11 @@ class Trainer:
         self.train_pairs, self.val_pairs = split_train_val(pairs, data.val_fraction, self.params.seed)
         if not self.train_pairs:
             raise UserError(f"{self.root}: no training pairs left after the validation split")
+        cache = data.cache_mb * 2**20
         self.train_set = PairedImageDataset(self.train_pairs, crop_size=self.crop, augment=data.augment,
-                                            value_range=value_range, seed=self.job.seed)
+                                            value_range=value_range, seed=self.job.seed, cache_bytes=cache)
         self.val_set = (PairedImageDataset(self.val_pairs, crop_size=None, augment=False, value_range=value_range,
-                                           seed=0) if self.val_pairs else None)
+                                           seed=0, cache_bytes=cache) if self.val_pairs else None)
         seeds = self.params.evaluate.eval_seeds
         self.eval_seed = seeds[0] if seeds else 0
 
@@ -699,8 +701,8 @@ class Trainer:
     def standardize_prior(self) -> None:
         """Stage 2: standardise the prior's latent space (:meth:`DiffusionPrior.set_latent_stats`) to the
         frozen ``SE(blur, sharp)`` of up to :attr:`LATENT_STATS_SAMPLES` training crops, spread evenly over
-        the training pairs (epoch-0 crops of this seed: the same on every rank; a resumed run then loads
-        the stored statistics with the rest of the model)."""
+        the training pairs (epoch-0 crops of this seed: the same on every rank). Called by :meth:`fit` on a fresh
+        start only: a resumed run loads the statistics stored in ``last.pt`` with the rest of the model."""
         n = len(self.train_set)
         indices = list(range(0, n, max(1, n // self.LATENT_STATS_SAMPLES)))[:self.LATENT_STATS_SAMPLES]
         items = EpochIndexed(self.train_set)
@@ -860,6 +862,8 @@ class Trainer:
         from tqdm import tqdm
 
         self.resume()
+        if self.resumed_from is None and self.kind == "latent" and self.params.models.standardize_latent:
+            self.standardize_prior()  # a resumed run has the statistics in its state already
         self.start_tracking()
         state, cfg, total = self.state, self.cfg, self.total_steps
         loader = self.loader()

@@ -191,6 +191,32 @@ def test_crops_and_augmentation_keep_pairs_aligned_and_are_reproducible(tmp_path
     torch.testing.assert_close(ds[1]["blur"], again[1]["blur"], rtol=0, atol=0)
 
 
+def test_decoded_pair_cache_gives_the_same_items_within_its_budget(tmp_path):
+    """``cache_bytes``: decoded pairs are kept (first come first kept) while they fit; items are identical
+    with and without the cache, over epochs, and the cached arrays cannot be altered by a caller."""
+    root = _flat(tmp_path, n=3, h=20, w=24)
+    pair_bytes = 2 * 20 * 24 * 3
+    plain = PairedImageDataset(root, crop_size=8, augment=True, seed=3)
+    cached = PairedImageDataset(root, crop_size=8, augment=True, seed=3, cache_bytes=2 * pair_bytes + 1)
+    for epoch in range(3):
+        for ds in (plain, cached):
+            ds.set_epoch(epoch)
+        for i in range(3):
+            a, b = plain[i], cached[i]
+            torch.testing.assert_close(a["blur"], b["blur"], rtol=0, atol=0)
+            torch.testing.assert_close(a["sharp"], b["sharp"], rtol=0, atol=0)
+    assert sorted(cached._cache) == [0, 1] and cached._cached_bytes == 2 * pair_bytes  # the third did not fit
+    blur, _ = cached.read_pair(0)
+    assert blur is cached.read_pair(0)[0] and not blur.flags.writeable
+    uncached = PairedImageDataset(root)  # the default keeps nothing
+    uncached[1]
+    assert uncached._cache == {}
+    with pytest.raises(ValueError, match="cache_bytes"):
+        PairedImageDataset(root, cache_bytes=-1)
+    (root / "input" / "0.png").unlink()  # a cached pair is served from memory
+    assert cached[0]["name"] == "0.png"
+
+
 def _pairs(n):
     return [Pair(f"s/{i:03d}.png", Path(f"b{i}"), Path(f"s{i}")) for i in range(n)]
 

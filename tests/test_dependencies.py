@@ -48,6 +48,16 @@ def dvc_stages(repo: Path = REPO) -> dict[str, dict]:
     return out
 
 
+def as_resolved_for(stages: dict[str, dict], profile: str, repo: Path = REPO) -> dict[str, dict]:
+    """``stages`` as dvc.yaml resolves them when ``profile`` is active: each stage declares the active
+    profile's overlay (``profiles.${profile}``), which :func:`dvc_stages` resolved with the repo's profile."""
+    import yaml
+
+    resolved = f"profiles.{yaml.safe_load((repo / 'params.yaml').read_text())['profile']}"
+    return {name: {**stage, "params": [f"profiles.{profile}" if key == resolved else key for key in stage["params"]]}
+            for name, stage in stages.items()}
+
+
 def undeclared(stage: dict, record: dict) -> list[str]:
     """What ``record`` (a stage's reads) has that ``stage`` (its dvc.yaml entry) does not declare."""
     from pipelines.params_view import covers
@@ -73,7 +83,7 @@ def one_per_family(stages: dict[str, dict]) -> list[str]:
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory):
     """Stage name -> what it read, each stage run once on the reduced smoke profile."""
-    stages = dvc_stages()
+    stages = as_resolved_for(dvc_stages(), "smoke")
     run = one_per_family(stages)
     # the DAG of the reduced root has exactly the stages that run: one backbone, one of each ablation
     first = {family: name.split("@")[1] for name in run if "@" in name for family in [name.split("@")[0]]}

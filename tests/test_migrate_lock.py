@@ -172,3 +172,14 @@ def test_what_step_3_accepts():
         assert why_not_acceptable([change], recorded, raw), change
     switched = {**raw, "profile": "cpu"}  # another profile than the runs were made with
     assert why_not_acceptable([{"changed deps": {"params.yaml": {"profiles": "modified"}}}], recorded, switched)
+    # a lock that recorded the whole block, against stages that now declare the active overlay only
+    relayout = [{"changed deps": {"params.yaml": {"profiles": "deleted", "profiles.smoke": "new"}}}]
+    assert why_not_acceptable(relayout, recorded, raw) == []
+    assert why_not_acceptable(relayout, read_key, raw)
+    # a lock of the new layout: only the active overlay is recorded
+    new_layout = {"profile": "smoke", "profiles.smoke": copy.deepcopy(raw["profiles"]["smoke"]), "train": {},
+                  "data.crop_size": 32}
+    changed = [{"changed deps": {"params.yaml": {"profiles.smoke": "modified"}}}]
+    assert why_not_acceptable(changed, new_layout, raw) == []
+    new_layout["profiles.smoke"]["train"]["batch_size"] = 3
+    assert why_not_acceptable(changed, new_layout, raw)

@@ -304,7 +304,7 @@ def test_blur_length_sampling_log_uniform_per_split(tmp_path):
 
     cfg_u = tiny_cfg(kernel_fraction=0.0, save_exposures=False)
     cfg_l = tiny_cfg(kernel_fraction=0.0, save_exposures=False, blur_length_sampling={"train": "log_uniform"})
-    assert cfg_l.blur_length_sampling == {"train": "log_uniform", "test": "uniform"}
+    assert cfg_l.blur_length_sampling.model_dump() == {"train": "log_uniform", "test": "uniform"}
     m_u = synth.generate(cfg_u, tmp_path / "u", progress=False)
     m_l = synth.generate(cfg_l, tmp_path / "l", progress=False)
     by_split = lambda m, split: [(s["sha256"], s["path_length_px"]) for s in m["samples"] if s["split"] == split]  # noqa: E731
@@ -312,3 +312,5 @@ def test_blur_length_sampling_log_uniform_per_split(tmp_path):
     assert [p for _, p in by_split(m_u, "train")] != [p for _, p in by_split(m_l, "train")]
     with pytest.raises(ValueError, match="log_uniform .*needs synth.blur_length min > 0"):
         tiny_cfg(blur_length=[0.0, 8.0], blur_length_sampling={"test": "log_uniform"})
+    with pytest.raises(ValueError, match="validation"):  # a split name that does not exist is refused
+        tiny_cfg(blur_length_sampling={"validation": "uniform"})

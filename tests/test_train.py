@@ -328,3 +328,47 @@ def test_stage2_standardises_the_prior_latent_to_the_sharp_encoder(tmp_path, dat
     run_job(off, stage="stage2", backbone="mimo_unet", prior="encoder", stage1=stage1_dir, out_dir=tmp_path / "off")
     state = load_checkpoint(tmp_path / "off" / "model.pt")["model"]
     assert torch.equal(state["prior.latent_mean"], torch.zeros(32)) and torch.equal(state["prior.latent_std"], torch.ones(32))
+
+
+def test_stage2_lr_is_stage_2s_own_learning_rate(tmp_path, data_root, stage1_dir, monkeypatch):
+    """``train.stage2_lr``: Adam starts stage 2 (the prior alone) at it, every other stage at ``train.lr``;
+    null (the paper profile: the authors use one rate) means ``train.lr`` for stage 2 too."""
+    started = []
+
+    class RecordingAdam(torch.optim.Adam):
+        def __init__(self, parameters, lr, **kwargs):
+            started.append(lr)
+            super().__init__(parameters, lr=lr, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "Adam", RecordingAdam)
+    own = load_params(profile="smoke", overrides=deep_merge(overrides(data_root),
+                                                            {"train": {"lr": 2e-3, "stage2_lr": 7e-3}}))
+    job = {"backbone": "mimo_unet", "prior": "encoder", "steps": 1}
+    run_job(own, stage="stage1", backbone="mimo_unet", out_dir=tmp_path / "s1", steps=1)
+    run_job(own, stage="stage2", stage1=stage1_dir, out_dir=tmp_path / "s2", **job)
+    run_job(own, stage="stage3", stage2=tmp_path / "s2", out_dir=tmp_path / "s3", **job)
+    assert started == [2e-3, 7e-3, 2e-3]
+    same = own.model_copy(update={"train": own.train.model_copy(update={"stage2_lr": None})})
+    run_job(same, stage="stage2", stage1=stage1_dir, out_dir=tmp_path / "n2", **job)
+    assert started[-1] == 2e-3
+    paper = load_params(profile="paper").train
+    assert paper.stage2_lr is None and paper.lr_of("stage2") == paper.lr == 1e-4
+
+
+def test_resumed_stage2_keeps_its_latent_statistics(tmp_path, data_root, stage1_dir, monkeypatch):
+    """The latent statistics are computed on a fresh start only; a resumed run takes them from its state."""
+    from pipelines.train import Trainer
+
+    p = small_params(data_root)
+    job = {"stage": "stage2", "backbone": "mimo_unet", "prior": "encoder", "stage1": stage1_dir, "steps": 2}
+    first = run_job(p, out_dir=tmp_path, **job)
+    assert first["resumed_from_step"] is None
+
+    def refuse(self):
+        raise AssertionError("latent statistics recomputed on resume")
+
+    monkeypatch.setattr(Trainer, "standardize_prior", refuse)
+    again = run_job(p, out_dir=tmp_path, **job)
+    assert again["resumed_from_step"] == 2
+    with pytest.raises(AssertionError, match="recomputed"):
+        run_job(p, out_dir=tmp_path / "new", **job)
