@@ -238,16 +238,14 @@ def _read_of_profile(overlay: dict, declared: list[str]) -> dict:
     return {k: v for k, v in block.items() if any(covers(d, k) or covers(k, d) for d in declared)}
 
 
-def _is_profiles_key(key: str) -> bool:
-    return key == "profiles" or key.startswith("profiles.")
-
-
 def why_not_acceptable(changes: list, recorded: dict, raw: dict) -> list[str]:
     """What in a stage's ``dvc status`` entry (``changes``) is more than project code and keys of ``profiles``
     the stage does not read (``recorded``: its params in dvc.lock; ``raw``: params.yaml now). [] = nothing.
     A lock that recorded the whole ``profiles`` block and a stage that now declares ``profiles.<active>``
     differ only in layout: accepted when the overlay keys the stage reads are the same."""
-    declared = [k for k in recorded if k != "profile" and not _is_profiles_key(k)]
+    from pipelines.params_view import covers
+
+    declared = [k for k in recorded if k != "profile" and not covers("profiles", k)]
     profile = recorded.get("profile")
     problems = []
     for change in changes:
@@ -257,7 +255,7 @@ def why_not_acceptable(changes: list, recorded: dict, raw: dict) -> list[str]:
         for path, status in change["changed deps"].items():
             if path == PARAMS_FILE and isinstance(status, dict):
                 for key in status:
-                    same = _is_profiles_key(key) and profile == raw.get("profile") and \
+                    same = covers("profiles", key) and profile == raw.get("profile") and \
                         _read_of_profile(_overlay(recorded, profile), declared) == \
                         _read_of_profile(_overlay(raw, profile), declared)
                     if not same:
