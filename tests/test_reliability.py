@@ -273,9 +273,7 @@ def test_sigkill_during_synth_never_leaves_a_half_written_dataset(smoke_chain, t
     assert main(["synth", *SMOKE, "--no-progress"]) == 0
     assert not _temporaries(out.parent, "synthetic")  # the partial copy is gone, not piling up
     produced, expected = _tree(out), _tree(reference)
-    manifests = [json.loads(t.pop("manifest.json")) for t in (produced, expected)]
-    assert produced == expected
-    assert manifests[0]["samples"] == manifests[1]["samples"]  # (generation_seconds differs)
+    assert produced == expected  # manifest included
 
     before = _tree(out)
     killed_mid_synthesis()
