@@ -259,6 +259,8 @@ class TrainConfig(Strict):
     steps: StepsConfig
     lr: float = Field(1e-4, gt=0)
     stage2_lr: float | None = Field(None, gt=0)  # stage 2 trains the prior alone (latent loss); null = lr
+    # stage 2 validates and saves an exponential moving average of the weights (torch AveragedModel); null = off
+    stage2_ema_decay: float | None = Field(None, gt=0, lt=1)
     lr_min: float = Field(1e-6, ge=0)
     charbonnier_eps: float = Field(1e-3, gt=0)
     fft_loss_weight: float = Field(0.1, ge=0)
@@ -281,6 +283,10 @@ class TrainConfig(Strict):
     def lr_of(self, stage: str) -> float:
         """Adam's starting learning rate for ``stage`` (then cosine to ``lr_min``)."""
         return self.stage2_lr if stage == "stage2" and self.stage2_lr is not None else self.lr
+
+    def ema_decay_of(self, stage: str) -> float | None:
+        """The decay of the weights' moving average that ``stage`` validates and saves; None: the raw weights."""
+        return self.stage2_ema_decay if stage == "stage2" else None
 
     @model_validator(mode="after")
     def _check_nodes(self):

@@ -572,7 +572,7 @@ def fingerprint(job: TrainJob, params, steps: int, init: dict) -> dict:
     for volatile in LAYOUT_KEYS:
         train.pop(volatile, None)
     # recorded only when set: old runs resume
-    for key, default in (("precision", "fp32"), ("crop_size", None), ("stage2_lr", None)):
+    for key, default in (("precision", "fp32"), ("crop_size", None), ("stage2_lr", None), ("stage2_ema_decay", None)):
         if train.get(key) == default:
             train.pop(key, None)
     data = {"train": str(training_root(job, params))}
@@ -670,6 +670,18 @@ class Trainer:
         self.optimizer = torch.optim.Adam(trainable, lr=cfg.lr_of(job.stage))
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(self.total_steps, 1),
                                                                     eta_min=cfg.lr_min)
+        self.ema = None  # the weights' moving average: validated and saved in place of the raw weights
+        decay = cfg.ema_decay_of(job.stage)
+        if decay is not None:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            # buffers too (the prior's latent statistics); the first update copies the model as it is then
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+    @property
+    def final_model(self) -> nn.Module:
+        """The model that is validated and saved: the moving average when there is one."""
+        return self.ema.module if self.ema is not None else self.model
 
     def setup_data(self) -> None:
         """Training pairs, and validation as a held-out split of the TRAINING pairs (the same for every job)."""
@@ -751,6 +763,8 @@ class Trainer:
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(ckpt["ema"])
         set_rng_state(ckpt["rng"])
         self.state = {k: ckpt[k] for k in self.state}
         self.resumed_from = self.saved_step = self.state["step"]
@@ -822,6 +836,8 @@ class Trainer:
                                    f"stopped. Last good checkpoint: {good}. Try a lower train.lr.")
         self.optimizer.step()
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         return loss
 
     def log_step(self, step: int, loss: float, rate: float, bar) -> None:
@@ -837,7 +853,7 @@ class Trainer:
 
     def validation(self, step: int) -> None:
         if self.dist.is_main and self.val_set is not None:
-            result = score_validation(self.model, self.val_set, self.device, self.eval_seed, latent=self.kind == "latent")
+            result = score_validation(self.final_model, self.val_set, self.device, self.eval_seed, latent=self.kind == "latent")
             self.state["val_log"].append([step, result["psnr"], result["latent_loss"], result["latent_r2"]])
             self.tracker.log_metrics({"val_psnr": result["psnr"], "val_latent_loss": result["latent_loss"],
                                       "val_latent_r2": result["latent_r2"]}, step)
@@ -853,6 +869,7 @@ class Trainer:
                 "spec": dict(self.model.spec), "total_steps": self.total_steps,
                 "model": {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()},
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
                 "rng": rng_state(), **self.state})
         self.dist.barrier()
 
@@ -912,10 +929,10 @@ class Trainer:
         # sha256 of the source models only (no absolute paths: the same run gives the same bytes anywhere)
         meta = {**self.describe, "steps": self.total_steps, "steps_rule": self.steps_rule,
                 "init_sha256": {k: v["sha256"] for k, v in self.init.items()}}
-        model_file = save_checkpoint(out / "model.pt", model_payload(self.model, meta))
+        model_file = save_checkpoint(out / "model.pt", model_payload(self.final_model, meta))
         model_sha = sha256_file(model_file)
         if self.val_set is not None:
-            write_png(out / "sample.png", sample_image(self.model, self.val_set[0], self.device, self.eval_seed))
+            write_png(out / "sample.png", sample_image(self.final_model, self.val_set[0], self.device, self.eval_seed))
             tracker.log_artifact(out / "sample.png")
         tracker.log_model(model_file, model_sha, dict(self.model.spec), meta)  # model/model.pt + model/spec.json
         tracker.log_artifact(write_training_curves(out / CURVES_FILE, self.state["loss_log"], self.state["val_log"]))

@@ -372,3 +372,42 @@ def test_resumed_stage2_keeps_its_latent_statistics(tmp_path, data_root, stage1_
     assert again["resumed_from_step"] == 2
     with pytest.raises(AssertionError, match="recomputed"):
         run_job(p, out_dir=tmp_path / "new", **job)
+
+
+def test_stage2_ema_is_what_stage_2_validates_saves_and_resumes(tmp_path, data_root, stage1_dir, monkeypatch):
+    """``train.stage2_ema_decay``: stage 2 saves (``model.pt``) and validates the moving average of its weights,
+    not the raw weights; ``last.pt`` keeps both, and a run interrupted after a checkpoint ends with the same
+    bytes as one that was not. Other stages have no average; the paper profile has none."""
+    from pipelines.train import Trainer
+
+    p = small_params(data_root, {"stage2_ema_decay": 0.5})
+    job = {"stage": "stage2", "backbone": "mimo_unet", "prior": "blurdm", "stage1": stage1_dir, "steps": 4}
+    run_job(p, out_dir=tmp_path / "ref", **job)
+    saved = load_checkpoint(tmp_path / "ref" / "model.pt")["model"]
+    last = load_checkpoint(tmp_path / "ref" / "last.pt")
+    assert int(last["ema"]["n_averaged"]) == 4
+    averaged = {k.removeprefix("module."): v for k, v in last["ema"].items() if k.startswith("module.")}
+    prior = [k for k in saved if k.startswith("prior.") and saved[k].is_floating_point()]
+    assert prior and all(torch.equal(saved[k], averaged[k]) for k in saved)
+    assert not all(torch.equal(saved[k], last["model"][k]) for k in prior)  # not the raw weights
+
+    real = Trainer.optimize_parameters
+
+    def interrupted(self, step, *batch):
+        if step == 2:  # after the checkpoint of step 2
+            raise KeyboardInterrupt
+        return real(self, step, *batch)
+
+    monkeypatch.setattr(Trainer, "optimize_parameters", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_job(p, out_dir=tmp_path / "cut", **job)
+    monkeypatch.setattr(Trainer, "optimize_parameters", real)
+    resumed = run_job(p, out_dir=tmp_path / "cut", **job)
+    assert resumed["resumed_from_step"] == 2
+    assert sha256_file(tmp_path / "cut" / "model.pt") == sha256_file(tmp_path / "ref" / "model.pt")
+
+    off = p.model_copy(update={"train": p.train.model_copy(update={"stage2_ema_decay": None})})
+    raw = run_job(off, out_dir=tmp_path / "raw", **job)
+    assert "ema" not in load_checkpoint(tmp_path / "raw" / "last.pt") and raw["resumed_from_step"] is None
+    assert p.train.ema_decay_of("stage1") is None and p.train.ema_decay_of("stage3") is None
+    assert load_params(profile="paper").train.ema_decay_of("stage2") is None
