@@ -626,7 +626,8 @@ class Trainer:
     and the data (:meth:`setup_data`), :meth:`resume`, then per step :meth:`feed_data` and
     :meth:`optimize_parameters`, :meth:`validation` every ``val_every`` steps, :meth:`save` (``last.pt``)
     every ``checkpoint_every``, and :meth:`finish` (``model.pt``, sample, curves, ``metrics.json``).
-    Rank 0 alone validates and writes; every rank steps."""
+    With a moving average of the weights (:meth:`TrainConfig.ema_decay_of`), :attr:`final_model` is the
+    average: it is what is validated and saved. Rank 0 alone validates and writes; every rank steps."""
 
     def __init__(self, job: TrainJob, params, dist: Distributed, progress: bool = True, lock=None):
         self.job, self.params, self.cfg, self.dist, self.lock = job, params, params.train, dist, lock
@@ -853,7 +854,8 @@ class Trainer:
 
     def validation(self, step: int) -> None:
         if self.dist.is_main and self.val_set is not None:
-            result = score_validation(self.final_model, self.val_set, self.device, self.eval_seed, latent=self.kind == "latent")
+            result = score_validation(self.final_model, self.val_set, self.device, self.eval_seed,
+                                      latent=self.kind == "latent")
             self.state["val_log"].append([step, result["psnr"], result["latent_loss"], result["latent_r2"]])
             self.tracker.log_metrics({"val_psnr": result["psnr"], "val_latent_loss": result["latent_loss"],
                                       "val_latent_r2": result["latent_r2"]}, step)
