@@ -122,7 +122,8 @@ def _gain(method: list[Path], baseline: list[Path], metric: str, params: Params)
         raise
     seeds = result["training_seeds"]
     gain = {"mean": result["mean_gain"], "ci_low": result["ci_low"], "ci_high": result["ci_high"],
-            "seed_std": seeds.get("gain", {}).get("std", 0.0) if "gain" in seeds else 0.0,
+            # the spread of the per-seed gains; None (not 0) with one training seed: no spread was measured
+            "seed_std": seeds["gain"]["std"] if "gain" in seeds else None,
             "n_images": result["n"], "n_seeds": len(method)}
     return {"gain": gain, "method_mean": result["method_mean"], "baseline_mean": result["baseline_mean"]}
 
@@ -149,10 +150,11 @@ def _input_means(dirs: list[Path]) -> dict[str, float | None]:
 
 
 def _over_input(dirs: list[Path], params: Params, metrics=METRICS) -> dict[str, dict | None]:
-    """Gain of the models in ``dirs`` over the blurred input itself, per metric (paired over images)."""
+    """Gain of the models in ``dirs`` over the blurred input itself, per metric (paired over images). The
+    input's scores stand beside every training seed, so the gain's seed spread is that of the seeds."""
     out = {}
     for metric in metrics:
-        g = _gain(dirs, [_input_file(dirs)], metric, params)
+        g = _gain(dirs, [_input_file(dirs)] * len(dirs), metric, params)
         out[metric] = None if g is None else {**g["gain"], "n_seeds": len(dirs)}
     return out
 
