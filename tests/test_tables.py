@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.config import load_params
-from pipelines.scores import CSV_COLUMNS, INPUT_SCORES_FILE, SCORES_FILE
+from pipelines.scores import INPUT_SCORES_FILE, SCORES_FILE, rows_to_csv
 from pipelines.tables import _gain, _over_input
 
 IMAGES = [f"img{i}.png" for i in range(6)]
@@ -14,12 +14,10 @@ INPUT_PSNR = [20.0, 22.0, 24.0, 26.0, 28.0, 30.0]
 
 
 def _write(path: Path, psnr: list[float]) -> None:
-    rows = [",".join(CSV_COLUMNS)]
-    for name, value in zip(IMAGES, psnr):
-        row = {"name": name, "seed": "NA", "psnr": value, "ssim": 0.5, "ssim3d": 0.9, "lpips": "NA", "seconds": 0.0}
-        rows.append(",".join(str(row[c]) for c in CSV_COLUMNS))
+    rows = [{"name": name, "seed": None, "psnr": value, "ssim": 0.5, "ssim3d": 0.9, "lpips": None, "seconds": 0.0}
+            for name, value in zip(IMAGES, psnr)]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(rows) + "\n")
+    path.write_text(rows_to_csv(rows))
 
 
 def _seed_dirs(root: Path, name: str, offsets: list[float]) -> list[Path]:
