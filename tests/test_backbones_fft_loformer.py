@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import yaml
 
 from models.backbones import build_backbone
-from models.backbones.fftformer import ChannelLayerNorm, from_patches, patch_spectral_product, to_patches
+from models.backbones.fftformer import ChannelLayerNorm, from_patches, patch_spectral_product, spectral_input, to_patches
 from models.backbones.loformer import LocalChannelAttention, dct2, idct2
 from models.costs import count_costs, count_layer_macs, count_params
 from models.fusion import PriorFusion
@@ -73,12 +73,34 @@ def test_fused_model_without_prior_raises(name):
         model(torch.rand(1, 3, 64, 64))
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_size_not_multiple_raises(name):
-    model = build_backbone(name, "tiny", None)
+def test_fftformer_size_not_multiple_raises():
+    model = build_backbone("fftformer", "tiny", None)
     m = model.pad_multiple
     with pytest.raises(ValueError, match=f"multiples of {m}"):
         model(torch.rand(1, 3, m + 4, m))
+
+
+def test_fft_dtype_float32_except_float64():
+    assert spectral_input(torch.zeros(2, dtype=torch.bfloat16)).dtype == torch.float32
+    assert spectral_input(torch.zeros(2, dtype=torch.float64)).dtype == torch.float64
+
+
+@pytest.mark.parametrize("size", [(40, 40), (42, 58)])
+def test_loformer_pads_any_size_as_the_official_network(size):
+    """Like the official LoFormer, any size runs: the input is reflect-padded to a multiple of
+    ``2**levels`` and cropped back, and each attention reflect-pads q/k/v to whole windows. At a
+    size that is a multiple of both, nothing is padded: the same as running on the larger input."""
+    torch.manual_seed(0)
+    model = build_backbone("loformer", "paper" if size == (40, 40) else "tiny", None).double().eval()
+    x = torch.rand(1, 3, *size, dtype=torch.float64)
+    with torch.no_grad():
+        out = model(x)[-1]
+    assert out.shape == x.shape and torch.isfinite(out).all()
+    m = model.pad_multiple
+    if size[0] % m or size[1] % m:  # padded internally: equals running on the explicitly padded input
+        padded = F.pad(x, (0, -size[1] % m, 0, -size[0] % m), mode="reflect")
+        with torch.no_grad():
+            torch.testing.assert_close(out, model(padded)[-1][..., :size[0], :size[1]] - padded[..., :size[0], :size[1]] + x)
 
 
 def test_pad_multiples_and_tiles():
@@ -86,7 +108,7 @@ def test_pad_multiples_and_tiles():
     assert build_backbone("fftformer", "tiny", None).tile is None
     with torch.device("meta"):
         lo = build_backbone("loformer", "paper", None)
-    assert lo.pad_multiple == 64 and lo.tile == (384, 32)
+    assert lo.pad_multiple == 8 and lo.tile == (384, 32)  # the official LoFormer pads to multiples of 8
     tiny = build_backbone("loformer", "tiny", None)
     assert tiny.tile[0] % tiny.pad_multiple == 0
 
@@ -186,7 +208,7 @@ def test_patch_spectral_product_is_circular_convolution_per_patch():
             for n in range(p):
                 rolled = torch.roll(kp.flip(-2, -1), shifts=(m + 1, n + 1), dims=(-2, -1))  # k[(m-a)%p, (n-b)%p]
                 expected[..., top + m, n] = (qp * rolled).sum(dim=(-2, -1))
-    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)  # the FFTs run in float32
+    torch.testing.assert_close(out, expected, atol=1e-10, rtol=0)  # float64 inputs: the FFTs run in float64
 
 
 def test_local_channel_attention_matches_per_window_computation():

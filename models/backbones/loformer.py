@@ -20,11 +20,15 @@ Prior fusion (BlurDM spec): one :class:`models.fusion.PriorFusion` WITH bias in 
 of the 14 decoder sub-blocks, applied to the normalised DCT features just before q/k/v:
 ``6 x (512*128 + 256) + 8 x (512*64 + 128) = 657,920`` extra parameters at the paper scale.
 
-Input size: the DCT covers the whole map and the attention needs whole 8x8 windows at 1/8 resolution,
-so H and W must be multiples of ``window * 2**levels`` (64 at the paper scale, 32 at the tiny scale).
-Full images are restored on tiles (``tile = (384, 32)``: LoFormer's 384x384 training size, 32-pixel
-overlap; see :func:`models.inference.restore_full`); the tiny scale tiles at its 64x64 training crop.
-Images are in [0, 1] (``value_range = "unit"``).
+Input size, as the official network handles it: the input is reflect-padded at the bottom and right
+to a multiple of ``2**levels`` (``pad_multiple``: 8 at the paper scale, 4 at the tiny scale; the
+resamplers need even sizes) and the output cropped back; each DCT covers the whole (unpadded) feature
+map, and where a map is not a whole number of attention windows, the attention reflect-pads its q/k/v
+at the bottom and right to whole windows and crops its output back (so any size works, e.g. 40x40
+and 72x72, where the 1/8-scale map is 5x5 or 9x9). Full images are restored on tiles
+(``tile = (384, 32)``: LoFormer's 384x384 training size, 32-pixel overlap, with the official
+placement and blending; see :func:`models.inference.restore_full`); the tiny scale tiles at its
+64x64 training crop. Images are in [0, 1] (``value_range = "unit"``).
 """
 from __future__ import annotations
 
@@ -78,6 +82,10 @@ def idct2(x: torch.Tensor) -> torch.Tensor:
 class LocalChannelAttention(nn.Module):
     """Channel attention inside non-overlapping windows, gated by an MLP over the window positions."""
 
+    # How q/k/v are padded to whole windows (the official code reflects; a class attribute so the
+    # conformance tests can show that the padding mode is observable)
+    window_pad_mode = "reflect"
+
     def __init__(self, channels: int, heads: int, window: int, prior_dim: int | None):
         super().__init__()
         if channels % heads:
@@ -93,9 +101,13 @@ class LocalChannelAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, prior: torch.Tensor | None) -> torch.Tensor:
         x = fuse(self.fusion, x, prior)
-        b, c, h, w = x.shape
-        ws, nh, nw = self.window, h // self.window, w // self.window
         qkv = self.qkv_dw(self.qkv(x))
+        b, c, height, width = x.shape
+        pad_h, pad_w = -height % self.window, -width % self.window
+        if pad_h or pad_w:  # whole windows: pad bottom/right, crop the output back below
+            qkv = F.pad(qkv, (0, pad_w, 0, pad_h), mode=self.window_pad_mode)
+        h, w = qkv.shape[-2:]
+        ws, nh, nw = self.window, h // self.window, w // self.window
         # (B, 3*heads*c_h, H, W) -> (3, B*windows, heads, c_h, ws*ws)
         qkv = qkv.reshape(b, 3, self.heads, c // self.heads, nh, ws, nw, ws)
         qkv = qkv.permute(1, 0, 4, 6, 2, 3, 5, 7).reshape(3, b * nh * nw, self.heads, c // self.heads, ws * ws)
@@ -104,7 +116,7 @@ class LocalChannelAttention(nn.Module):
         out = (attn @ v) * F.gelu(self.position_mlp(v))
         out = out.reshape(b, nh, nw, self.heads, c // self.heads, ws, ws)
         out = out.permute(0, 3, 4, 1, 5, 2, 6).reshape(b, c, h, w)
-        return self.project_out(out)
+        return self.project_out(out[..., :height, :width])
 
 
 class GatedFFN(nn.Module):
@@ -162,7 +174,7 @@ class LoFormerS(nn.Module):
         self.prior_dim = prior_dim
         self.tile = tuple(cfg["tile"])
         levels = len(cfg["enc_blocks"])
-        self.pad_multiple = cfg["window"] * 2 ** levels
+        self.pad_multiple = 2 ** levels  # the input is padded to it inside forward (official check_image_size)
         dim = cfg["dim"]
 
         self.embed = nn.Conv2d(3, dim, 3, padding=1, bias=False)
@@ -195,10 +207,9 @@ class LoFormerS(nn.Module):
 
     def forward(self, x: torch.Tensor, prior: torch.Tensor | None = None) -> list[torch.Tensor]:
         h, w = x.shape[-2:]
-        if h % self.pad_multiple or w % self.pad_multiple:
-            raise ValueError(f"LoFormer needs H and W to be multiples of {self.pad_multiple}, got {h}x{w}: "
-                             "pad or tile the input (models.inference.restore_full)")
-        feat = self.embed(x)
+        pad_h, pad_w = -h % self.pad_multiple, -w % self.pad_multiple
+        padded = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect") if pad_h or pad_w else x
+        feat = self.embed(padded)
         skips = []
         for encoder, down in zip(self.encoders, self.downs):
             for layer in encoder:
@@ -211,4 +222,4 @@ class LoFormerS(nn.Module):
             feat = reduce(torch.cat([up(feat), skip], dim=1))
             for layer in decoder:
                 feat = layer(feat, prior)
-        return [self.output(feat) + x]
+        return [self.output(feat)[..., :h, :w] + x]
