@@ -8,6 +8,7 @@ import torch
 from models.costs import count_costs, count_params
 from models.diffusion import (
     BlurDMProcess,
+    ChainTrace,
     DDPMProcess,
     DiffusionPrior,
     EncoderOnlyProcess,
@@ -182,6 +183,32 @@ def test_sampler_runs_process_steps_with_estimators():
             eps_hat = prior.estimators["noise"](c, tt, z)
             z = (prior.process.alphas[t] * z - e_hat) / prior.process.alphas[t - 1] - prior.process.k[t] * eps_hat
         torch.testing.assert_close(prior(blur, noise=noise), z)
+
+
+def test_trace_records_condition_noise_every_step_and_z0():
+    """``trace`` records what the chain computed: the same numbers the sampler used, steps t = T..1."""
+    prior = build_prior("blurdm", T=3).eval()
+    with torch.no_grad():  # non-identity latent statistics: z0 is recorded before them
+        prior.latent_mean.fill_(0.5)
+        prior.latent_std.fill_(2.0)
+    blur = torch.rand(1, 3, 8, 8)
+    noise = torch.randn(1, prior.dim)
+    trace = ChainTrace()
+    with torch.no_grad():
+        out = prior(blur, noise=noise, trace=trace)
+        c = prior.condition(blur)
+        z = c + prior.process.beta_bar[3] * noise
+        assert [t for t, _ in trace.steps] == [3, 2, 1]
+        for t, recorded in trace.steps:
+            expected = prior.predict(t, z, c)
+            assert recorded.keys() == expected.keys()
+            for name in expected:
+                torch.testing.assert_close(recorded[name], expected[name], rtol=0, atol=0)
+            z = prior.process.reverse_step(t, z, expected, c)
+    torch.testing.assert_close(trace.condition, c, rtol=0, atol=0)
+    assert torch.equal(trace.noise, noise)
+    torch.testing.assert_close(trace.z0, z, rtol=0, atol=0)
+    torch.testing.assert_close(out, 0.5 + 2.0 * z)
 
 
 def test_noise_shape_checked():

@@ -17,11 +17,14 @@
   explicit ``generator``, so evaluation can repeat a run or report the spread over seeds.
 
 Time convention: steps ``t = T .. 1``; the estimators see ``t / T``; ``reverse_step(t, z_t)`` returns
-``z_{t-1}``, and ``z_0`` is the prior.
+``z_{t-1}``, and ``z_0`` is the prior. ``forward(..., trace=ChainTrace())`` records the condition,
+the start noise, every step's estimator outputs and ``z_0`` (:class:`ChainTrace`; the conformance
+tests compare them with the official chain's).
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -105,6 +108,16 @@ class DiffusionProcess(ABC):
         return f"{type(self).__name__}(T={self.T})"
 
 
+@dataclass
+class ChainTrace:
+    """What one run of :meth:`DiffusionPrior.forward` computed (filled in when passed as ``trace``)."""
+
+    condition: torch.Tensor | None = None  # c = BE(blur, blur)
+    noise: torch.Tensor | None = None  # the start noise
+    steps: list[tuple[int, dict[str, torch.Tensor]]] = field(default_factory=list)  # (t, estimator outputs), t = T..1
+    z0: torch.Tensor | None = None  # the end of the chain, before the latent statistics
+
+
 class DiffusionPrior(nn.Module):
     """``forward(blur) -> prior (B, 256)``: condition ``c = BE(blur, blur)``, start ``z_T``, run ``T`` steps,
     then ``latent_mean + latent_std * z_0`` (the identity unless :meth:`set_latent_stats` was called)."""
@@ -163,7 +176,7 @@ class DiffusionPrior(nn.Module):
         return {name: est(c, t_frac, z_t) for name, est in self.estimators.items()}
 
     def forward(self, blur: torch.Tensor, generator: torch.Generator | None = None,
-                noise: torch.Tensor | None = None) -> torch.Tensor:
+                noise: torch.Tensor | None = None, trace: ChainTrace | None = None) -> torch.Tensor:
         c = self.condition(blur)
         if noise is None:
             noise = self.sample_noise(c.shape[0], generator, device=c.device, dtype=c.dtype)
@@ -173,7 +186,12 @@ class DiffusionPrior(nn.Module):
             noise = noise.to(device=c.device, dtype=c.dtype)
         z = self.process.start(c, noise)
         for t in range(self.T, 0, -1):
-            z = self.process.reverse_step(t, z, self.predict(t, z, c), c)
+            predictions = self.predict(t, z, c)
+            if trace is not None:
+                trace.steps.append((t, predictions))
+            z = self.process.reverse_step(t, z, predictions, c)
+        if trace is not None:
+            trace.condition, trace.noise, trace.z0 = c, noise, z
         return self.latent_mean.to(z.dtype) + self.latent_std.to(z.dtype) * z
 
     def extra_repr(self) -> str:
