@@ -11,6 +11,11 @@ A model is described by a plain dict, its *spec*::
     {"backbone": "mimo_unet", "scale": "tiny", "prior_mode": "diffusion",
      "prior": "blurdm" | None, "T": 5 | None, "fusion": True, "sharp_encoder": False}
 
+An optional ``"value_range": "half" | "unit"`` overrides the backbone's own input range
+(``model.value_range``); it is present only when set (absent = the backbone's own, as in every model
+trained here). Imported official weights set it: the official MIMO-UNet / MIMO-UNet+ take [0, 1]
+where our MIMO backbones (like the BlurDM MIMO variants) take [-0.5, 0.5] (:mod:`models.official`).
+
 ``fusion`` says whether the backbone has prior-fusion layers (``False`` only for the baseline),
 ``sharp_encoder`` whether an SE module is present, ``prior`` (with ``T``) whether a diffusion prior
 is present. Both an SE and a diffusion prior may be present (the stage-2 model): ``prior_mode`` then
@@ -38,7 +43,7 @@ from models.encoder import PRIOR_DIM, prior_dim
 PRIOR_MODES = ("none", "sharp_encoder", "diffusion")
 MODEL_FORMAT = "blurdm-bench/model"
 MODEL_FORMAT_VERSION = 1
-SPEC_KEYS = ("backbone", "scale", "prior_mode", "prior", "T", "fusion", "sharp_encoder")
+SPEC_KEYS = ("backbone", "scale", "prior_mode", "prior", "T", "fusion", "sharp_encoder", "value_range")
 
 
 class DeblurModel(nn.Module):
@@ -73,10 +78,10 @@ class DeblurModel(nn.Module):
         self._prior_mode = mode
         self.spec["prior_mode"] = mode
 
-    # Attributes the evaluator needs, forwarded from the backbone.
+    # Attributes the evaluator needs, forwarded from the backbone (the spec may override the range).
     @property
     def value_range(self) -> str:
-        return self.backbone.value_range
+        return self.spec.get("value_range") or self.backbone.value_range
 
     @property
     def pad_multiple(self) -> int:
@@ -130,6 +135,13 @@ def normalise_spec(spec: dict, source: str = "model spec") -> dict:
         "fusion": bool(spec.get("fusion", mode != "none")),
         "sharp_encoder": bool(spec.get("sharp_encoder", mode == "sharp_encoder")),
     }
+    value_range = spec.get("value_range")
+    if value_range is not None:
+        from models.inference import VALUE_RANGES
+
+        if value_range not in VALUE_RANGES:
+            raise ValueError(f"{source}: unknown value_range {value_range!r}; allowed: {', '.join(VALUE_RANGES)}")
+        out["value_range"] = value_range
     if mode == "diffusion" and prior is None:
         raise ValueError(f"{source}: prior_mode 'diffusion' needs 'prior' (blurdm, rddm or ddpm) and 'T'")
     if prior is not None and (isinstance(out["T"], bool) or not isinstance(out["T"], int)):

@@ -128,6 +128,19 @@ def test_model_file_contract(tmp_path):
         build_deblur_model({**STAGE1_SPEC, "colour": "red"})
 
 
+def test_spec_value_range_overrides_the_backbone_and_survives_the_model_file(tmp_path):
+    baseline = {"backbone": "mimo_unet", "scale": "tiny", "prior_mode": "none"}
+    plain = build_deblur_model(baseline)
+    assert plain.value_range == "half" and "value_range" not in plain.spec  # absent unless set
+    unit = build_deblur_model({**baseline, "value_range": "unit"})
+    assert unit.value_range == "unit" and unit.backbone.value_range == "half"
+    save_checkpoint(tmp_path / "model.pt", model_payload(unit))
+    loaded, spec = load_deblur_model(tmp_path / "model.pt")
+    assert loaded.value_range == "unit" and spec["value_range"] == "unit"
+    with pytest.raises(ValueError, match="unknown value_range 'minus_one_one'"):
+        build_deblur_model({**baseline, "value_range": "minus_one_one"})
+
+
 
 def test_model_file_of_a_run_and_copying_parts_between_stages(tmp_path):
     run = tmp_path / "run"
