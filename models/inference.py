@@ -2,15 +2,20 @@
 
 * Backbones without ``tile``: reflect-pad the bottom/right edges to a multiple of
   ``model.pad_multiple``, run once, crop back.
-* Backbones with ``tile = (size, overlap)`` (LoFormer): cut the image into ``size x size`` windows
-  whose neighbours overlap by at least ``overlap`` pixels (the last window in each row/column is
-  aligned with the image edge, so it may overlap more), restore each window with its OWN prior
-  (``prior_fn`` is called once per window), and blend. Blending: each window's output is weighted by
-  a separable linear ramp that rises over ``overlap`` pixels from every window edge
-  (``min(1, (i + 0.5) / overlap, (size - i - 0.5) / overlap)`` along each axis) and the weighted sum
-  is divided by the summed weights, so overlaps cross-fade and every pixel is a convex combination
-  of the windows that cover it (an identity model reproduces its input). Images smaller than a
-  window are padded up to it first.
+* Backbones with ``tile = (size, overlap)`` (LoFormer) run as the official LoFormer test code and the
+  BlurDM LoFormer predict script do (``train_size`` 384, overlap 32; facts read from the public code):
+  windows of ``k = min(side, size)`` along each axis (an image side shorter than the window is one
+  window; nothing is padded up to ``size``), starting at ``0, s, 2s, ...`` (``s = k - overlap``) while
+  the window ends before the image edge, plus one last window aligned with the edge
+  (:func:`tile_starts`), row-major; each window is restored with its OWN prior (``prior_fn`` is called
+  once per window). Blending: each window's RESIDUAL (output - input) is multiplied by separable
+  weights (:func:`official_blend_weights`: linear ramps ``linspace(0, 1, n)`` in float32 over the
+  overlaps) and the weighted residuals are summed onto the input, with no normalisation. The weights
+  sum to 1 along an axis wherever windows overlap regularly (GoPro's 1280x720: everywhere), but as in
+  the official code a side that is one window (<= 384, e.g. a 64x64 crop) has the residual of its
+  first ``overlap`` rows / columns faded in from 0. A side shorter than the window that is not a
+  multiple of ``model.pad_multiple`` is reflect-padded at the bottom / right to one (the official code
+  would fail there) and the output cropped back.
 
 The blur tensor must already be in the backbone's value range (``model.value_range``) and on the
 model's device; put the model in eval mode first. A ``model`` with a ``restore_window(window)`` method
@@ -79,11 +84,44 @@ def tile_starts(length: int, size: int, overlap: int) -> list[int]:
     return list(range(0, length - size, stride)) + [length - size]
 
 
-def _ramp(size: int, overlap: int, device, dtype) -> torch.Tensor:
-    i = torch.arange(size, device=device, dtype=dtype)
-    if overlap == 0:
-        return torch.ones(size, device=device, dtype=dtype)
-    return torch.minimum((i + 0.5) / overlap, (size - i - 0.5) / overlap).clamp(max=1.0)
+def official_blend_weights(length: int, size: int, overlap: int, starts: list[int]) -> list[torch.Tensor]:
+    """The official LoFormer blending weights along one axis of ``length``: one float64 vector of
+    ``size`` per window start (``starts`` from :func:`tile_starts`), to multiply that window's residual.
+
+    With ``s = size - overlap``, ``n = (length - overlap - 1) // s + 1`` windows and
+    ``e = n * s + 2 * overlap - length`` (the overlap of the last two windows; ``overlap`` for a single
+    window), ``up(m) = linspace(0, 1, m)`` and ``down(m) = linspace(1, 0, m)`` (float32), a window
+    starting at ``a`` gets: ``up(overlap)`` on its first ``overlap`` entries if it is neither the first
+    nor the last; ``down(overlap)`` on its last ``overlap`` entries if ``a + 2 size - e < length``;
+    ``up(e)`` on its first ``e`` entries if it is the last (``a + size == length``, so also a single
+    window); ``down(e)`` on its last ``e`` entries if ``a + 2 size - e == length`` (the one before the
+    last). A window no longer than the overlap (a side of <= 32 pixels; the official code has no
+    defined result there) gets weight 1.
+    """
+    if overlap < 1:
+        raise ValueError(f"the official blending needs an overlap of at least 1 pixel, got {overlap}")
+    if size <= overlap:
+        return [torch.ones(size, dtype=torch.float64) for _ in starts]
+    stride = size - overlap
+    count = (length - overlap - 1) // stride + 1
+    last = count * stride + 2 * overlap - length
+
+    def ramp(first: float, end: float, n: int) -> torch.Tensor:
+        return torch.linspace(first, end, n, dtype=torch.float32).to(torch.float64)
+
+    weights = []
+    for start in starts:
+        weight = torch.ones(size, dtype=torch.float64)
+        if start != 0 and start + size != length:
+            weight[:overlap] *= ramp(0.0, 1.0, overlap)
+        if start + 2 * size - last < length:
+            weight[-overlap:] *= ramp(1.0, 0.0, overlap)
+        if start + size == length:
+            weight[:last] *= ramp(0.0, 1.0, last)
+        if start + 2 * size - last == length:
+            weight[-last:] *= ramp(1.0, 0.0, last)
+        weights.append(weight)
+    return weights
 
 
 def _forward(model: nn.Module, x: torch.Tensor, prior_fn: PriorFn | None) -> torch.Tensor:
@@ -101,20 +139,25 @@ def _restore_tiled(model: nn.Module, blur: torch.Tensor, prior_fn: PriorFn | Non
     if size % multiple:
         raise ValueError(f"tile size {size} is not a multiple of the model's pad_multiple {multiple}")
     h, w = blur.shape[-2:]
-    x = _pad_bottom_right(blur, max(size - h, 0), max(size - w, 0))
+    x = _pad_bottom_right(blur, -h % multiple if h < size else 0, -w % multiple if w < size else 0)
     height, width = x.shape[-2:]
-    ramp = _ramp(size, overlap, x.device, x.dtype)
-    weight = ramp[:, None] * ramp[None, :]
-    out = None
-    weight_sum = torch.zeros(height, width, device=x.device, dtype=x.dtype)
-    for top in tile_starts(height, size, overlap):
-        for left in tile_starts(width, size, overlap):
-            restored = _forward(model, x[..., top:top + size, left:left + size], prior_fn)
-            if out is None:
-                out = torch.zeros(*restored.shape[:-2], height, width, device=x.device, dtype=restored.dtype)
-            out[..., top:top + size, left:left + size] += restored * weight
-            weight_sum[top:top + size, left:left + size] += weight
-    return crop_back(out / weight_sum, (h, w))
+    rows_k, cols_k = min(height, size), min(width, size)
+    rows = [0] if rows_k <= overlap else tile_starts(height, rows_k, overlap)
+    cols = [0] if cols_k <= overlap else tile_starts(width, cols_k, overlap)
+    row_weights = official_blend_weights(height, rows_k, overlap, rows)
+    col_weights = official_blend_weights(width, cols_k, overlap, cols)
+    residual_sum = None
+    for top, row_weight in zip(rows, row_weights):
+        for left, col_weight in zip(cols, col_weights):
+            window = x[..., top:top + rows_k, left:left + cols_k]
+            restored = _forward(model, window, prior_fn)
+            if residual_sum is None:
+                residual_sum = torch.zeros(*restored.shape[:-2], height, width, device=x.device, dtype=restored.dtype)
+            residual = restored - window[:, :restored.shape[1]]  # a 6-channel window: blur + sharp (oracle)
+            row_weight_ = row_weight.to(device=x.device, dtype=restored.dtype)[:, None]
+            col_weight_ = col_weight.to(device=x.device, dtype=restored.dtype)[None, :]
+            residual_sum[..., top:top + rows_k, left:left + cols_k] += residual * row_weight_ * col_weight_
+    return crop_back(x[:, :residual_sum.shape[1]] + residual_sum, (h, w))
 
 
 def restore_full(model: nn.Module, blur: torch.Tensor, prior_fn: PriorFn | None = None) -> torch.Tensor:

@@ -82,14 +82,17 @@ def test_untiled_pads_to_multiple_and_crops_back():
     assert model.seen[0][1].shape == (2, 256)
 
 
-@pytest.mark.parametrize("shape", [(1, 3, 70, 45), (2, 3, 100, 100), (1, 3, 20, 30)])
-def test_tiling_identity_reproduces_input(shape):
+@pytest.mark.parametrize("shape, window", [((1, 3, 70, 45), (32, 32)), ((2, 3, 100, 100), (32, 32)),
+                                           ((1, 3, 20, 30), (24, 32))])
+def test_tiling_identity_reproduces_input(shape, window):
+    """Windows are min(side, tile) (as the official LoFormer); a side shorter than the tile is padded
+    only to the model's multiple (20 -> 24, 30 -> 32), never up to the tile."""
     model = Identity(pad_multiple=8, tile=(32, 8))
     x = torch.rand(*shape)
     out = restore_full(model, x)
     assert out.shape == x.shape
     torch.testing.assert_close(out, x, atol=1e-6, rtol=0)
-    assert all(s[0][-2:] == (32, 32) for s in model.seen)
+    assert all(s[0][-2:] == window for s in model.seen)
 
 
 def test_tiling_calls_prior_fn_once_per_tile():
@@ -114,13 +117,28 @@ class PriorOffset(nn.Module):
         return [x + prior[:, :1, None, None]]
 
 
-def test_tiling_blends_overlaps_and_keeps_single_covered_pixels():
-    x = torch.zeros(1, 3, 56, 32)  # rows start at 0 and 24: overlap rows 24..31
-    out = restore_full(PriorOffset(), x, CountingPrior())  # tile 1 adds 1, tile 2 adds 2
-    torch.testing.assert_close(out[..., :20, :], torch.ones(1, 3, 20, 32))
-    torch.testing.assert_close(out[..., 36:, :], torch.full((1, 3, 20, 32), 2.0))
-    middle = out[0, 0, 24:32, 0]
-    assert torch.all((middle > 1) & (middle < 2)) and torch.all(middle[1:] > middle[:-1])  # cross-fade
+def test_tiling_blends_residuals_over_the_overlaps():
+    """Windows start at 0 and 24 along both axes (overlap 8); each adds its number to the image (its
+    residual). Pixels covered by one window keep that window's residual; across an overlap the
+    residuals cross-fade linearly (the official LoFormer blending)."""
+    x = torch.zeros(1, 3, 56, 56)
+    out = restore_full(PriorOffset(), x, CountingPrior())  # windows 1..4, row-major
+    torch.testing.assert_close(out[..., :24, :24], torch.ones(1, 3, 24, 24))
+    torch.testing.assert_close(out[..., 32:, 32:], torch.full((1, 3, 24, 24), 4.0))
+    ramp = torch.linspace(0, 1, 8)
+    torch.testing.assert_close(out[0, 0, 24:32, 0], 1 * (1 - ramp) + 3 * ramp)  # windows 1 and 3
+    torch.testing.assert_close(out[0, 0, 0, 24:32], 1 * (1 - ramp) + 2 * ramp)  # windows 1 and 2
+
+
+def test_tiling_fades_the_first_rows_of_a_single_window_side_as_the_official_code():
+    """A side that is one window gets its first ``overlap`` residual rows / columns multiplied by
+    linspace(0, 1, overlap): the official LoFormer rule, kept on purpose (kit README, "LoFormer tiling")."""
+    x = torch.zeros(1, 3, 32, 56)  # one window along the rows, two along the columns
+    out = restore_full(PriorOffset(), x, CountingPrior())
+    ramp = torch.linspace(0, 1, 8)
+    torch.testing.assert_close(out[0, 0, :8, 0], ramp)  # window 1, faded rows
+    torch.testing.assert_close(out[0, 0, 8:, 0], torch.ones(24))
+    torch.testing.assert_close(out[0, 0, 8:, 40], torch.full((24,), 2.0))
 
 
 def test_tile_size_must_fit_pad_multiple():
