@@ -10,7 +10,8 @@
   (:func:`tile_starts`), row-major; each window is restored with its OWN prior (``prior_fn`` is called
   once per window). Blending: each window's RESIDUAL (output - input) is multiplied by separable
   weights (:func:`official_blend_weights`: linear ramps ``linspace(0, 1, n)`` in float32 over the
-  overlaps) and the weighted residuals are summed onto the input, with no normalisation. The weights
+  overlaps), summed in a float32 buffer (as the official code: float64 runs round the blended
+  residual to float32) and added to the input, with no normalisation. The weights
   sum to 1 along an axis wherever windows overlap regularly (GoPro's 1280x720: everywhere), but as in
   the official code a side that is one window (<= 384, e.g. a 64x64 crop) has the residual of its
   first ``overlap`` rows / columns faded in from 0. A side shorter than the window that is not a
@@ -151,13 +152,14 @@ def _restore_tiled(model: nn.Module, blur: torch.Tensor, prior_fn: PriorFn | Non
         for left, col_weight in zip(cols, col_weights):
             window = x[..., top:top + rows_k, left:left + cols_k]
             restored = _forward(model, window, prior_fn)
-            if residual_sum is None:
-                residual_sum = torch.zeros(*restored.shape[:-2], height, width, device=x.device, dtype=restored.dtype)
+            if residual_sum is None:  # float32, as the official buffer (torch.zeros' default dtype)
+                residual_sum = torch.zeros(*restored.shape[:-2], height, width, device=x.device, dtype=torch.float32)
             residual = restored - window[:, :restored.shape[1]]  # a 6-channel window: blur + sharp (oracle)
             row_weight_ = row_weight.to(device=x.device, dtype=restored.dtype)[:, None]
             col_weight_ = col_weight.to(device=x.device, dtype=restored.dtype)[None, :]
             residual_sum[..., top:top + rows_k, left:left + cols_k] += residual * row_weight_ * col_weight_
-    return crop_back(x[:, :residual_sum.shape[1]] + residual_sum, (h, w))
+    restored_image = x[:, :residual_sum.shape[1]] + residual_sum
+    return crop_back(restored_image.to(restored.dtype), (h, w))
 
 
 def restore_full(model: nn.Module, blur: torch.Tensor, prior_fn: PriorFn | None = None) -> torch.Tensor:
