@@ -11,7 +11,13 @@ import torch.nn.functional as F
 import yaml
 
 from models.backbones import build_backbone
-from models.backbones.fftformer import ChannelLayerNorm, from_patches, patch_spectral_product, spectral_input, to_patches
+from models.backbones.fftformer import (
+    ChannelLayerNorm,
+    from_patches,
+    patch_spectral_product,
+    spectral_input,
+    to_patches,
+)
 from models.backbones.loformer import LocalChannelAttention, dct2, idct2
 from models.costs import count_costs, count_layer_macs, count_params
 from models.fusion import PriorFusion
