@@ -255,6 +255,33 @@ def test_import_weights_writes_a_model_file_with_provenance(tmp_path):
     assert len(payload["meta"]["checkpoints"][0]["sha256"]) == 64
 
 
+def test_import_reads_split_blurdm_files(tmp_path):
+    """BlurDM's final files split the backbone ('model_state') and the module ('model_dm_state'), each
+    with the run's argparse.Namespace; DataParallel prefixes are removed."""
+    state = kit.official_state_dicts("mimo_unet_blurdm")
+    args = argparse.Namespace(model="MIMOUNetBlurDM", device=torch.device("cpu"))
+    backbone_file, module_file = tmp_path / "final_deblur_MIMOUNetBlurDM.pth", tmp_path / "final_dm_MIMOUNetBlurDM.pth"
+    torch.save({"model_state": {f"module.{k}": v for k, v in state["backbone"].items()}, "args": args}, backbone_file)
+    torch.save({"model_dm_state": state["blurdm"], "args": args}, module_file)
+    model = import_official("mimo_unet", "blurdm", backbone_file, module_file)
+    expected, spec = convert_official("mimo_unet_blurdm", state["backbone"], state["blurdm"])
+    assert model.spec == spec and model.prior_mode == "diffusion" and model.value_range == "half"
+    loaded = model.state_dict()
+    assert set(loaded) == set(expected)
+    assert all(torch.equal(loaded[k], expected[k].to(loaded[k].dtype)) for k in expected)
+    with pytest.raises(OfficialCheckpointError, match=r"final_deblur_MIMOUNetBlurDM\.pth: has no BlurDM module"):
+        import_official("mimo_unet", "blurdm", backbone_file)
+
+
+def test_read_basicsr_file_picks_params_unless_told(tmp_path):
+    path = tmp_path / "net_g_latest.pth"
+    torch.save({"params": {"output.weight": torch.zeros(1)}, "params_ema": {"output.weight": torch.ones(1)}}, path)
+    assert float(official.read_official_checkpoint(path).backbone["output.weight"]) == 0.0
+    assert float(official.read_official_checkpoint(path, param_key="params_ema").backbone["output.weight"]) == 1.0
+    with pytest.raises(OfficialCheckpointError, match=r"net_g_latest\.pth: has no entry 'params_x'"):
+        official.read_official_checkpoint(path, param_key="params_x")
+
+
 @pytest.fixture(scope="module")
 def mimo_official_state():
     return {k: v.float() for k, v in kit.official_state_dicts("mimo_unet")["backbone"].items()}
