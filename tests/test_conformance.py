@@ -155,7 +155,7 @@ def test_fftformer_filter_layout_is_converted(monkeypatch):
     official_filter = state["backbone"]["encoder_level1.0.ffn.fft"]
     assert tuple(official_filter.shape) == (288, 1, 1, 8, 5)
     assert torch.equal(converted["backbone.encoder1.0.ffn.spectral_filter"], official_filter[:, 0, 0])
-    monkeypatch.setattr(official, "LAYOUTS", {})  # without the layout conversion: refused, named
+    monkeypatch.setattr("models.official.keys.LAYOUTS", {})  # without the layout conversion: refused, named
     with pytest.raises(OfficialCheckpointError, match=r"mis-shaped: encoder_level1\.0\.ffn\.fft \[288, 1, 1, 8, 5\]"):
         convert_official("fftformer", state["backbone"])
 
