@@ -21,7 +21,7 @@ A model file (``model.pt``) is a dict of tensors and plain values only::
     {"format": "blurdm-bench/model", "version": 1, "spec": {...}, "model": state_dict, "meta": {...}}
 
 :func:`load_deblur_model` reads it with ``torch.load(weights_only=True)`` (see
-:mod:`pipelines.checkpoint`); a crafted pickle is refused. :func:`model_file` finds it in a run folder,
+:mod:`pipelines.core.checkpoint_files`); a crafted pickle is refused. :func:`model_file` finds it in a run folder,
 and :func:`copy_parts` copies submodules (backbone, sharp encoder, prior) from an earlier stage's file
 into a new model (stage 2 and 3 start from them).
 """
@@ -135,7 +135,7 @@ def normalise_spec(spec: dict, source: str = "model spec") -> dict:
     if prior is not None and (isinstance(out["T"], bool) or not isinstance(out["T"], int)):
         raise ValueError(f"{source}: a diffusion prior needs an integer 'T', got {out['T']!r}")
     if prior is not None:
-        from pipelines.config import MAX_T
+        from pipelines.core.config import MAX_T
 
         if not 1 <= out["T"] <= MAX_T:  # before anything is allocated for T steps
             raise ValueError(f"{source}: 'T' must be in 1..{MAX_T}, got {out['T']}")
@@ -180,7 +180,7 @@ def load_deblur_model(path: str | os.PathLike, prior_mode: str | None = None,
     ``prior_mode`` overrides the stored mode: ``"sharp_encoder"`` on a stage-1 (or stage-2) model
     is the oracle; ``"diffusion"`` needs a model that holds a diffusion prior.
     """
-    from pipelines.checkpoint import CheckpointError, load_checkpoint
+    from pipelines.core.checkpoint_files import CheckpointError, load_checkpoint
 
     path = Path(path)
     payload = load_checkpoint(path, map_location=map_location)
@@ -215,8 +215,8 @@ def model_file(path: str | os.PathLike) -> Path:
 def copy_parts(model: nn.Module, payload: dict, parts: tuple[str, ...], file: str | os.PathLike) -> None:
     """Load the weights of the submodules ``parts`` (e.g. ``("backbone", "sharp_encoder")``) of ``model``
     from ``payload`` (a ``model.pt`` dict read from ``file``), strictly; a missing or mismatching part is
-    a :class:`pipelines.checkpoint.CheckpointError` naming the file."""
-    from pipelines.checkpoint import CheckpointError
+    a :class:`pipelines.core.checkpoint_files.CheckpointError` naming the file."""
+    from pipelines.core.checkpoint_files import CheckpointError
 
     state = payload["model"]
     for part in parts:

@@ -1,6 +1,6 @@
 """Every name the suite knows, registered once, with the label a reader sees (no torch import).
 
-The params schema (``pipelines.config`` ``Literal`` types), the builders (``models.backbones``,
+The params schema (``pipelines.core.config`` ``Literal`` types), the builders (``models.backbones``,
 ``models.diffusion``), the trainer, the tables and the report all read these. Adding a backbone or a
 prior means one line here plus its implementation.
 
@@ -105,7 +105,7 @@ DATASETS: dict[str, str] = {
 
 
 # How a test set is scored. A RealBlur test set (named ``realblur*``) is scored both ways
-# (pipelines/alignment.py), each a Table-1 column of its own; every other test set has one plain scoring.
+# (pipelines/evaluation/alignment.py), each a Table-1 column of its own; every other test set has one plain scoring.
 SCORINGS: dict[str, str] = {
     "authors": "authors' scoring (no alignment)",
     "official": "official RealBlur scoring (ECC-aligned, masked)",

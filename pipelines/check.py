@@ -22,7 +22,7 @@ import math
 import shutil
 from pathlib import Path
 
-from pipelines.config import repo_root
+from pipelines.core.config import repo_root
 
 # (path substring, absolute tolerance); first match wins
 TOLERANCES: list[tuple[str, float]] = [

@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-from pipelines.compat import set_offline_env
+from pipelines.core.environment import set_offline_env
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("pipelines.synth", "generate the embedded synthetic motion-blur dataset"),
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"blurdm-bench {name}: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:
-        from pipelines.io import NOT_WRITABLE
+        from pipelines.core.files import NOT_WRITABLE
 
         if err.errno not in NOT_WRITABLE:
             raise

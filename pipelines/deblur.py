@@ -1,7 +1,7 @@
 """``blurdm-bench deblur IN... -o OUT --checkpoint CKPT``: restore your own photos.
 
 Inputs are image files and/or folders (searched recursively; hidden files skipped). Every image is
-read through :mod:`pipelines.imageio` (grayscale replicated to RGB, alpha dropped, 16-bit rounded to
+read through :mod:`pipelines.data.image_files` (grayscale replicated to RGB, alpha dropped, 16-bit rounded to
 8-bit, EXIF orientation applied; each conversion is printed), restored at full resolution exactly as
 in evaluation (:func:`models.inference.restore_image`: padding, LoFormer tiles) and written as an
 8-bit RGB PNG:
@@ -41,10 +41,10 @@ def collect_inputs(inputs: list[str | os.PathLike], log=None) -> list[tuple[Path
     A file given by name is taken whatever its extension (a non-image is then reported as unreadable);
     inside folders only files with a known image extension are taken, folder symlinks are followed
     but never round a loop, and a broken or looping file symlink is skipped with a warning naming it
-    (``log``; :func:`pipelines.io.walk_files`).
+    (``log``; :func:`pipelines.core.files.walk_files`).
     """
-    from pipelines.imageio import IMAGE_EXTENSIONS
-    from pipelines.io import walk_files
+    from pipelines.data.image_files import IMAGE_EXTENSIONS
+    from pipelines.core.files import walk_files
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     found: list[tuple[Path, Path]] = []
@@ -89,7 +89,7 @@ def deblur_files(model, jobs: list[Job], device: str | torch.device = "cpu", see
                  progress: bool = True, log=None, fast: bool = False) -> list[tuple[Path, str]]:
     """Restore every job; return ``(file, problem)`` for those that failed (the others are written)."""
     from models.inference import restore_image
-    from pipelines.imageio import ImageReadError, read_image, write_png
+    from pipelines.data.image_files import ImageReadError, read_image, write_png
 
     log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
     failures: list[tuple[Path, str]] = []

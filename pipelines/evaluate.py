@@ -1,8 +1,8 @@
 """``blurdm-bench evaluate``: score a trained model on a folder of blurred / sharp pairs.
 
 The command only: it reads the arguments and ``params.evaluate`` and calls
-:func:`pipelines.evaluation.evaluate_checkpoint`, the evaluation the study's stages run as well (protocol,
-eval seeds and the output folder are described there; the score files in :mod:`pipelines.scores`,
+:func:`pipelines.evaluation.evaluator.evaluate_checkpoint`, the evaluation the study's stages run as well (protocol,
+eval seeds and the output folder are described there; the score files in :mod:`pipelines.evaluation.score_files`,
 inference in :mod:`models.inference`). Nothing imports this module but the command-line dispatch
 (:mod:`pipelines.cli`).
 """
@@ -44,12 +44,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from models.inference import pick_device
     from pipelines.cli import UserError
-    from pipelines.config import load_params
-    from pipelines.evaluation import evaluate_checkpoint
-    from pipelines.scores import METRICS, NA
+    from pipelines.core.config import load_params
+    from pipelines.evaluation.evaluator import evaluate_checkpoint
+    from pipelines.evaluation.score_files import METRICS, NA
 
     params = load_params(args.params, profile=args.profile)
-    from pipelines.threads import apply_threads
+    from pipelines.core.threads import apply_threads
 
     apply_threads(params.train.threads)  # cores this process may use, shared with parallel jobs (train.threads wins)
     if args.data is not None:

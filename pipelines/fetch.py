@@ -5,7 +5,7 @@ Datasets (``params.yaml`` ``fetch.datasets``): ``gopro``, ``hide``, ``realblur_j
 active profile's ``fetch.active`` (the ``paper`` profile: gopro, hide).
 
 Steps, all inside a temporary folder next to the output that is renamed into place only at the end
-(:func:`pipelines.io.atomic_dir`), so a failure at any point leaves nothing behind but a partial
+(:func:`pipelines.core.files.atomic_dir`), so a failure at any point leaves nothing behind but a partial
 download kept for resuming (step 1):
 
 1. obtain the archive: download it (tqdm progress bar, socket timeout), or take ``--archive PATH`` (an
@@ -36,7 +36,7 @@ download kept for resuming (step 1):
    harmless-looking links escape, CVE-2025-4517), device and special file is refused, as are absolute
    paths and ``..`` components, naming the archive and member; an archive whose declared uncompressed
    size passes ``fetch.max_unpacked_gb`` (params, default 200) is refused (zip bombs);
-4. normalise into the layouts ``pipelines.data.find_pairs`` reads:
+4. normalise into the layouts ``pipelines.data.pairs.find_pairs`` reads:
    GoPro    -> ``<out>/{train,test}/<scene>/{blur,sharp}/*.png`` (the ``blur_gamma`` copies are left out);
    HIDE     -> ``<out>/test/{input,target}/*.png`` (official ``GT/`` + ``test/**`` or an ``{input,target}`` copy);
    RealBlur -> ``<out>/{train,test}/{blur,sharp}/<scene>/<n>.png`` following the official list files
@@ -82,8 +82,8 @@ import yaml
 from tqdm import tqdm
 
 from pipelines.cli import UserError
-from pipelines.config import PROFILE_NAMES, DatasetSource, load_params
-from pipelines.io import (
+from pipelines.core.config import PROFILE_NAMES, DatasetSource, load_params
+from pipelines.core.files import (
     FULL_OR_READ_ONLY,
     atomic_dir,
     sha256_file,
@@ -1149,7 +1149,7 @@ PARAMS_KEYS = ("profile", "fetch", "data.max_pixels")  # what this stage reads (
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipelines.params_view import restrict
+    from pipelines.core.params_view import restrict
 
     params = restrict(load_params(args.params, profile=args.profile), PARAMS_KEYS, "the fetch stage")
     datasets = params.fetch.datasets

@@ -6,7 +6,7 @@ Two parts, within a time budget (default 540 s, so the whole check stays under 1
    ``stage2``, ``stage3``, ``baseline``) the paper-scale model is built fresh (no earlier stage is needed:
    stage 2 freezes a fresh backbone and Sharp Encoder, stage 3 starts from a fresh prior) and trained for
    ``--warmup`` untimed + ``--steps`` timed optimiser steps with exactly the trainer's step
-   (:func:`pipelines.train_step.accumulate`, :class:`pipelines.train.StageObjective`, Adam) at the
+   (:func:`pipelines.training.step.accumulate`, :class:`pipelines.train.StageObjective`, Adam) at the
    backbone's paper settings: ``train.batch_size`` (global, the authors' 20), ``train.micro_batch``,
    ``train.precision``, ``train.activation_checkpointing`` and the crop (``train.crop_size`` or
    ``data.crop_size``) from ``backbone_train.<name>`` of the ``paper`` profile, on random images.
@@ -103,9 +103,9 @@ def _release() -> None:
 def train_burst(backbone: str, stage: str, params, device: torch.device, *, steps: int = 5, warmup: int = 2,
                 processes: int = 1, overrides: dict | None = None, seed: int = 0) -> dict:
     """Time ``warmup + steps`` optimiser steps of ``stage`` at the backbone's paper settings (module doc)."""
-    from models.checkpointing import enable_activation_checkpointing
+    from models.activation_checkpointing import enable_activation_checkpointing
     from pipelines.train import StageObjective
-    from pipelines.train_step import StepPlan, accumulate, autocast_dtype
+    from pipelines.training.step import StepPlan, accumulate, autocast_dtype
 
     p = params.for_backbone(backbone)
     cfg = p.train.model_copy(update={k: v for k, v in (overrides or {}).items() if v is not None})
@@ -252,8 +252,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     device = require_cuda()  # first: on a CPU machine nothing else happens
-    from pipelines.config import load_params
-    from pipelines.io import write_json
+    from pipelines.core.config import load_params
+    from pipelines.core.files import write_json
 
     params = load_params(args.params, profile=args.profile)
     backbones = args.backbones or list(params.models.backbones)

@@ -89,7 +89,7 @@ def new_path(path: str, train_set: str) -> str:
 def _old_resolved(recorded: dict, section: str, key: str):
     """The value the old stage used for ``section.key``: the recorded base value with the recorded active
     profile's overlay (``None`` when neither is recorded)."""
-    from pipelines.config import deep_merge
+    from pipelines.core.config import deep_merge
 
     overlay = _overlay(recorded, recorded.get("profile")).get(section) or {}
     base = recorded.get(f"{section}.{key}")
@@ -197,7 +197,7 @@ def plan_migration(target: Target, lock: dict) -> Plan:
 
 def apply(plan: Plan, root: Path) -> None:
     """Move the folders (undone if one fails), then replace dvc.lock atomically."""
-    from pipelines.io import write_text
+    from pipelines.core.files import write_text
 
     text = yaml.safe_dump(plan.lock, sort_keys=False, width=120)
     done: list[tuple[Path, Path]] = []
@@ -232,7 +232,7 @@ def _overlay(params: dict, profile: str | None) -> dict:
 
 def _read_of_profile(overlay: dict, declared: list[str]) -> dict:
     """The keys of the active profile's overlay that a stage declaring ``declared`` reads (dotted -> value)."""
-    from pipelines.params_view import covers
+    from pipelines.core.params_view import covers
 
     block = _flat(overlay)
     return {k: v for k, v in block.items() if any(covers(d, k) or covers(k, d) for d in declared)}
@@ -243,7 +243,7 @@ def why_not_acceptable(changes: list, recorded: dict, raw: dict) -> list[str]:
     the stage does not read (``recorded``: its params in dvc.lock; ``raw``: params.yaml now). [] = nothing.
     A lock that recorded the whole ``profiles`` block and a stage that now declares ``profiles.<active>``
     differ only in layout: accepted when the overlay keys the stage reads are the same."""
-    from pipelines.params_view import covers
+    from pipelines.core.params_view import covers
 
     declared = [k for k in recorded if k != "profile" and not covers("profiles", k)]
     profile = recorded.get("profile")
@@ -310,7 +310,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def load_target(root: Path, train_set: str | None) -> Target:
     from dvc.repo import Repo
 
-    from pipelines.config import load_params, params_path
+    from pipelines.core.config import load_params, params_path
 
     params = load_params(params_path())
     raw = yaml.safe_load(params_path().read_text())
@@ -346,7 +346,7 @@ def _say(plan: Plan, root: Path) -> None:
 
 
 def run(args) -> int:
-    from pipelines.config import repo_root
+    from pipelines.core.config import repo_root
 
     root = repo_root()
     target = load_target(root, args.train_set)

@@ -21,7 +21,7 @@ CUDA graph per shape, :mod:`models.fast_inference`; ``--no-fast`` skips it) with
 and BlurDM's overhead on both paths.
 Timings are measurements of this machine: nothing here is asserted in tests. They differ from run to
 run, so ``--out FILE`` holds the counts only (the same bytes for the same commit and params) and the
-timings go to the untracked ``<folder of FILE>/run_info/<name of FILE>`` (:mod:`pipelines.run_info`).
+timings go to the untracked ``<folder of FILE>/run_info/<name of FILE>`` (:mod:`pipelines.results.run_info`).
 """
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ COUNTING_NOTES = {
 # published numbers
 # ---------------------------------------------------------------------------------------------
 def _paper_yaml_candidates() -> list[Path]:
-    from pipelines.config import repo_root
+    from pipelines.core.config import repo_root
 
     root = repo_root()
     return [root / "reports" / "published" / PAPER_YAML_NAME, root.parent / "shared" / "paper" / PAPER_YAML_NAME]
@@ -74,7 +74,7 @@ def _paper_yaml_candidates() -> list[Path]:
 def _shown(path: str | Path) -> str:
     """``path`` relative to the repository root (``../shared/...`` when beside it): no absolute path,
     which would differ between checkouts, goes into the tracked costs.json."""
-    from pipelines.config import repo_root
+    from pipelines.core.config import repo_root
 
     try:
         return Path(os.path.relpath(Path(path).resolve(), repo_root())).as_posix()
@@ -439,10 +439,10 @@ PARAMS_KEYS = ("profile", "cost", "prior.T", "data.max_pixels")  # what this sta
 
 
 def run(args) -> int:
-    from pipelines.config import load_params
-    from pipelines.params_view import restrict
-    from pipelines.run_info import run_info_path, split_costs, write_tracked
-    from pipelines.table_schemas import CostsFile, validated_json
+    from pipelines.core.config import load_params
+    from pipelines.core.params_view import restrict
+    from pipelines.results.run_info import run_info_path, split_costs, write_tracked
+    from pipelines.results.metric_schemas import CostsFile, validated_json
 
     keys = PARAMS_KEYS + (() if args.scale else ("models.scale",))
     params = restrict(load_params(args.params, profile=args.profile), keys, "the profile stage")

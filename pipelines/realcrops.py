@@ -10,7 +10,7 @@ Convolutional Neural Network for Dynamic Scene Deblurring", CVPR 2017; CC BY 4.0
 2. Take the highest-scoring window, then the next highest that does not overlap any taken one, until
    ``per_pair`` windows are taken (ties: top-most, then left-most).
 3. Cut the same window from the blurred and the sharp frame; write them losslessly as
-   ``<out>/{input,target}/<name>_<k>.png`` (k = 0, 1, ...; the flat layout of :mod:`pipelines.data`).
+   ``<out>/{input,target}/<name>_<k>.png`` (k = 0, 1, ...; the flat layout of :mod:`pipelines.data.pairs`).
 
 The defaults (2 windows of 192 x 192 per pair, stride 64) give 22 pairs, about 2 MB. ``README.md``
 in the output folder records the source, licence, attribution and rule; the crops are a TEST set only.
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.imageio import encode_png, read_rgb_uint8
-from pipelines.io import atomic_dir
+from pipelines.data.image_files import encode_png, read_rgb_uint8
+from pipelines.core.files import atomic_dir
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "data" / "gopro_real_crops"
 ATTRIBUTION = """# Real GoPro test crops (data only)

@@ -42,7 +42,7 @@ import subprocess
 from pathlib import Path
 
 from models.names import column_key, scorings
-from pipelines.config import (
+from pipelines.core.config import (
     BACKBONE_NAMES,
     DIFFUSION_PRIORS,
     STAGE_COMBO_NAMES,
@@ -97,8 +97,8 @@ def curves_path(run_dir: Path) -> Path:
 
 
 def _publish_curves(out: Path) -> None:
-    from pipelines.io import write_bytes
-    from pipelines.plots_data import CURVES_FILE
+    from pipelines.core.files import write_bytes
+    from pipelines.results.plots_data import CURVES_FILE
 
     if (out / CURVES_FILE).is_file():
         write_bytes(curves_path(out), (out / CURVES_FILE).read_bytes())
@@ -145,7 +145,7 @@ def _train(params: Params, *, study: str, backbone: str, stage: str, seed: int, 
                    group=group, dvc_stage=dvc_stage, mlflow=True)
     print(f"[study] {study}: {backbone} on {train_set} {stage} prior={job.prior} T={job.T} variant={variant} "
           f"seed={seed} -> {out}", flush=True)
-    from pipelines.launch import resolve_launch
+    from pipelines.training.launch import resolve_launch
 
     launch = resolve_launch(params.for_backbone(backbone).train)  # nodes / node rank: params or $SLURM_*
     if launch.needs_torchrun and "WORLD_SIZE" not in os.environ:
@@ -164,8 +164,8 @@ def _train(params: Params, *, study: str, backbone: str, stage: str, seed: int, 
 def torchrun_argv(job, gpus: int, params_file: str | None, profile: str | None, progress: bool = True,
                   launch=None) -> list[str]:
     """``torchrun --nproc_per_node GPUS -m pipelines.cli train ...`` for ``job`` (an argv list: no shell);
-    ``launch`` (:class:`pipelines.launch.Launch`) adds the nodes, node rank and rendezvous."""
-    from pipelines.launch import Launch, torchrun_prefix
+    ``launch`` (:class:`pipelines.training.launch.Launch`) adds the nodes, node rank and rendezvous."""
+    from pipelines.training.launch import Launch, torchrun_prefix
 
     launch = launch or Launch(procs_per_node=gpus)
     argv = [*torchrun_prefix(launch),
@@ -254,7 +254,7 @@ def _required(value, flag: str, allowed):
 def _evaluate(params: Params, model_dir: Path, out: Path, dataset: str, scoring: str | None, *,
               oracle: bool = False) -> dict:
     from models.inference import pick_device
-    from pipelines.evaluation import evaluate_checkpoint
+    from pipelines.evaluation.evaluator import evaluate_checkpoint
 
     column = column_key(dataset, scoring)
     print(f"[study] evaluate {model_dir} on {column}{' (oracle)' if oracle else ''} -> {out}", flush=True)
@@ -291,7 +291,7 @@ def evaluate_ablations(params: Params) -> None:
 
 
 def evaluate_action(params: Params, args) -> None:
-    from pipelines.threads import apply_threads
+    from pipelines.core.threads import apply_threads
 
     apply_threads(params.train.threads)  # the cores this process may use, shared with parallel experiments
     if args.study == "table1":
@@ -342,7 +342,7 @@ def stage_params_keys(params, args) -> tuple[str, ...]:
 
 
 def run(args) -> int:
-    from pipelines.params_view import restrict
+    from pipelines.core.params_view import restrict
 
     params = load_params(args.params, profile=args.profile)
     table1 = args.study == "table1"

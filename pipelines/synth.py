@@ -41,9 +41,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipelines.config import PHOTO_SOURCES
-from pipelines.imageio import encode_png, read_rgb_uint8
-from pipelines.io import atomic_dir, write_json
+from pipelines.core.config import PHOTO_SOURCES
+from pipelines.data.image_files import encode_png, read_rgb_uint8
+from pipelines.core.files import atomic_dir, write_json
 
 GAMMA = 2.2
 SPLITS = ("train", "test")
@@ -107,7 +107,7 @@ def _make_source(name: str, image: np.ndarray) -> Source:
 
 @lru_cache(maxsize=32)
 def load_source(name: str) -> Source:
-    """One bundled photograph (:data:`pipelines.config.PHOTO_SOURCES`) as RGB uint8 (+ linear light)."""
+    """One bundled photograph (:data:`pipelines.core.config.PHOTO_SOURCES`) as RGB uint8 (+ linear light)."""
     if name not in PHOTO_SOURCES:
         raise ValueError(f"synth source {name!r} is not a bundled photograph; allowed: {', '.join(sorted(PHOTO_SOURCES))}")
     path = photo_path(name)
@@ -549,8 +549,8 @@ PARAMS_KEYS = ("profile", "synth", "data.max_pixels")  # what this stage reads (
 
 
 def run(args) -> int:
-    from pipelines.config import load_params
-    from pipelines.params_view import restrict
+    from pipelines.core.config import load_params
+    from pipelines.core.params_view import restrict
 
     params = restrict(load_params(args.params, profile=args.profile), PARAMS_KEYS, "the synthesize stage")
     out_dir = Path(args.out) if args.out else params.resolve_path(params.synth.out_dir)

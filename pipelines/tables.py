@@ -12,12 +12,12 @@ files, and the input of the report and of ``blurdm-bench check``):
   PSNR gain over the no-prior baseline of the same backbone, paired on the same images, on the test sets of
   the ablations' training set (``ablations.train_set``).
 
-Beside them, for DVC (:mod:`pipelines.plots_data`): ``plots/t_sweep.csv``, ``plots/ablation_prior.csv``,
+Beside them, for DVC (:mod:`pipelines.results.plots_data`): ``plots/t_sweep.csv``, ``plots/ablation_prior.csv``,
 ``plots/ablation_stages.csv`` (``dvc plots``) and ``headline.json`` (the headline gains, ``dvc exp show``).
 
 These tracked files hold no run-specific field: the date and the MLflow run ids go to the untracked
-``metrics/run_info/<name>.json`` (:mod:`pipelines.run_info`). Every table is checked against its schema
-(:mod:`pipelines.table_schemas`, which the report reads it with) before it is written.
+``metrics/run_info/<name>.json`` (:mod:`pipelines.results.run_info`). Every table is checked against its schema
+(:mod:`pipelines.results.metric_schemas`, which the report reads it with) before it is written.
 
 Only what was run appears; a missing evaluation is left out (the report says "not run").
 """
@@ -31,8 +31,8 @@ import platform
 from pathlib import Path
 
 from models.names import METRIC_NAMES, PRIORS, STAGE_COMBOS, column_key
-from pipelines.config import Params, load_params, repo_root
-from pipelines.run_info import split_table, write_tracked
+from pipelines.core.config import Params, load_params, repo_root
+from pipelines.results.run_info import split_table, write_tracked
 from pipelines.study import (
     ablation_variants,
     eval_dir,
@@ -42,7 +42,7 @@ from pipelines.study import (
     table1_stage,
     train_dir,
 )
-from pipelines.table_schemas import SCHEMAS, validated_json
+from pipelines.results.metric_schemas import SCHEMAS, validated_json
 from pipelines.tracking import UNKNOWN_COMMIT, git_commit
 
 METRICS = METRIC_NAMES
@@ -111,7 +111,7 @@ def _lpips_reason(summary_dirs: list[Path]) -> str | None:
 
 
 def _gain(method: list[Path], baseline: list[Path], metric: str, params: Params) -> dict | None:
-    from pipelines.scores import compare_runs
+    from pipelines.evaluation.score_files import compare_runs
 
     try:
         result = compare_runs(method, baseline, metric, resamples=params.evaluate.bootstrap.resamples,
@@ -130,14 +130,14 @@ def _gain(method: list[Path], baseline: list[Path], metric: str, params: Params)
 
 def _input_file(dirs: list[Path]) -> Path:
     """The blurred input's own scores (written by every evaluation of the same test set; the first)."""
-    from pipelines.scores import INPUT_SCORES_FILE
+    from pipelines.evaluation.score_files import INPUT_SCORES_FILE
 
     return dirs[0] / INPUT_SCORES_FILE
 
 
 def _input_means(dirs: list[Path]) -> dict[str, float | None]:
     """Scores of doing nothing: the blurred test input against the sharp images, per metric."""
-    from pipelines.scores import per_image, read_scores
+    from pipelines.evaluation.score_files import per_image, read_scores
 
     frame = read_scores(_input_file(dirs))
     out = {}
@@ -335,7 +335,7 @@ def build_tables(params: Params, out_dir: Path) -> dict[str, dict]:
         tracked, volatile = split_table(table)
         volatile["experiments"] = _experiments_of(volatile["runs"])  # MLflow UI compare links in the report
         write_tracked(out_dir / f"{name}.json", tracked, volatile)
-    from pipelines.plots_data import write_plot_data
+    from pipelines.results.plots_data import write_plot_data
 
     write_plot_data(tables, out_dir)  # plots/*.csv for `dvc plots`, headline.json for `dvc exp show`
     return tables
@@ -354,7 +354,7 @@ PARAMS_KEYS = ("profile", "train_sets", "data.max_pixels", "evaluate.bootstrap",
 
 
 def run(args) -> int:
-    from pipelines.params_view import restrict
+    from pipelines.core.params_view import restrict
 
     params = restrict(load_params(args.params, profile=args.profile), PARAMS_KEYS, "the tables stage")
     if not eval_root().is_dir():

@@ -51,7 +51,7 @@ def default_tracking_uri(configured: str | None = None) -> str:
         return env
     if configured:
         return configured
-    from pipelines.config import shared_root
+    from pipelines.core.config import shared_root
 
     return f"sqlite:///{(shared_root() / 'mlflow.db').as_posix()}"
 
@@ -109,7 +109,7 @@ def git_commit(root: str | os.PathLike | None = None, mark_dirty: bool = True) -
     """HEAD's commit hash of the repository (with ``-dirty`` if tracked files changed, unless
     ``mark_dirty`` is false), or :data:`UNKNOWN_COMMIT` outside a git checkout."""
     if root is None:
-        from pipelines.config import repo_root
+        from pipelines.core.config import repo_root
 
         root = repo_root()
     try:
@@ -141,7 +141,7 @@ class Tracker:
     @property
     def client(self):
         if self._client is None:
-            from pipelines.compat import set_offline_env
+            from pipelines.core.environment import set_offline_env
 
             set_offline_env()
             from mlflow.tracking import MlflowClient
@@ -352,7 +352,7 @@ def source_tags(source_name: str, root: str | os.PathLike | None = None) -> dict
     ``-dirty``: that is ``mlflow.source.git.dirty``), branch and remote URL when known, of the checkout
     that holds this code (else of the repo root)."""
     if root is None:
-        from pipelines.config import repo_root
+        from pipelines.core.config import repo_root
 
         code = Path(__file__).resolve().parents[1]
         root = code if (code / ".git").exists() else repo_root()
@@ -410,13 +410,13 @@ def dataset_for(root: str | os.PathLike, name: str | None = None):
     manifest; a folder without one (the committed real crops) gets the sha256 of its file listing
     (relative path + sha256 of every file, sorted; above :data:`LISTING_HASH_LIMIT` bytes in all, the
     file sizes instead of their sha256)."""
-    from pipelines.compat import set_offline_env
+    from pipelines.core.environment import set_offline_env
 
     set_offline_env()
     from mlflow.data.dataset_source_registry import get_dataset_source_from_json
     from mlflow.data.meta_dataset import MetaDataset
 
-    from pipelines.io import sha256_file
+    from pipelines.core.files import sha256_file
 
     root = Path(root).resolve()
     manifest = dataset_manifest(root)
@@ -446,7 +446,7 @@ def load_logged_model(run_id: str, uri: str | None = None, dst: str | os.PathLik
     import tempfile
 
     from models.deblur_model import load_deblur_model
-    from pipelines.io import sha256_file
+    from pipelines.core.files import sha256_file
 
     tracker = Tracker(uri)
     folder = Path(tracker.client.download_artifacts(run_id, MODEL_ARTIFACT, str(dst) if dst else tempfile.mkdtemp()))

@@ -20,7 +20,7 @@ the stage's step count), ``--resume/--no-resume`` (default: resume from ``OUT/la
 Stages (shared/spec/blurdm-method.md):
 
 * ``stage1``: backbone + Sharp Encoder trained together, prior ``SE(blur, sharp)``; loss
-  :func:`pipelines.losses.image_loss` (Charbonnier on every output scale + 0.1 x Charbonnier of their
+  :func:`pipelines.training.losses.image_loss` (Charbonnier on every output scale + 0.1 x Charbonnier of their
   2-D FFTs). ``steps.stage1`` steps.
 * ``stage2``: needs ``--stage1`` (its ``model.pt``). Backbone and SE frozen (SE in eval mode); the
   chosen diffusion prior (Blur Encoder + estimators) is trained through the whole reverse chain with
@@ -35,13 +35,13 @@ Stages (shared/spec/blurdm-method.md):
   steps (the same image-loss budget as stage 1 + stage 3; recorded as ``steps_rule``).
 
 Every stage: Adam, cosine schedule ``lr -> lr_min`` over the stage's steps, random crops with flips
-and 90-degree rotations (``pipelines.data``), global batch ``train.batch_size``; validation PSNR on a
+and 90-degree rotations (``pipelines.data.pairs``), global batch ``train.batch_size``; validation PSNR on a
 held-out split of the TRAINING pairs (``split_train_val`` with the global ``seed``), never test data.
 
 Outputs in ``--out``, each written atomically: ``last.pt`` (resume state: model, optimiser, scheduler,
 RNG states, step, logs), ``model.pt`` (final weights + spec, see :mod:`models.deblur_model`),
 ``sample.png`` (blur | restored | sharp of one validation crop), ``curves.csv`` (loss and validation
-PSNR per step, for ``dvc plots``: :mod:`pipelines.plots_data`), ``metrics.json`` (written last).
+PSNR per step, for ``dvc plots``: :mod:`pipelines.results.plots_data`), ``metrics.json`` (written last).
 One writer per ``--out``: while a run writes it, the folder holds the lock file ``.train.lock``
 (``flock``; released by the kernel even on SIGKILL), and a second run on the same folder stops
 at once with an error naming it.
@@ -51,15 +51,15 @@ pure functions of ``(seed, s, rank)``, so a run killed at any moment (even SIGKI
 finishes with bit-identical weights and metrics on CPU. A NaN/inf loss stops the run with a clear
 message; ``last.pt`` then still holds the last good state.
 
-DDP: under ``torchrun`` (``WORLD_SIZE > 1``, any number of nodes: :mod:`pipelines.launch`) the job runs
+DDP: under ``torchrun`` (``WORLD_SIZE > 1``, any number of nodes: :mod:`pipelines.training.launch`) the job runs
 with DistributedDataParallel (gloo on CPU, nccl on GPU, ``train.gpus > 0``); the global batch is split
 across ranks as evenly as possible; only rank 0 validates and writes files and MLflow records.
-Paper scale (:mod:`pipelines.train_step`, :mod:`models.checkpointing`): ``train.precision: bf16``
+Paper scale (:mod:`pipelines.training.step`, :mod:`models.activation_checkpointing`): ``train.precision: bf16``
 (autocast, float32 master weights and losses), ``train.micro_batch`` (gradient accumulation within a
 rank's share), ``train.activation_checkpointing``, ``train.crop_size`` (a backbone's own crop).
 
 Speed: ``train.threads`` torch threads (0 = the cores this process may use, divided between DVC
-queue workers and local ranks: :mod:`pipelines.threads`); on the CPU
+queue workers and local ranks: :mod:`pipelines.core.threads`); on the CPU
 ``train.channels_last`` stores weights and batches channels-last (measured 10-25 % faster for the
 convolutional backbones at tiny scale, neutral for FFTformer / LoFormer). Progress: a tqdm bar with
 loss, learning rate, it/s and ETA; MLflow (:mod:`pipelines.tracking`) gets the loss of every step.
@@ -83,14 +83,14 @@ from torch.utils.data import Dataset, Sampler
 from models.names import DEFAULT_STAGE_COMBO as DEFAULT_VARIANT
 from models.names import STAGE_COMBOS
 from pipelines.cli import UserError
-from pipelines.config import BACKBONE_NAMES, DIFFUSION_PRIORS, STAGE_NAMES
-from pipelines.io import FolderLock
+from pipelines.core.config import BACKBONE_NAMES, DIFFUSION_PRIORS, STAGE_NAMES
+from pipelines.core.files import FolderLock
 
 VARIANT_STAGES: dict[str, tuple[str, ...]] = {name: combo.stages for name, combo in STAGE_COMBOS.items()}
 VARIANTS = tuple(VARIANT_STAGES)
 STUDIES = ("table1", "ablation-prior", "ablation-stages", "t-sweep")
 TRAIN_STATE_FORMAT = "blurdm-bench/train-state"
-TRAIN_LOCK = ".train.lock"  # in the --out folder while a run writes it (pipelines.io.FolderLock)
+TRAIN_LOCK = ".train.lock"  # in the --out folder while a run writes it (pipelines.core.files.FolderLock)
 SAMPLE_CROP = 128
 
 # purpose tags mixed into the per-step seeds
@@ -143,7 +143,7 @@ class TrainJob:
             raise UserError(f"unknown backbone {self.backbone!r}; allowed: {', '.join(BACKBONE_NAMES)}")
         if self.prior not in DIFFUSION_PRIORS:
             raise UserError(f"unknown prior {self.prior!r}; allowed: {', '.join(DIFFUSION_PRIORS)}")
-        from pipelines.config import MAX_T
+        from pipelines.core.config import MAX_T
 
         if isinstance(self.T, bool) or not isinstance(self.T, int) or not 1 <= self.T <= MAX_T:
             raise UserError(f"--T must be an integer >= 1 and <= {MAX_T}, got {self.T!r}")
@@ -190,13 +190,13 @@ class StepBatchSampler(Sampler):
 
     Sample position ``p = step * global_batch + j`` of an endless stream of epochs, each epoch a
     seeded permutation of the items; rank ``r`` of ``world_size`` takes its contiguous share of
-    each global batch (:func:`pipelines.train_step.rank_share`: as even as possible, e.g. 20 over 8
+    each global batch (:func:`pipelines.training.step.rank_share`: as even as possible, e.g. 20 over 8
     processes = 3,3,3,3,2,2,2,2). Resuming at any step therefore continues the exact same order.
     """
 
     def __init__(self, n_items: int, global_batch: int, seed: int, start: int, end: int,
                  rank: int = 0, world_size: int = 1):
-        from pipelines.train_step import rank_share
+        from pipelines.training.step import rank_share
 
         if n_items < 1:
             raise ValueError("StepBatchSampler: no training items")
@@ -312,8 +312,8 @@ class Distributed:
 
 def configure_torch(train_cfg, dist: Distributed) -> int:
     """Threads (``train.threads``; 0 = the cores this process may use, shared between DVC queue workers
-    and local ranks: :mod:`pipelines.threads`) and deterministic algorithms."""
-    from pipelines.threads import apply_threads
+    and local ranks: :mod:`pipelines.core.threads`) and deterministic algorithms."""
+    from pipelines.core.threads import apply_threads
 
     threads = apply_threads(train_cfg.threads).threads
     if dist.device.type == "cuda":
@@ -329,8 +329,8 @@ def configure_torch(train_cfg, dist: Distributed) -> int:
 def _read_source(kind: str, path: Path | None, job: TrainJob, scale: str) -> tuple[Path, dict]:
     """Read the ``model.pt`` of an earlier stage and check it fits this job."""
     from models.deblur_model import model_file
-    from pipelines.checkpoint import load_checkpoint
-    from pipelines.io import sha256_file
+    from pipelines.core.checkpoint_files import load_checkpoint
+    from pipelines.core.files import sha256_file
 
     flag = "--stage1" if kind == "stage1" else "--stage2"
     if path is None:
@@ -407,7 +407,7 @@ def build_stage_model(job: TrainJob, params) -> tuple[nn.Module, list[nn.Module]
 class StageObjective(nn.Module):
     """The training loss of a stage as a module (what DDP wraps): ``forward(blur, sharp, generator)``.
 
-    ``kind="image"`` (stage1/stage3/baseline): :func:`pipelines.losses.image_loss` of the model's
+    ``kind="image"`` (stage1/stage3/baseline): :func:`pipelines.training.losses.image_loss` of the model's
     outputs. ``kind="latent"`` (stage2): Charbonnier between the diffusion prior's ``z_0`` and the
     frozen ``SE(blur, sharp)``. ``frozen`` submodules stay in eval mode whatever ``train()`` says.
     """
@@ -429,8 +429,8 @@ class StageObjective(nn.Module):
 
     def forward(self, blur: torch.Tensor, sharp: torch.Tensor, generator: torch.Generator | None = None,
                 noise: torch.Tensor | None = None):
-        from pipelines.losses import image_loss, latent_loss
-        from pipelines.train_step import autocast
+        from pipelines.training.losses import image_loss, latent_loss
+        from pipelines.training.step import autocast
 
         if self.autocast_dtype is not None:  # mixed precision: forward in bf16, loss in float32
             if self.kind == "latent":
@@ -467,8 +467,8 @@ def score_validation(model: nn.Module, dataset, device: torch.device, seed: int,
         restore_tensor,
         to_uint8_image,
     )
-    from pipelines.losses import latent_loss
-    from pipelines.metrics import psnr
+    from pipelines.training.losses import latent_loss
+    from pipelines.evaluation.image_metrics import psnr
 
     was_training = model.training
     model.eval()
@@ -598,7 +598,7 @@ def _dataset_name(root: Path) -> str:
 
 def train(job: TrainJob, params, progress: bool = True) -> dict:
     """Run (or resume) one training job; return the final metrics (rank 0; others get ``{}``)."""
-    from pipelines.params_view import restrict
+    from pipelines.core.params_view import restrict
 
     params = restrict(params, train_params_keys(job.backbone, job.train_set), f"training job {job.backbone} {job.stage}")
     params = params.for_backbone(job.backbone)  # per-backbone schedule (params backbone_train)
@@ -644,7 +644,7 @@ class Trainer:
 
     # ---- set-up
     def setup_model(self) -> None:
-        from pipelines.train_step import StepPlan, autocast_dtype
+        from pipelines.training.step import StepPlan, autocast_dtype
 
         job, cfg = self.job, self.cfg
         self.model, frozen, self.init = build_stage_model(job, self.params)
@@ -660,7 +660,7 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)
         self.kind = "latent" if job.stage == "stage2" else "image"
         if cfg.activation_checkpointing:
-            from models.checkpointing import enable_activation_checkpointing
+            from models.activation_checkpointing import enable_activation_checkpointing
 
             enable_activation_checkpointing(self.model.backbone)
         self.plan = StepPlan(cfg.batch_size, self.dist.world_size, self.dist.rank, cfg.micro_batch)
@@ -686,7 +686,7 @@ class Trainer:
 
     def setup_data(self) -> None:
         """Training pairs, and validation as a held-out split of the TRAINING pairs (the same for every job)."""
-        from pipelines.data import (
+        from pipelines.data.pairs import (
             PairedImageDataset,
             check_pairs,
             find_pairs,
@@ -735,8 +735,8 @@ class Trainer:
 
     def resume(self) -> None:
         """Continue from ``last.pt`` when it was written by the same configuration (:func:`fingerprint`)."""
-        from pipelines.checkpoint import load_checkpoint, set_rng_state
-        from pipelines.io import remove_orphaned_temporaries
+        from pipelines.core.checkpoint_files import load_checkpoint, set_rng_state
+        from pipelines.core.files import remove_orphaned_temporaries
 
         job = self.job
         if self.dist.is_main:
@@ -822,9 +822,9 @@ class Trainer:
         return blur, sharp
 
     def optimize_parameters(self, step: int, blur: torch.Tensor, sharp: torch.Tensor) -> float:
-        """Forward + backward in micro-batches (:mod:`pipelines.train_step`), then the update, unless the
+        """Forward + backward in micro-batches (:mod:`pipelines.training.step`), then the update, unless the
         loss is not finite (the run stops; ``last.pt`` keeps the last good state)."""
-        from pipelines.train_step import accumulate
+        from pipelines.training.step import accumulate
 
         job, rank = self.job, self.dist.rank
         torch.manual_seed(derive_seed(job.seed, _TAG_TORCH, step, rank))
@@ -863,7 +863,7 @@ class Trainer:
 
     def save(self) -> None:
         """``last.pt``: everything a resumption needs (model, optimiser, scheduler, RNG states, logs)."""
-        from pipelines.checkpoint import rng_state, save_checkpoint
+        from pipelines.core.checkpoint_files import rng_state, save_checkpoint
 
         if self.dist.is_main:
             save_checkpoint(self.last, {
@@ -922,10 +922,10 @@ class Trainer:
     def finish(self) -> dict:
         """``model.pt``, ``sample.png``, the curves, the MLflow records and ``metrics.json`` (written last)."""
         from models.deblur_model import model_payload
-        from pipelines.checkpoint import save_checkpoint
-        from pipelines.imageio import write_png
-        from pipelines.io import sha256_file, write_json
-        from pipelines.plots_data import CURVES_FILE, write_training_curves
+        from pipelines.core.checkpoint_files import save_checkpoint
+        from pipelines.data.image_files import write_png
+        from pipelines.core.files import sha256_file, write_json
+        from pipelines.results.plots_data import CURVES_FILE, write_training_curves
 
         out, tracker = self.out, self.tracker
         # sha256 of the source models only (no absolute paths: the same run gives the same bytes anywhere)
@@ -1000,7 +1000,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from pipelines.config import load_params
+    from pipelines.core.config import load_params
 
     params = load_params(args.params, profile=args.profile)
     job = TrainJob(

@@ -75,7 +75,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from pipelines.config import load_params
+    from pipelines.core.config import load_params
     from pipelines.tracking import default_tracking_uri
 
     store = args.store or default_tracking_uri(load_params(args.params).mlflow_tracking_uri)

@@ -2,8 +2,8 @@
 
 Inputs, all under ``--metrics-dir`` (default ``<repo>/metrics``) and each optional:
 ``table1.json``, ``ablation_prior.json``, ``ablation_stages.json``, ``t_sweep.json`` (format:
-pipelines/table_schemas.py, written by pipelines/tables.py) and ``costs.json`` (pipelines/profile.py),
-with their untracked sidecars ``run_info/<name>`` (date, MLflow run ids, latency: pipelines/run_info.py);
+pipelines/results/metric_schemas.py, written by pipelines/tables.py) and ``costs.json`` (pipelines/profile.py),
+with their untracked sidecars ``run_info/<name>`` (date, MLflow run ids, latency: pipelines/results/run_info.py);
 the per-image CSVs and crops that ``table1.json`` names (relative to ``--root``; a path resolving
 outside it, or a crop that is not an image, is refused); the paper's numbers in ``reports/published/``.
 
@@ -69,8 +69,8 @@ def page_sections(ctx: Context, parsed: dict) -> list[Section]:
 def build_report(metrics_dir: Path, out_dir: Path, root: Path | None = None, params=None,
                  published_path: Path = PUBLISHED_YAML, mlflow_ui: str = MLFLOW_UI) -> Path:
     """Render ``out_dir/index.html`` (+ ``assets/``) atomically; returns the index path."""
-    from pipelines.config import repo_root
-    from pipelines.io import atomic_dir
+    from pipelines.core.config import repo_root
+    from pipelines.core.files import atomic_dir
 
     root = Path(root) if root is not None else repo_root()
     metrics_dir = Path(metrics_dir)
@@ -115,11 +115,11 @@ def configured_columns(params) -> dict[str, str]:
 
 
 def run(args) -> int:
-    from pipelines.config import load_params, repo_root
+    from pipelines.core.config import load_params, repo_root
     from pipelines.tracking import ui_url
 
     root = repo_root()
-    from pipelines.params_view import restrict
+    from pipelines.core.params_view import restrict
 
     params = restrict(load_params(args.params), PARAMS_KEYS, "the report stage")
     index = build_report(args.metrics_dir or root / "metrics", args.out or root / "reports" / "site",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from models.names import METRIC_NAMES, PRIORS, SCORINGS, STAGE_COMBOS, split_column
 from models.names import METRICS as METRIC_REGISTRY
-from pipelines.table_schemas import SIDES, AblationFile, AblationRow, AblationRows, Table1File, Table1Row, TSweepFile
+from pipelines.results.metric_schemas import SIDES, AblationFile, AblationRow, AblationRows, Table1File, Table1Row, TSweepFile
 from pipelines.tracking import public_text  # no path of the producing machine on the page
 from reports.claims import Claim, claim_best_t, claim_every_backbone, claim_ordering, paper_order
 from reports.inputs import PAPER_METRIC, PAPER_SCORING, PAPER_VARIANT_KEY, REFERENCE_DATASET
@@ -112,10 +112,10 @@ def table1_dataset_table(ctx: Context, t1: Table1File | None, column: str, ds_ro
                      f"shown for reference; compare the gains, not the absolute values.")
     if scoring is not None and scoring != PAPER_SCORING:
         notes.append(f"The paper's {dataset_label(ref)} numbers use the {SCORINGS[PAPER_SCORING]}; ours here use the "
-                     f"{SCORINGS[scoring]} (pipelines/alignment.py).")
+                     f"{SCORINGS[scoring]} (pipelines/evaluation/alignment.py).")
     if missing:
         notes.append(f"LPIPS n/a in our runs: {'; '.join(missing)}. Put the two weight files where "
-                     f"pipelines/metrics.py (LPIPS_HOWTO) says and re-run the evaluation to score it.")
+                     f"pipelines/evaluation/image_metrics.py (LPIPS_HOWTO) says and re-run the evaluation to score it.")
     if ds_rows:
         notes.append("Each of our numbers links to its MLflow run(s) (several training seeds: the compare page).")
     return Table(id=slug("table1", column), caption=_column_caption(ctx, column, ds_rows, t1 is not None),

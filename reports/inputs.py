@@ -1,8 +1,8 @@
 """The report's inputs, read and checked: the metric files and the paper's published numbers.
 
 A metric file (``--metrics-dir``: :data:`METRIC_FILES`) is merged with its untracked sidecar
-``run_info/<name>`` (date, MLflow run ids, latency: :mod:`pipelines.run_info`) and validated through
-its schema (:mod:`pipelines.table_schemas`, the one the writer used). The paper's numbers come from
+``run_info/<name>`` (date, MLflow run ids, latency: :mod:`pipelines.results.run_info`) and validated through
+its schema (:mod:`pipelines.results.metric_schemas`, the one the writer used). The paper's numbers come from
 ``reports/published/blurdm-neurips2025.yaml`` (:class:`Published`). An absent metric file is
 ``None`` (its section says "not run"); a malformed file raises ValueError naming the file and the key.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from pipelines.table_schemas import SCHEMAS, SIDES, Table1File, describe, invalid_at
+from pipelines.results.metric_schemas import SCHEMAS, SIDES, Table1File, describe, invalid_at
 
 PUBLISHED_YAML = Path(__file__).resolve().parent / "published" / "blurdm-neurips2025.yaml"
 METRIC_FILES = {key: f"{key}.json" for key in SCHEMAS}  # key -> file name under --metrics-dir
@@ -29,7 +29,7 @@ PAPER_VARIANT_KEY = {"none": "baseline"}  # our variant name -> key in the paper
 def read_metric_file(path: Path, key: str):
     """The metric file ``path`` (of kind ``key``) with its sidecar merged in, as its schema's model;
     ``None`` when the file does not exist."""
-    from pipelines.run_info import merge_run_info, read_run_info
+    from pipelines.results.run_info import merge_run_info, read_run_info
 
     if not path.is_file():
         return None
@@ -67,7 +67,7 @@ def check_input_paths(t1: Table1File, path: Path, root: Path) -> None:
     and a crop that exists must be an image: the report copies crops into the site and reads the
     per-image CSVs, so a crafted file naming ``/etc/passwd`` or ``../../secret`` is refused, naming
     the file and key."""
-    from pipelines.imageio import IMAGE_EXTENSIONS, ImageReadError, read_image_size
+    from pipelines.data.image_files import IMAGE_EXTENSIONS, ImageReadError, read_image_size
 
     real_root = Path(root).resolve()
     for i, row in enumerate(t1.rows):
@@ -91,7 +91,7 @@ def check_input_paths(t1: Table1File, path: Path, root: Path) -> None:
 
 def load_run_experiments(metrics_dir: Path) -> dict[str, str]:
     """MLflow run id -> experiment id, from the tables' sidecars (``run_info/<name>``: ``experiments``)."""
-    from pipelines.run_info import read_run_info
+    from pipelines.results.run_info import read_run_info
 
     out: dict[str, str] = {}
     for name in METRIC_FILES.values():

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from models.names import BACKBONES, DATASETS, SCORINGS, label, split_column
-from pipelines.table_schemas import Gain
+from pipelines.results.metric_schemas import Gain
 from pipelines.tracking import run_href
 from reports.inputs import METRIC_FILES, Published
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipelines.table_schemas import CROP_KINDS, Table1File, Table1Row
+from pipelines.results.metric_schemas import CROP_KINDS, Table1File, Table1Row
 from reports.page import (
     NOT_RUN,
     Cell,
@@ -67,7 +67,7 @@ def _read_per_image(ctx: Context, paths: list[str]):
     """PSNR per image name, averaged over evaluation seeds and over the files (training seeds)."""
     import pandas as pd
 
-    from pipelines.scores import per_image, read_scores
+    from pipelines.evaluation.score_files import per_image, read_scores
 
     series = [per_image(read_scores(ctx.root / p), "psnr") for p in paths]
     names = set(series[0].index)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from pipelines.config import deep_merge, load_params, params_path
+from pipelines.core.config import deep_merge, load_params, params_path
 
 # Small everything: 1 thread, batch 2, 32x32 crops, checkpoints every 2 steps, no periodic validation.
 TRAIN_OVERRIDES = {

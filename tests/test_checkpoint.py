@@ -21,7 +21,7 @@ from models.deblur_model import (
     model_file,
     model_payload,
 )
-from pipelines.checkpoint import (
+from pipelines.core.checkpoint_files import (
     CheckpointError,
     check_plain,
     load_checkpoint,
@@ -29,7 +29,7 @@ from pipelines.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from pipelines.io import sha256_file
+from pipelines.core.files import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
 STAGE1_SPEC = {"backbone": "mimo_unet", "scale": "tiny", "prior_mode": "sharp_encoder"}

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from pipelines import cli
-from pipelines.compat import import_torchvision, set_offline_env
+from pipelines.core.environment import import_torchvision, set_offline_env
 
 
 def test_torchvision_imports_and_works():

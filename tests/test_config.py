@@ -6,7 +6,7 @@ import copy
 import pytest
 import yaml
 
-from pipelines.config import PROFILE_NAMES, ParamsError, deep_merge, load_params, resolve_raw, validate
+from pipelines.core.config import PROFILE_NAMES, ParamsError, deep_merge, load_params, resolve_raw, validate
 
 
 @pytest.fixture
@@ -92,7 +92,7 @@ def test_profiles_may_not_change_the_dag_shape(raw):
 
 def test_mlflow_store_of_a_dvc_temp_experiment_is_the_main_repo(tmp_path, monkeypatch):
     """`dvc exp run --temp` runs in <repo>/.dvc/tmp/exps/<tmp>: runs must land in <repo>/mlflow.db."""
-    from pipelines.config import shared_root
+    from pipelines.core.config import shared_root
     from pipelines.tracking import default_tracking_uri
 
     workspace = tmp_path / "repo" / ".dvc" / "tmp" / "exps" / "tmpabc123"

@@ -3,7 +3,7 @@
 Each stage of dvc.yaml (the first item of every ``foreach``) runs once, in DAG order, on a reduced smoke
 profile in a fresh root, with ``$BLURDM_RECORD_READS`` set: its params view records every key the stage
 reads, and at exit the process lists the project files (code, data, templates) it imported or opened
-(:mod:`pipelines.params_view`). The stage definitions come from DVC's own parser, so ``${item}`` and
+(:mod:`pipelines.core.params_view`). The stage definitions come from DVC's own parser, so ``${item}`` and
 ``vars`` are resolved as ``dvc repro`` resolves them. The check fails when dvc.yaml declares less than
 was read; a second test removes a declared dep on purpose and shows that the check then fails.
 """
@@ -60,7 +60,7 @@ def as_resolved_for(stages: dict[str, dict], profile: str, repo: Path = REPO) ->
 
 def undeclared(stage: dict, record: dict) -> list[str]:
     """What ``record`` (a stage's reads) has that ``stage`` (its dvc.yaml entry) does not declare."""
-    from pipelines.params_view import covers
+    from pipelines.core.params_view import covers
 
     missing = [f"params: {key}" for key in record["params"]
                if key not in NOT_RESULTS and not any(covers(d, key) for d in stage["params"])]

@@ -1,4 +1,4 @@
-"""blurdm-bench evaluate (pipelines.evaluation): outputs, 8-bit scoring, seeds, oracle, atomicity."""
+"""blurdm-bench evaluate (pipelines.evaluation.evaluator): outputs, 8-bit scoring, seeds, oracle, atomicity."""
 from __future__ import annotations
 
 import json
@@ -11,13 +11,13 @@ import torch
 
 from models.deblur_model import build_deblur_model, model_payload
 from models.inference import from_uint8_image, restore_image
-from pipelines import evaluation as ev
-from pipelines import scores as sc
-from pipelines.checkpoint import save_checkpoint
+from pipelines.evaluation import evaluator as ev
+from pipelines.evaluation import score_files as sc
+from pipelines.core.checkpoint_files import save_checkpoint
 from pipelines.cli import main
-from pipelines.data import find_pairs
-from pipelines.imageio import read_rgb_uint8, write_png
-from pipelines.metrics import score_pair
+from pipelines.data.pairs import find_pairs
+from pipelines.data.image_files import read_rgb_uint8, write_png
+from pipelines.evaluation.image_metrics import score_pair
 
 SPECS = {
     "baseline": {"backbone": "mimo_unet", "scale": "tiny", "prior_mode": "none"},
@@ -153,7 +153,7 @@ def test_oracle_mode_uses_the_sharp_image(dataset, checkpoints, tmp_path):
 
 def test_lpips_unavailable_is_na_with_reason(dataset, checkpoints, tmp_path):
     from models.deblur_model import load_deblur_model
-    from pipelines.metrics import LPIPSScorer
+    from pipelines.evaluation.image_metrics import LPIPSScorer
 
     scorer = LPIPSScorer(hub_dir=tmp_path / "empty_hub")
     assert not scorer.available

@@ -126,9 +126,9 @@ def test_on_the_cpu_the_fast_switch_runs_eager():
 
 
 def test_evaluate_and_deblur_take_the_fast_switch(tmp_path):
-    from pipelines.checkpoint import save_checkpoint
+    from pipelines.core.checkpoint_files import save_checkpoint
     from pipelines.cli import main
-    from pipelines.imageio import write_png
+    from pipelines.data.image_files import write_png
 
     rng = np.random.default_rng(0)
     for i in range(2):
@@ -148,9 +148,9 @@ def test_evaluate_and_deblur_take_the_fast_switch(tmp_path):
 
 
 def test_the_study_evaluates_on_the_auto_device_with_the_fast_switch(monkeypatch, tmp_path):
-    import pipelines.evaluation as ev
+    import pipelines.evaluation.evaluator as ev
     from pipelines import study
-    from pipelines.config import load_params
+    from pipelines.core.config import load_params
 
     seen = {}
     monkeypatch.setattr(ev, "evaluate_checkpoint", lambda *a, **k: seen.update(k) or {})

@@ -21,7 +21,7 @@ import yaml
 from PIL import Image
 
 from pipelines.cli import UserError, main
-from pipelines.config import PROFILE_NAMES, DatasetSource, load_params
+from pipelines.core.config import PROFILE_NAMES, DatasetSource, load_params
 from pipelines.fetch import fetch_dataset, load_checksums
 
 pytestmark = pytest.mark.timeout(60)
@@ -207,7 +207,7 @@ def check_gopro_output(out: Path, files: dict[str, bytes]) -> None:
 
 def reader_pairs(root: Path) -> list[str]:
     """What the data reader sees: the fetch output must be in one of its layouts."""
-    from pipelines.data import find_pairs
+    from pipelines.data.pairs import find_pairs
 
     return [pair.name for pair in find_pairs(root)]
 
@@ -758,7 +758,7 @@ def test_symlink_chain_escape_is_refused(tmp_path):
     downloads = tmp_path / "downloads"
     downloads.mkdir()
     out = tmp_path / "work" / "data" / "realblur_j"
-    # the extraction folder is <out parent>/.<name>.<host>.<pid>-<8>.tmp/.fetch/raw (pipelines.io.atomic_dir)
+    # the extraction folder is <out parent>/.<name>.<host>.<pid>-<8>.tmp/.fetch/raw (pipelines.core.files.atomic_dir)
     dest_len = len(str(out.parent)) + len(out.name) + 60
     # 5 levels above .fetch/raw: raw -> .fetch -> the temporary output -> data -> work -> tmp_path
     extra = symlink_chain_escape(dest_len, up=5, into="victim")

@@ -14,7 +14,7 @@ import torch
 
 from pipelines import gpu_check
 from pipelines.cli import main
-from pipelines.config import load_params
+from pipelines.core.config import load_params
 
 REPO = Path(__file__).resolve().parents[1]
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
@@ -89,7 +89,7 @@ def test_an_oom_is_recorded_and_the_check_goes_on(cuda_stubbed, monkeypatch):
     def boom(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 13.3 GiB")
 
-    monkeypatch.setattr("pipelines.train_step.accumulate", boom)
+    monkeypatch.setattr("pipelines.training.step.accumulate", boom)
     row = gpu_check.train_burst("mimo_unet", "stage1", load_params(profile="smoke"), torch.device("cpu"), steps=1)
     assert row["status"] == "oom" and "13.3 GiB" in row["error"]
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 from _train_fixtures import make_dataset, write_params_file
 
-from pipelines.config import load_params
-from pipelines.launch import resolve_launch
+from pipelines.core.config import load_params
+from pipelines.training.launch import resolve_launch
 from pipelines.study import torchrun_argv
 from pipelines.train import TrainJob
 

@@ -15,7 +15,7 @@ def test_registry_imports_without_torch():
 @pytest.mark.parametrize("name", list(names.BACKBONES))
 def test_every_registered_backbone_builds_and_is_accepted_by_params(name):
     from models.backbones import build_backbone
-    from pipelines.config import BACKBONE_NAMES
+    from pipelines.core.config import BACKBONE_NAMES
 
     assert name in BACKBONE_NAMES
     model = build_backbone(name, scale="tiny", prior_dim=None)
@@ -23,7 +23,7 @@ def test_every_registered_backbone_builds_and_is_accepted_by_params(name):
 
 
 def test_params_literals_come_from_the_registry():
-    from pipelines import config
+    from pipelines.core import config
 
     assert config.BACKBONE_NAMES == tuple(names.BACKBONES)
     assert config.PRIOR_NAMES == tuple(names.PRIORS)

@@ -1,8 +1,8 @@
 """``pipelines/evaluate.py`` is a stage, not a library (issue 12): only the command-line dispatch reaches it.
 
 What other modules need lives in its own home: running a model on an image in :mod:`models.inference`,
-loading a run's model in :mod:`models.deblur_model`, score files in :mod:`pipelines.scores`, evaluating a
-folder in :mod:`pipelines.evaluation`. The source tree is scanned with :mod:`ast`, so an import inside a
+loading a run's model in :mod:`models.deblur_model`, score files in :mod:`pipelines.evaluation.score_files`, evaluating a
+folder in :mod:`pipelines.evaluation.evaluator`. The source tree is scanned with :mod:`ast`, so an import inside a
 function counts as well; :mod:`models.inference` must not import ``pipelines`` at all.
 """
 from __future__ import annotations
@@ -67,5 +67,5 @@ def test_the_scan_sees_every_form_of_import(tmp_path, monkeypatch):
         (folder / f"m{i}.py").write_text(source + "\n")
         imports = imported_modules(folder / f"m{i}.py")
         assert STAGE in imports or any(m.startswith(STAGE + ".") for m in imports), source
-    (folder / "ok.py").write_text("from pipelines import evaluation, scores\nimport pipelines.evaluation\n")
+    (folder / "ok.py").write_text("from pipelines import evaluation, scores\nimport pipelines.evaluation.evaluator\n")
     assert not [m for m in imported_modules(folder / "ok.py") if m == STAGE or m.startswith(STAGE + ".")]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipelines.config import load_params
+from pipelines.core.config import load_params
 from pipelines.study import ablation_variants, torchrun_argv, train_dir
 from pipelines.train import TrainJob
 

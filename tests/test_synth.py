@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from pipelines import synth
-from pipelines.config import ParamsError, SynthConfig, load_params
-from pipelines.data import find_pairs
-from pipelines.imageio import read_rgb_uint8
+from pipelines.core.config import ParamsError, SynthConfig, load_params
+from pipelines.data.pairs import find_pairs
+from pipelines.data.image_files import read_rgb_uint8
 
 
 def tiny_cfg(**overrides) -> SynthConfig:

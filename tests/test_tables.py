@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.config import load_params
-from pipelines.scores import INPUT_SCORES_FILE, SCORES_FILE, rows_to_csv
+from pipelines.core.config import load_params
+from pipelines.evaluation.score_files import INPUT_SCORES_FILE, SCORES_FILE, rows_to_csv
 from pipelines.tables import _gain, _over_input
 
 IMAGES = [f"img{i}.png" for i in range(6)]

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from _train_fixtures import make_dataset, overrides, small_params
-from pipelines.config import deep_merge, load_params
+from pipelines.core.config import deep_merge, load_params
 from models.deblur_model import load_deblur_model
-from pipelines.checkpoint import load_checkpoint
+from pipelines.core.checkpoint_files import load_checkpoint
 from pipelines.cli import UserError
-from pipelines.io import sha256_file
-from pipelines.losses import charbonnier, fft_charbonnier, image_loss, latent_loss
+from pipelines.core.files import sha256_file
+from pipelines.training.losses import charbonnier, fft_charbonnier, image_loss, latent_loss
 from pipelines.train import (StageObjective, StepBatchSampler, TrainingDiverged, TrainJob, build_stage_model,
                              stage_steps, train)
 
@@ -204,7 +204,7 @@ def test_resume_refuses_a_changed_configuration(tmp_path, params):
 
 
 def test_nan_loss_stops_with_last_good_checkpoint(tmp_path, params, monkeypatch):
-    from pipelines import losses
+    from pipelines.training import losses
 
     calls = {"n": 0}
     real = losses.image_loss
@@ -223,7 +223,7 @@ def test_nan_loss_stops_with_last_good_checkpoint(tmp_path, params, monkeypatch)
 
 
 def test_overfits_a_fixed_batch(params, data_root):
-    from pipelines.data import PairedImageDataset
+    from pipelines.data.pairs import PairedImageDataset
 
     job = TrainJob(stage="stage1", backbone="mimo_unet", out_dir=data_root / "unused", mlflow=False)
     model, frozen, _ = build_stage_model(job, params)
@@ -303,7 +303,7 @@ def test_dvc_driven_job_restarts_when_params_changed(tmp_path, params):
 def test_stage2_standardises_the_prior_latent_to_the_sharp_encoder(tmp_path, data_root, stage1_dir):
     """``models.standardize_latent``: stage 2 stores the per-dimension mean / std of the frozen SE's latents
     on training crops in the prior (and stage 3 keeps them); off, the prior stays the identity."""
-    from pipelines.data import PairedImageDataset, find_pairs
+    from pipelines.data.pairs import PairedImageDataset, find_pairs
 
     on = small_params(data_root)
     assert on.models.standardize_latent  # the cpu / smoke default

@@ -37,7 +37,7 @@ COLUMNS = {("gopro", "gopro", None), ("gopro", "hide", None), ("realblur_j", "re
 
 def _make_sets(root: Path) -> None:
     """Two small embedded datasets from different photographs and seeds (pipelines.synth)."""
-    from pipelines.config import load_params
+    from pipelines.core.config import load_params
     from pipelines.synth import generate
 
     for name, seed, train, test in (("gopro_like", 11, ["astronaut", "coffee"], ["chelsea"]),

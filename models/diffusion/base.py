@@ -36,7 +36,7 @@ ESTIMATOR_HIDDEN = {"paper": 256, "tiny": 32}
 
 
 def check_T(T) -> int:
-    from pipelines.config import MAX_T
+    from pipelines.core.config import MAX_T
 
     if isinstance(T, bool) or not isinstance(T, int) or not 1 <= T <= MAX_T:
         raise ValueError(f"T (number of diffusion steps) must be an integer >= 1 and <= {MAX_T}, got {T!r}")

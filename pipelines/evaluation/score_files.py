@@ -10,7 +10,7 @@ input itself against the sharp image (doing nothing), in the same columns.
 :func:`summarise` gives the per-metric means of ``summary.json`` (for stochastic priors the mean and std
 over eval seeds of the per-seed means). :func:`read_scores` / :func:`per_image` read a file back, and
 :func:`compare_runs` compares two evaluations (method vs baseline) with a paired bootstrap over images.
-Written by :mod:`pipelines.evaluation`; read by the tables stage and the report.
+Written by :mod:`pipelines.evaluation.evaluator`; read by the tables stage and the report.
 """
 from __future__ import annotations
 
@@ -69,8 +69,8 @@ def _mean_or_na(values: Sequence) -> float | str:
 
 def summarise(rows: list[dict], seeds: list[int | None]) -> dict:
     """Per-metric summary: ``mean`` (over images; for several seeds the mean of the per-seed means),
-    and with several seeds ``std`` over seeds (:func:`pipelines.stats.seed_spread`) and ``per_seed``."""
-    from pipelines.stats import seed_spread
+    and with several seeds ``std`` over seeds (:func:`pipelines.evaluation.paired_stats.seed_spread`) and ``per_seed``."""
+    from pipelines.evaluation.paired_stats import seed_spread
 
     out: dict = {}
     for metric in METRICS + ("seconds",):
@@ -145,11 +145,11 @@ def compare_runs(method_csv, baseline_csv, metric: str = "psnr", resamples: int 
     ``method_csv`` / ``baseline_csv``: one ``scores.csv`` each (or a folder holding it), or a list of
     them, one per training seed. Per file the metric is averaged per image over evaluation seeds; over
     several training-seed files it is averaged per image. The gain ``method - baseline`` is then
-    bootstrapped over images (:func:`pipelines.stats.paired_bootstrap`); pairing is by image name and
+    bootstrapped over images (:func:`pipelines.evaluation.paired_stats.paired_bootstrap`); pairing is by image name and
     any mismatch is an error. With several files per side, ``training_seeds`` gives the spread of the
-    per-file means (:func:`pipelines.stats.seed_spread`).
+    per-file means (:func:`pipelines.evaluation.paired_stats.seed_spread`).
     """
-    from pipelines.stats import gain_over_seeds, paired_bootstrap, seed_spread
+    from pipelines.evaluation.paired_stats import gain_over_seeds, paired_bootstrap, seed_spread
 
     method_files, baseline_files = _as_list(method_csv), _as_list(baseline_csv)
     if not method_files or not baseline_files:

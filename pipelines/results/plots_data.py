@@ -52,7 +52,7 @@ def training_curves_csv(loss_log: list, val_log: list) -> str:
 
 
 def write_training_curves(path: str | os.PathLike, loss_log: list, val_log: list) -> Path:
-    from pipelines.io import write_text
+    from pipelines.core.files import write_text
 
     write_text(path, training_curves_csv(loss_log, val_log))
     return Path(path)
@@ -100,7 +100,7 @@ def headline(tables: dict) -> dict:
 
 def write_plot_data(tables: dict, metrics_dir: str | os.PathLike) -> list[Path]:
     """Write ``metrics/plots/*.csv`` and ``metrics/headline.json`` from the tables; returns the paths."""
-    from pipelines.io import write_json, write_text
+    from pipelines.core.files import write_json, write_text
 
     metrics_dir = Path(metrics_dir)
     written = []

@@ -12,7 +12,7 @@ Reading always returns an ``(H, W, 3)`` ``uint8`` RGB array, with explicit, docu
 
 A file that is missing, unreadable, truncated, corrupt or not an image raises :class:`ImageReadError`
 (a ``ValueError``) whose message names the file and the problem. An image whose header declares more
-pixels than :func:`pipelines.limits.max_pixels` (params ``data.max_pixels``, default 7680 x 4320) is
+pixels than :func:`pipelines.core.limits.max_pixels` (params ``data.max_pixels``, default 7680 x 4320) is
 refused from its header, before any pixel is decoded, naming the file, its size and the limit
 (:class:`ImageTooLargeError`); this replaces Pillow's own decompression-bomb check.
 
@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from pipelines.io import write_bytes
+from pipelines.core.files import write_bytes
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 PNG_COMPRESSION = 3  # zlib level for written PNGs (fast; the bytes depend only on the array)
@@ -50,8 +50,8 @@ class ImageTooLargeError(ImageReadError):
 
 
 def check_pixel_count(name: str, width: int, height: int) -> None:
-    """Raise :class:`ImageTooLargeError` when ``width x height`` is over :func:`pipelines.limits.max_pixels`."""
-    from pipelines.limits import DEFAULT_MAX_PIXELS, MAX_PIXELS_KEY, max_pixels
+    """Raise :class:`ImageTooLargeError` when ``width x height`` is over :func:`pipelines.core.limits.max_pixels`."""
+    from pipelines.core.limits import DEFAULT_MAX_PIXELS, MAX_PIXELS_KEY, max_pixels
 
     limit = max_pixels()
     if width * height > limit:

@@ -1,7 +1,7 @@
 """RealBlur scoring in two named modes.
 
 - ``"authors"``: what the BlurDM authors report: no alignment, plain PSNR (BasicSR) and SSIM,
-  with their 3-D SSIM alongside (see :mod:`pipelines.metrics`).
+  with their 3-D SSIM alongside (see :mod:`pipelines.evaluation.image_metrics`).
 - ``"official"``: the official RealBlur protocol (Rim et al., ECCV 2020): the restored image is
   intensity-matched to the sharp one (one least-squares gain), registered to it with an ECC
   homography (cv2.findTransformECC, MOTION_HOMOGRAPHY, 100 iterations, Gaussian pre-filter 5,
@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from models.names import SCORINGS
-from pipelines import metrics
+from pipelines.evaluation import image_metrics
 
 ALIGNMENT_MODES = tuple(SCORINGS)  # registered once (models/names.py)
 ECC_ITERATIONS = 100
@@ -76,7 +76,7 @@ def align_official(restored: np.ndarray, sharp: np.ndarray) -> tuple[np.ndarray,
     the pixels the warp fills from inside the restored image.
     Raises :class:`AlignmentError` if ECC does not converge.
     """
-    metrics.check_image_pair(restored, sharp)
+    image_metrics.check_image_pair(restored, sharp)
     moving = restored.astype(np.float32) / 255.0
     target = sharp.astype(np.float32) / 255.0
     matched = intensity_match(moving, target)
@@ -125,8 +125,8 @@ def masked_ssim(x: np.ndarray, y: np.ndarray, mask: np.ndarray, data_range: floa
     if x.shape != y.shape:
         raise ValueError(f"image shapes differ: {x.shape} vs {y.shape}")
     m = _broadcast_mask(mask, x.shape).astype(np.float64)
-    smap = metrics.ssim_map(x * m, y * m, data_range=data_range) * m
-    half = metrics.WINDOW_SIZE // 2
+    smap = image_metrics.ssim_map(x * m, y * m, data_range=data_range) * m
+    half = image_metrics.WINDOW_SIZE // 2
     smap, m = smap[half:-half, half:-half], m[half:-half, half:-half]
     per_channel = smap.sum(axis=(0, 1)) / m.sum(axis=(0, 1))
     return float(per_channel.mean())
@@ -136,17 +136,17 @@ def score_realblur(restored: np.ndarray, sharp: np.ndarray, mode: str) -> dict:
     """Score one RealBlur pair under ``mode`` ("authors" or "official").
 
     Returns ``{"psnr", "ssim", "ssim3d", "mode"}``. In "authors" mode these are the plain
-    :func:`pipelines.metrics.psnr`, :func:`~pipelines.metrics.ssim` and
-    :func:`~pipelines.metrics.ssim3d`. In "official" mode psnr/ssim are the masked metrics after
+    :func:`pipelines.evaluation.image_metrics.psnr`, :func:`~pipelines.evaluation.image_metrics.ssim` and
+    :func:`~pipelines.evaluation.image_metrics.ssim3d`. In "official" mode psnr/ssim are the masked metrics after
     alignment and ``ssim3d`` is None (the official protocol defines no 3-D SSIM).
     """
     _check_mode(mode)
-    metrics.check_image_pair(restored, sharp)
+    image_metrics.check_image_pair(restored, sharp)
     if mode == "authors":
         return {
-            "psnr": metrics.psnr(restored, sharp),
-            "ssim": metrics.ssim(restored, sharp),
-            "ssim3d": metrics.ssim3d(restored, sharp),
+            "psnr": image_metrics.psnr(restored, sharp),
+            "ssim": image_metrics.ssim(restored, sharp),
+            "ssim3d": image_metrics.ssim3d(restored, sharp),
             "mode": mode,
         }
     aligned, target, mask = align_official(restored, sharp)

@@ -1,6 +1,6 @@
 """What a stage may read of the params, and what it did read.
 
-:class:`ParamsView` wraps the validated :class:`pipelines.config.Params` (or any part of it). It reads like
+:class:`ParamsView` wraps the validated :class:`pipelines.core.config.Params` (or any part of it). It reads like
 the object it wraps (``view.train.steps.stage1``, ``view.data.test["synthetic"]``, ``view.for_backbone(b)``),
 with two additions:
 
@@ -149,7 +149,7 @@ class MappingView(Mapping):
 
 
 def restrict(params, keys: Iterable[str], holder: str) -> ParamsView:
-    """``params`` (a :class:`pipelines.config.Params` or a view of it) seen through ``keys`` only; reads
+    """``params`` (a :class:`pipelines.core.config.Params` or a view of it) seen through ``keys`` only; reads
     are still recorded by the recording view underneath, if any."""
     access = params._access if isinstance(params, ParamsView) else None
     reads = access.reads if access is not None else None
@@ -191,7 +191,7 @@ def recording_view(params: BaseModel, always_read: Iterable[str] = ()) -> BaseMo
 def project_files() -> list[str]:
     """Files of the project packages (relative to the repository) that this process imported or opened
     for reading: its code and its data (kernels, templates, checksums, published numbers)."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     files = {getattr(module, "__file__", None) for module in list(sys.modules.values())} | _OPENED
     out = set()
     for file in files:

@@ -270,7 +270,7 @@ class LPIPSScorer:
     def _build(self, hub_dir):
         import torch
 
-        from pipelines.compat import import_torchvision, set_offline_env
+        from pipelines.core.environment import import_torchvision, set_offline_env
 
         set_offline_env()
         import_torchvision()

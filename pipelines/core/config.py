@@ -11,7 +11,7 @@ empty and ``T`` is at most :data:`MAX_T`.
 
 Usage::
 
-    from pipelines.config import load_params
+    from pipelines.core.config import load_params
     params = load_params()                 # params.yaml of the repo (or $BLURDM_PARAMS), active profile
     params = load_params(profile="smoke")  # another profile
     params.synth.crop_size
@@ -37,7 +37,7 @@ from pydantic import (
     model_validator,
 )
 
-from pipelines.limits import DEFAULT_MAX_PIXELS
+from pipelines.core.limits import DEFAULT_MAX_PIXELS
 
 from models.names import BACKBONES, DIFFUSION_PRIORS, PRIORS, PROFILE_NAMES, SCALES, STAGE_COMBOS, STAGES
 
@@ -80,7 +80,7 @@ def repo_root() -> Path:
     for folder in (here, *here.parents):
         if (folder / "params.yaml").is_file() and (folder / "pipelines").is_dir():
             return folder
-    return Path(__file__).resolve().parent.parent
+    return Path(__file__).resolve().parents[2]
 
 
 def shared_root() -> Path:
@@ -267,7 +267,7 @@ class TrainConfig(Strict):
     checkpoint_every: int = Field(50, ge=1)
     val_every: int = Field(100, ge=1)
     log_every: int = Field(10, ge=1)
-    threads: int = Field(0, ge=0)  # 0 = the cores this process may use, shared by parallel jobs (pipelines/threads.py)
+    threads: int = Field(0, ge=0)  # 0 = the cores this process may use, shared by parallel jobs (pipelines/core/threads.py)
     channels_last: bool = True
     gpus: int = Field(0, ge=0)
     # paper scale (README "Paper scale on a GPU"); the defaults keep the CPU study exactly as it was
@@ -553,10 +553,10 @@ def load_params(path: str | os.PathLike | None = None, profile: str | None = Non
     if overrides:
         resolved = deep_merge(resolved, overrides)
     params = validate(resolved, source=str(path))
-    from pipelines.limits import set_max_pixels
+    from pipelines.core.limits import set_max_pixels
 
-    set_max_pixels(params.data.max_pixels)  # every image reader of this process (pipelines/imageio.py)
-    from pipelines.params_view import recording_view
+    set_max_pixels(params.data.max_pixels)  # every image reader of this process (pipelines/data/image_files.py)
+    from pipelines.core.params_view import recording_view
 
     # $BLURDM_RECORD_READS (the dependency check): a view that records every key the stage reads
     return recording_view(params, always_read=("profile", f"profiles.{params.profile}", "data.max_pixels"))

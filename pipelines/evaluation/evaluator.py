@@ -5,7 +5,7 @@ evaluate`` (:mod:`pipelines.evaluate`, the command) and the study's evaluation s
 Protocol (the authors'): full-resolution inference at batch 1 (:func:`models.inference.restore_image`:
 reflect-padding to the backbone's multiple, LoFormer's 384/32 tiles with one prior per tile), the
 output clamped and rounded to 8-bit RGB, and every metric computed from those 8-bit images
-(:func:`pipelines.metrics.score_pair`; RealBlur: :func:`pipelines.alignment.score_realblur` in the
+(:func:`pipelines.evaluation.image_metrics.score_pair`; RealBlur: :func:`pipelines.evaluation.alignment.score_realblur` in the
 named mode ``authors`` or ``official``). An oracle evaluation runs a stage-1 model with ``SE(blur, sharp)``.
 
 Stochastic priors (``prior_mode == "diffusion"``) are run once per evaluation seed
@@ -16,8 +16,8 @@ other images are evaluated, their order, or the device.
 Outputs (in the output folder, replaced whole and atomically: a run killed mid-way leaves the previous
 results, or nothing, never a partial file):
 
-* ``scores.csv`` and ``input_scores.csv`` (:mod:`pipelines.scores`: one row per image and eval seed).
-* ``summary.json``: means (:func:`pipelines.scores.summarise`), LPIPS availability and reason, dataset,
+* ``scores.csv`` and ``input_scores.csv`` (:mod:`pipelines.evaluation.score_files`: one row per image and eval seed).
+* ``summary.json``: means (:func:`pipelines.evaluation.score_files.summarise`), LPIPS availability and reason, dataset,
   RealBlur mode, model spec, checkpoint, device, torch version.
 * optional ``images/<name>.png`` (restored, first eval seed) and ``crops/`` (fixed centre crops of the
   first ``crop_images`` images: blurred, restored, sharp) for the report.
@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from models.inference import NonFiniteOutputError, image_seed, is_stochastic, restore_image
 from models.names import SCORINGS, scorings
-from pipelines.scores import (
+from pipelines.evaluation.score_files import (
     INPUT_SCORES_FILE,
     METRIC_NOTES,
     METRICS,
@@ -53,11 +53,11 @@ from pipelines.scores import (
 # ---------------------------------------------------------------------------------------------
 def score_image(restored: np.ndarray, sharp: np.ndarray, lpips=None, realblur_mode: str | None = None) -> dict:
     """``{"psnr", "ssim", "ssim3d", "lpips"}`` of one 8-bit pair (None where not defined/available)."""
-    from pipelines.metrics import score_pair
+    from pipelines.evaluation.image_metrics import score_pair
 
     scores = score_pair(restored, sharp, lpips)
     if realblur_mode is not None:
-        from pipelines.alignment import score_realblur
+        from pipelines.evaluation.alignment import score_realblur
 
         aligned = score_realblur(restored, sharp, realblur_mode)
         scores.update(psnr=aligned["psnr"], ssim=aligned["ssim"], ssim3d=aligned["ssim3d"])
@@ -121,8 +121,8 @@ def _check_inputs(pairs: list, out_dir: Path, data_root, realblur_mode: str | No
                   crop_images: int) -> None:
     """Everything that can be refused before any inference: no pairs, an unknown RealBlur mode, an output
     folder that is not ours, clashing output names, unreadable / mismatched / too small images."""
-    from pipelines.data import check_pairs
-    from pipelines.metrics import WINDOW_SIZE
+    from pipelines.data.pairs import check_pairs
+    from pipelines.evaluation.image_metrics import WINDOW_SIZE
 
     if not pairs:
         raise ValueError(f"{data_root}: no image pairs to evaluate")
@@ -177,7 +177,7 @@ def _row(name: str, seed: int | None, scores: dict, seconds: float) -> dict:
 
 
 def _read_pair(pair) -> tuple[np.ndarray, np.ndarray]:
-    from pipelines.imageio import read_rgb_uint8
+    from pipelines.data.image_files import read_rgb_uint8
 
     blur, sharp = read_rgb_uint8(pair.blur), read_rgb_uint8(pair.sharp)
     if blur.shape != sharp.shape:
@@ -198,7 +198,7 @@ def _restore(setup: _Setup, pair, blur: np.ndarray, sharp: np.ndarray, seed: int
 
 def _write_examples(setup: _Setup, tmp: Path, index: int, pair, blur, restored, sharp) -> None:
     """The restored PNG (``--save-images``) and, for the first ``crop_images`` pairs, the centre crops."""
-    from pipelines.imageio import write_png
+    from pipelines.data.image_files import write_png
 
     if setup.save_images:
         write_png(tmp / "images" / _image_file(pair.name), restored)
@@ -272,11 +272,11 @@ def evaluate_model(model, pairs, out_dir: str | os.PathLike, *, dataset: str, da
                    lpips_reason: str | None = None, realblur_mode: str | None = None, save_images: bool = False,
                    crop_images: int = 0, crop_size: int = 96, device: str | torch.device = "cpu",
                    progress: bool = True, fast: bool = False) -> dict:
-    """Run ``model`` over ``pairs`` (from :func:`pipelines.data.find_pairs`) and write ``out_dir``.
+    """Run ``model`` over ``pairs`` (from :func:`pipelines.data.pairs.find_pairs`) and write ``out_dir``.
 
     Returns the summary dict (also written as ``summary.json``).
     """
-    from pipelines.io import atomic_dir, write_json, write_text
+    from pipelines.core.files import atomic_dir, write_json, write_text
 
     out_dir = Path(out_dir)
     pairs = list(pairs)
@@ -319,7 +319,7 @@ def evaluate_checkpoint(params, checkpoint, root, out, *, dataset: str, oracle: 
     to the ``authors`` mode; a stage-1 model is only evaluated as the oracle."""
     from models.deblur_model import load_deblur_model, model_file
     from pipelines.cli import UserError
-    from pipelines.data import find_pairs
+    from pipelines.data.pairs import find_pairs
 
     cfg = params.evaluate
     if realblur_mode is None:
@@ -338,7 +338,7 @@ def evaluate_checkpoint(params, checkpoint, root, out, *, dataset: str, oracle: 
     device = torch.device(device)
     scorer, reason = None, None
     if lpips if lpips is not None else cfg.lpips:
-        from pipelines.metrics import LPIPSScorer
+        from pipelines.evaluation.image_metrics import LPIPSScorer
 
         scorer = LPIPSScorer(device=str(device))
     else:

@@ -9,7 +9,7 @@ path, never by sort order):
 * ``realblur``: ``<root>/{blur,sharp}/<scene>/*.png``
 
 Value ranges (per backbone): ``"half"`` = [-0.5, 0.5] (MIMO-UNet, Stripformer), ``"unit"`` = [0, 1]
-(FFTformer, LoFormer). Images enter as 8-bit RGB through :mod:`pipelines.imageio` and become
+(FFTformer, LoFormer). Images enter as 8-bit RGB through :mod:`pipelines.data.image_files` and become
 tensors by :func:`models.inference.from_uint8_image`.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from models.inference import from_uint8_image, value_range_offset
-from pipelines.imageio import IMAGE_EXTENSIONS, read_rgb_uint8
+from pipelines.data.image_files import IMAGE_EXTENSIONS, read_rgb_uint8
 
 PAIR_FOLDERS = (("input", "target"), ("blur", "sharp"))  # (blurred, sharp) folder names
 SCENE_FOLDERS = (("blur", "sharp"),)  # inside a GoPro scene (GoPro's blur_gamma/ is ignored)
@@ -47,8 +47,8 @@ class Pair:
 def _images_under(folder: Path) -> dict[str, Path]:
     """Relative posix path -> file, for every image below ``folder`` (hidden files and folders skipped;
     folder symlinks followed once, never round a loop; broken / looping file symlinks skipped with a
-    warning: :func:`pipelines.io.walk_files`)."""
-    from pipelines.io import walk_files
+    warning: :func:`pipelines.core.files.walk_files`)."""
+    from pipelines.core.files import walk_files
 
     return {path.relative_to(folder).as_posix(): path for path in walk_files(folder, IMAGE_EXTENSIONS)}
 
@@ -149,7 +149,7 @@ def check_pairs(pairs: Sequence[Pair], crop_size: int | None = None, crop_key: s
     ``crop_size`` pixels on each side, and (with ``min_side = (n, why)``) at least ``n``. A problem raises
     one ValueError naming the files and, for the crop, the params key ``crop_key``. (Pixel data is not
     decoded: a truncated file is reported, naming it, when it is read.)"""
-    from pipelines.imageio import read_image_size
+    from pipelines.data.image_files import read_image_size
 
     mismatched, small, smallest, tiny = [], [], None, []
     for pair in pairs:

@@ -82,7 +82,7 @@ def split_costs(report: dict) -> tuple[dict, dict]:
 def write_tracked(path: str | os.PathLike, tracked: dict, volatile: dict) -> Path:
     """Write ``tracked`` to ``path`` and ``volatile`` (with the date and the sha256 of ``path``'s bytes)
     to its sidecar, both atomically; returns the sidecar's path."""
-    from pipelines.io import sha256_file, write_json
+    from pipelines.core.files import sha256_file, write_json
 
     path = Path(path)
     write_json(path, tracked)
@@ -97,7 +97,7 @@ def write_tracked(path: str | os.PathLike, tracked: dict, volatile: dict) -> Pat
 def read_run_info(tracked: str | os.PathLike) -> tuple[dict | None, str]:
     """``(sidecar, why)``: the sidecar of ``tracked`` when it belongs to ``tracked``'s bytes, else
     ``(None, why not)``. An unreadable sidecar raises ValueError naming it."""
-    from pipelines.io import sha256_file
+    from pipelines.core.files import sha256_file
 
     tracked = Path(tracked)
     sidecar = run_info_path(tracked)

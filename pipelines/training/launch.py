@@ -4,7 +4,7 @@ The study (:func:`pipelines.study._train`) starts every training job under ``tor
 more than one process: ``train.gpus > 1`` (one process per GPU) or ``nodes > 1`` (every machine runs
 the same ``blurdm-bench study ...`` command; each starts ``torchrun`` for its share and they meet at
 the rendezvous). Everything else is unchanged: the global batch ``train.batch_size`` is split over all
-``nodes x processes`` (:mod:`pipelines.train_step`), rank 0 (on node 0) writes checkpoints, metrics and
+``nodes x processes`` (:mod:`pipelines.training.step`), rank 0 (on node 0) writes checkpoints, metrics and
 MLflow records, so the run folders (``runs/``) must be on a filesystem every node sees at the same path.
 
 Where the numbers come from (first found wins):

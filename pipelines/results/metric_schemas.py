@@ -7,7 +7,7 @@ same model (:data:`SCHEMAS`), so the format has one definition.
 
 A model describes the whole record: the tracked file plus its run-specific fields (``meta.date``,
 ``rows[].runs``, the costs' ``latency``), which live in the untracked sidecar
-(:mod:`pipelines.run_info`) and are optional here. Fields that older tables lack are optional too.
+(:mod:`pipelines.results.run_info`) and are optional here. Fields that older tables lack are optional too.
 
 Types are strict (``"27.2"`` is not a number, ``true`` not an integer), numbers finite, and a key the
 schema does not know is an error. :func:`validated_json` returns only the keys that were given, as

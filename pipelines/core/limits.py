@@ -1,7 +1,7 @@
-"""Process-wide limits every image reader applies (set from params by :func:`pipelines.config.load_params`).
+"""Process-wide limits every image reader applies (set from params by :func:`pipelines.core.config.load_params`).
 
 ``max_pixels`` (params ``data.max_pixels``, default an 8K frame, 7680 x 4320): an image whose header
-declares more pixels is refused before any pixel is decoded (:mod:`pipelines.imageio`), so a
+declares more pixels is refused before any pixel is decoded (:mod:`pipelines.data.image_files`), so a
 decompression bomb (a tiny file declaring 20000 x 20000) or an oversized photo never fills memory.
 Commands that read no params (``deblur``) use the default.
 """

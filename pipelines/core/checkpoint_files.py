@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipelines.io import atomic_path
+from pipelines.core.files import atomic_path
 
 PLAIN_TYPES = (str, int, float, bool, type(None))
 
