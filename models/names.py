@@ -13,6 +13,9 @@ from typing import NamedTuple
 
 SCALES = ("paper", "tiny")  # model sizes: the paper's configs and the CPU-sized ones
 PROFILE_NAMES = ("smoke", "cpu", "paper")  # params.yaml profiles
+MAX_T = 1000  # diffusion steps: a larger T is a typo (and would allocate its schedules before failing)
+# The studies: one MLflow experiment each, one folder under runs/ each (the ablations' evaluation is one stage).
+STUDIES = ("table1", "ablation-prior", "ablation-stages", "t-sweep")
 
 class Registered(NamedTuple):
     label: str
@@ -55,8 +58,9 @@ STAGES: dict[str, str] = {
     "stage3": "stage 3 (joint fine-tuning)",
     "baseline": "baseline (no prior)",
 }
-# Stage combinations of the ablation (paper Table 4): name -> (label, stages that are trained).
-# ``s1_s2`` trains stage 3 for 0 steps: the stage-1 backbone with the stage-2 prior.
+# Stage combinations of the ablation (paper Table 4): name -> (label, stages that are trained). A training
+# job's ``variant`` (``--variant``, ``metrics.json``) is one of them. ``s1_s2`` trains stage 3 for 0 steps: the
+# stage-1 backbone with the stage-2 prior.
 
 
 class StageCombo(NamedTuple):

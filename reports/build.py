@@ -116,7 +116,7 @@ def configured_columns(params) -> dict[str, str]:
 
 def run(args) -> int:
     from pipelines.core.config import load_params, repo_root
-    from pipelines.tracking import ui_url
+    from pipelines.tracking.store import ui_url
 
     root = repo_root()
     from pipelines.core.params_view import restrict

@@ -5,7 +5,7 @@ from __future__ import annotations
 from models.names import METRIC_NAMES, PRIORS, SCORINGS, STAGE_COMBOS, split_column
 from models.names import METRICS as METRIC_REGISTRY
 from pipelines.results.metric_schemas import SIDES, AblationFile, AblationRow, AblationRows, Table1File, Table1Row, TSweepFile
-from pipelines.tracking import public_text  # no path of the producing machine on the page
+from pipelines.tracking.evaluation_records import public_text  # no path of the producing machine on the page
 from reports.claims import Claim, claim_best_t, claim_every_backbone, claim_ordering, paper_order
 from reports.inputs import PAPER_METRIC, PAPER_SCORING, PAPER_VARIANT_KEY, REFERENCE_DATASET
 from reports.page import (

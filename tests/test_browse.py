@@ -192,7 +192,7 @@ def test_training_and_test_sets_are_dataset_inputs(store):
 
 def test_the_model_downloads_and_loads_again(store, tmp_path):
     from pipelines.core.checkpoint_files import load_checkpoint
-    from pipelines.tracking import load_logged_model
+    from pipelines.tracking.evaluation_records import load_logged_model
 
     client = store["client"]
     folders = _run_folders(store["root"])
@@ -274,7 +274,7 @@ def test_dvc_metrics_show_the_headline_gains_as_columns(dvc_root, store):
 
 
 def test_dataset_digest_is_the_manifest_sha256_else_the_file_listing(tmp_path, monkeypatch):
-    from pipelines import tracking
+    from pipelines.tracking import lineage as tracking
     from pipelines.core.files import sha256_file
 
     (tmp_path / "ds" / "train").mkdir(parents=True)

@@ -95,7 +95,7 @@ def test_baseline_outputs_and_8bit_scoring(dataset, checkpoints, tmp_path):
 
 def test_restore_image_rounds_and_clamps(checkpoints, dataset):
     """The restored image equals the float output clamped to the value range and rounded to 8 bit."""
-    from models.deblur_model import load_deblur_model
+    from pipelines.core.checkpoint_files import load_deblur_model
     from models.inference import restore_full
 
     model, _ = load_deblur_model(checkpoints["baseline"])
@@ -137,7 +137,7 @@ def test_oracle_mode_uses_the_sharp_image(dataset, checkpoints, tmp_path):
     summary = json.loads((out / sc.SUMMARY_FILE).read_text())
     assert summary["oracle"] is True and summary["prior_mode"] == "sharp_encoder" and summary["stochastic"] is False
     # the prior is SE(blur, sharp) of the (padded) pair being restored
-    from models.deblur_model import load_deblur_model
+    from pipelines.core.checkpoint_files import load_deblur_model
 
     model, _ = load_deblur_model(checkpoints["stage1"], prior_mode="sharp_encoder")
     seen = []
@@ -152,7 +152,7 @@ def test_oracle_mode_uses_the_sharp_image(dataset, checkpoints, tmp_path):
 
 
 def test_lpips_unavailable_is_na_with_reason(dataset, checkpoints, tmp_path):
-    from models.deblur_model import load_deblur_model
+    from pipelines.core.checkpoint_files import load_deblur_model
     from pipelines.evaluation.image_metrics import LPIPSScorer
 
     scorer = LPIPSScorer(hub_dir=tmp_path / "empty_hub")
@@ -167,7 +167,7 @@ def test_lpips_unavailable_is_na_with_reason(dataset, checkpoints, tmp_path):
 
 @pytest.mark.parametrize("mode", ["authors", "official"])
 def test_realblur_mode_is_named(dataset, checkpoints, tmp_path, mode):
-    from models.deblur_model import load_deblur_model
+    from pipelines.core.checkpoint_files import load_deblur_model
 
     model, spec = load_deblur_model(checkpoints["baseline"])
     pairs = find_pairs(dataset)[1:2]
@@ -182,7 +182,7 @@ def test_realblur_mode_is_named(dataset, checkpoints, tmp_path, mode):
 
 
 def test_killed_run_leaves_previous_results(dataset, checkpoints, tmp_path, monkeypatch):
-    from models.deblur_model import load_deblur_model
+    from pipelines.core.checkpoint_files import load_deblur_model
 
     model, spec = load_deblur_model(checkpoints["baseline"])
     pairs = find_pairs(dataset)

@@ -24,11 +24,13 @@ from models.activation_checkpointing import (
 )
 from models.deblur_model import build_deblur_model
 from pipelines.core.checkpoint_files import load_checkpoint
-from pipelines.cli import UserError
+from pipelines.core.errors import UserError
 from pipelines.core.config import ParamsError, load_params
 from pipelines.core.files import sha256_file
-from pipelines.train import StageObjective, TrainJob, train
-from pipelines.train import fingerprint as _fingerprint
+from pipelines.training.fingerprint import fingerprint as _fingerprint
+from pipelines.training.job import TrainJob
+from pipelines.training.objective import StageObjective
+from pipelines.training.trainer import train
 from pipelines.training.step import StepPlan, accumulate, micro_slices, rank_share
 
 REPO = Path(__file__).resolve().parents[1]

@@ -263,7 +263,7 @@ def test_sigkill_during_synth_never_leaves_a_half_written_dataset(smoke_chain, t
     out = root / "data" / "synthetic"
 
     def killed_mid_synthesis():
-        proc = _start(root, [["synth", *SMOKE, "--no-progress"]], patch="pipelines.synth:render_sample", delay=0.3)
+        proc = _start(root, [["synth", *SMOKE, "--no-progress"]], patch="pipelines.data.motion_blur:render_sample", delay=0.3)
         _sigkill_when(proc, lambda: any(any(t.rglob("*.png")) for t in _temporaries(out.parent, "synthetic")),
                       "the dataset was half-written")
 
@@ -296,7 +296,8 @@ def test_disk_full_while_checkpointing_keeps_the_last_good_checkpoint(tiny_train
     writer hides ENOSPC); both reach the user as 'No space left on device' naming the file."""
     import pipelines.core.files
     from pipelines.core.checkpoint_files import load_checkpoint
-    from pipelines.train import TrainJob, train
+    from pipelines.training.job import TrainJob
+    from pipelines.training.trainer import train
 
     real_save, calls = torch.save, []
 
@@ -700,7 +701,7 @@ def test_an_out_folder_we_did_not_write_is_never_replaced(tmp_path, capsys, comm
 
 def test_our_own_output_folders_are_still_replaced(tmp_path, capsys):
     from pipelines.core.config import load_params
-    from pipelines.synth import generate
+    from pipelines.data.motion_blur import generate
 
     (tmp_path / "metrics").mkdir()
     site = tmp_path / "site"
@@ -826,7 +827,8 @@ def test_report_refuses_paths_outside_root_or_crops_that_are_not_images(tmp_path
 def test_a_second_writer_of_a_training_folder_is_refused(tiny_training, tmp_path):
     import fcntl
 
-    from pipelines.train import TrainJob, train
+    from pipelines.training.job import TrainJob
+    from pipelines.training.trainer import train
 
     out = tmp_path / "run"
     out.mkdir()

@@ -102,7 +102,7 @@ def test_training_records_the_thread_plan(clean_env):
     """configure_torch (what training calls) sizes the threads by the plan."""
     import torch
 
-    from pipelines.train import Distributed, configure_torch
+    from pipelines.training.distributed import Distributed, configure_torch
 
     _cores(clean_env, 4)
     clean_env.setenv(th.WORKERS_ENV, "2")

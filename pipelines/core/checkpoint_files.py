@@ -7,6 +7,9 @@ other way, so a crafted pickle (one that would construct arbitrary objects or ru
 with a :class:`CheckpointError` naming the file, and so are model weights holding NaN or Inf
 (naming the tensor).
 
+A model file (``model.pt``, :func:`models.deblur_model.model_payload`) is read back into a model by
+:func:`load_deblur_model`; :func:`model_file` finds it in a run folder.
+
 The training resume state (``last.pt``) also carries the random number generator states
 (:func:`rng_state` / :func:`set_rng_state`): torch CPU (and CUDA when present), Python ``random``
 and NumPy's legacy global generator, all converted to tensors and plain values.
@@ -21,12 +24,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from models.deblur_model import DeblurModel, ModelPayloadError, deblur_model_from_payload
+from pipelines.core.errors import InvalidInputError, MissingFileError
 from pipelines.core.files import atomic_path
 
 PLAIN_TYPES = (str, int, float, bool, type(None))
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InvalidInputError):
     """A checkpoint file is unreadable, unsafe or not what the caller expected."""
 
 
@@ -61,7 +66,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     """Read a checkpoint with ``torch.load(weights_only=True)``; unsafe or corrupt files are refused."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
+        raise MissingFileError(f"{path}: checkpoint not found")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
@@ -89,6 +94,31 @@ def check_finite_weights(state, path: str | os.PathLike) -> None:
                 raise CheckpointError(f"{path}: refused: weight tensor model.{key} holds {bad} non-finite value(s) "
                                       f"(NaN or Inf) of {value.numel()}: the training that wrote it diverged, or "
                                       "the file was altered")
+
+
+def model_file(path: str | os.PathLike) -> Path:
+    """The ``model.pt`` of a run: ``path`` itself when it is a file (or names a ``.pt`` file not written
+    yet), else ``path/model.pt`` (a run folder, existing or not)."""
+    path = Path(path)
+    if path.is_file() or (path.suffix == ".pt" and not path.is_dir()):
+        return path
+    return path / "model.pt"
+
+
+def load_deblur_model(path: str | os.PathLike, prior_mode: str | None = None,
+                      map_location: str | torch.device = "cpu") -> tuple[DeblurModel, dict]:
+    """Read a ``model.pt`` (weights only) and return ``(model in eval mode, spec)``; a file that is not a
+    model, or whose weights do not fit its spec, is a :class:`CheckpointError` naming it.
+
+    ``prior_mode`` overrides the stored mode: ``"sharp_encoder"`` on a stage-1 (or stage-2) model
+    is the oracle; ``"diffusion"`` needs a model that holds a diffusion prior.
+    """
+    path = Path(path)
+    payload = load_checkpoint(path, map_location=map_location)
+    try:
+        return deblur_model_from_payload(payload, prior_mode, source=str(path))
+    except ModelPayloadError as err:
+        raise CheckpointError(str(err)) from None
 
 
 def cpu_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:

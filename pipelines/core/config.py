@@ -37,9 +37,17 @@ from pydantic import (
     model_validator,
 )
 
+from models.names import (
+    BACKBONES,
+    DIFFUSION_PRIORS,
+    MAX_T,
+    PRIORS,
+    PROFILE_NAMES,
+    SCALES,
+    STAGE_COMBOS,
+    STAGES,
+)
 from pipelines.core.limits import DEFAULT_MAX_PIXELS
-
-from models.names import BACKBONES, DIFFUSION_PRIORS, PRIORS, PROFILE_NAMES, SCALES, STAGE_COMBOS, STAGES
 
 # Literal types of the params schema, from the one registry (models/names.py)
 BACKBONE_NAMES = tuple(BACKBONES)
@@ -67,7 +75,6 @@ PHOTO_SOURCES: dict[str, tuple[str, str]] = {
     "grace_hopper": ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
 }
 SYNTH_SOURCES = tuple(PHOTO_SOURCES)
-MAX_T = 1000  # diffusion steps: a larger T is a typo (and would allocate its schedules before failing)
 
 
 def repo_root() -> Path:

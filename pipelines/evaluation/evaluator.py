@@ -317,8 +317,8 @@ def evaluate_checkpoint(params, checkpoint, root, out, *, dataset: str, oracle: 
     The one path from a checkpoint to :func:`evaluate_model` (``blurdm-bench evaluate`` and the study's
     evaluation stages): options left ``None`` come from ``params.evaluate``; RealBlur datasets default
     to the ``authors`` mode; a stage-1 model is only evaluated as the oracle."""
-    from models.deblur_model import load_deblur_model, model_file
-    from pipelines.cli import UserError
+    from pipelines.core.checkpoint_files import load_deblur_model, model_file
+    from pipelines.core.errors import UserError
     from pipelines.data.pairs import find_pairs
 
     cfg = params.evaluate

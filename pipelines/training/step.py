@@ -1,11 +1,11 @@
-"""One optimiser step at any scale: batch shares per process, micro-batches, mixed precision.
+"""One optimiser step's forward and backward at any scale: batch shares per process, micro-batches.
 
 ``train.batch_size`` is the GLOBAL batch (the authors' 20) whatever the number of processes
 (``nodes x GPUs per node``). Each step:
 
 * :func:`rank_share`: process ``r`` of ``W`` takes a contiguous share of the global batch, as even as
   possible (20 on 8 GPUs: 3,3,3,3,2,2,2,2; on 1, 2, 4, 5 GPUs exactly B/W each). The sampler
-  (:class:`pipelines.train.StepBatchSampler`) reads the same shares, so the data order stays a pure
+  (:class:`pipelines.training.sampler.StepBatchSampler`) reads the same shares, so the data order stays a pure
   function of ``(seed, step)``.
 * :func:`micro_slices`: the process's share is cut into micro-batches of ``train.micro_batch`` items
   (``null``: the whole share, i.e. no accumulation); the last one may be smaller.
@@ -19,10 +19,9 @@
   an even share the step is the very same computation as before (weight 1 is not even multiplied).
   Only the Sharp Encoder's BatchNorm (stage 1) sees per-micro-batch statistics, as it sees per-GPU
   statistics under DDP.
-* :func:`autocast` (``train.precision: bf16``): the model's forward runs under ``torch.autocast``
-  (bfloat16 on CUDA and on the CPU); weights, gradients and optimiser state stay float32 (the
-  master copy), and every loss is computed in float32 from outputs cast back to float32
-  (:class:`pipelines.train.StageObjective`). bf16 has float32's exponent range: no loss scaling.
+
+Mixed precision (``train.precision: bf16``) is the objective's (:mod:`pipelines.training.objective`); the
+update itself is :meth:`pipelines.training.trainer.Trainer.optimize_parameters`.
 """
 from __future__ import annotations
 
@@ -33,7 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-PRECISIONS = ("fp32", "bf16")
+from pipelines.training.objective import StageObjective
 
 
 def rank_share(global_batch: int, world_size: int, rank: int) -> tuple[int, int]:
@@ -93,42 +92,17 @@ class StepPlan:
                 "accumulation_steps": math.ceil(largest / micro)}
 
 
-def autocast_dtype(precision: str) -> torch.dtype | None:
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; allowed: {', '.join(PRECISIONS)}")
-    return torch.bfloat16 if precision == "bf16" else None
-
-
-def autocast(device: torch.device | str, dtype: torch.dtype | None):
-    """``torch.autocast`` on ``device`` with ``dtype``, or a no-op context for float32 (``dtype=None``)."""
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
-
-
-def uses_diffusion_noise(objective: nn.Module) -> bool:
-    """Whether the objective's forward draws the diffusion's start noise (stage 2 and stage 3)."""
-    model = getattr(objective, "model", None)
-    return getattr(objective, "kind", None) == "latent" or getattr(model, "prior_mode", None) == "diffusion"
-
-
-def draw_noise(objective: nn.Module, batch: int, generator: torch.Generator) -> torch.Tensor:
-    """The start noise :meth:`models.diffusion.DiffusionPrior.sample_noise` would draw for ``batch`` items
-    (float32 on the generator's device)."""
-    return objective.model.prior.sample_noise(batch, generator)
-
-
-def accumulate(module: nn.Module, objective: nn.Module, blur: torch.Tensor, sharp: torch.Tensor,
+def accumulate(module: nn.Module, objective: StageObjective, blur: torch.Tensor, sharp: torch.Tensor,
                generator: torch.Generator, plan: StepPlan) -> torch.Tensor:
     """Forward and backward of this process's share (``blur``, ``sharp``: the whole share) in
     micro-batches; returns the weighted loss (detached), whose mean over processes is the step's loss.
 
     ``module`` is what runs the forward (the DDP wrapper or the objective itself), ``objective`` the
-    :class:`pipelines.train.StageObjective` inside it."""
+    :class:`~pipelines.training.objective.StageObjective` inside it (which draws the start noise)."""
     count = blur.shape[0]
     slices = micro_slices(count, plan.micro_batch)
     weight_share = plan.share_weight if count == plan.share else count * plan.world_size / plan.global_batch
-    noise = draw_noise(objective, count, generator) if len(slices) > 1 and uses_diffusion_noise(objective) else None
+    noise = objective.start_noise(count, generator) if len(slices) > 1 and objective.draws_noise else None
     total = None
     for i, part in enumerate(slices):
         last = i == len(slices) - 1
