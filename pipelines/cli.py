@@ -5,6 +5,9 @@ call is in the packages beside them) and exposes two functions:
 ``configure_parser(parser: argparse.ArgumentParser) -> None`` and ``run(args) -> int``.
 Modules are imported only when their subcommand is used, so ``blurdm-bench --help`` is instant.
 
+Errors: a :class:`pipelines.core.errors.UserError` (bad input, raised on purpose, the message names the key,
+flag or file) is printed as one line, ``blurdm-bench <command>: error: <message>``, with its exit code (2; 1
+when the disk cannot be written); Ctrl-C exits with 130; every other exception keeps its traceback.
 """
 from __future__ import annotations
 
@@ -56,18 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     args = cmd_parser.parse_args(argv[1:])
     try:
         return int(module.run(args) or 0)
-    except (UserError, FileNotFoundError, ValueError) as err:
-        # Bad input: a clear message naming the file / key, no stack trace.
+    except UserError as err:
+        # Raised on purpose (bad input, a full disk): a clear message naming the file / key, no stack trace.
         print(f"blurdm-bench {name}: error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        from pipelines.core.files import NOT_WRITABLE
-
-        if err.errno not in NOT_WRITABLE:
-            raise
-        # Disk full / read-only / no permission: the message names the file; outputs stay complete.
-        print(f"blurdm-bench {name}: error: {err}", file=sys.stderr)
-        return 1
+        return err.exit_code
     except KeyboardInterrupt:
         print(f"blurdm-bench {name}: interrupted", file=sys.stderr)
         return 130

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipelines.core.errors import InvalidInputError
 from pipelines.results.metric_schemas import CROP_KINDS, Table1File, Table1Row
 from reports.page import (
     NOT_RUN,
@@ -73,7 +74,7 @@ def _read_per_image(ctx: Context, paths: list[str]):
     names = set(series[0].index)
     for p, s in zip(paths[1:], series[1:], strict=True):
         if set(s.index) != names:
-            raise ValueError(f"{ctx.root / p}: scores different images than {ctx.root / paths[0]}")
+            raise InvalidInputError(f"{ctx.root / p}: scores different images than {ctx.root / paths[0]}")
     return pd.concat(series, axis=1).mean(axis=1)
 
 
@@ -82,7 +83,7 @@ def per_image_gain(ctx: Context, row: Table1Row):
     base = _read_per_image(ctx, row.per_image.files("baseline"))
     method = _read_per_image(ctx, row.per_image.files("blurdm"))
     if set(base.index) != set(method.index):
-        raise ValueError(f"{ctx.root / row.per_image.files('blurdm')[0]} and "
+        raise InvalidInputError(f"{ctx.root / row.per_image.files('blurdm')[0]} and "
                          f"{ctx.root / row.per_image.files('baseline')[0]} score different images; cannot pair them")
     return (method - base.loc[method.index]).sort_index()
 

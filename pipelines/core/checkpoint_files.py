@@ -24,7 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.deblur_model import DeblurModel, ModelPayloadError, deblur_model_from_payload
+from models.deblur_model import (
+    DeblurModel,
+    ModelPayloadError,
+    deblur_model_from_payload,
+)
 from pipelines.core.errors import InvalidInputError, MissingFileError
 from pipelines.core.files import atomic_path
 

@@ -19,14 +19,13 @@ Usage::
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
 import os
 import types
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal, Union, get_args, get_origin
 
 import yaml
-
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -47,6 +46,7 @@ from models.names import (
     STAGE_COMBOS,
     STAGES,
 )
+from pipelines.core.errors import InvalidInputError
 from pipelines.core.limits import DEFAULT_MAX_PIXELS
 
 # Literal types of the params schema, from the one registry (models/names.py)
@@ -446,7 +446,7 @@ class Params(Strict):
         return p if p.is_absolute() else repo_root() / p
 
 
-class ParamsError(ValueError):
+class ParamsError(InvalidInputError):
     """params.yaml is missing, unreadable or invalid (message names the file and the key)."""
 
 

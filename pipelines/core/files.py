@@ -6,9 +6,9 @@ partial write, even if the process is killed or the disk fills up half-way.
 Temporary siblings are named ``.<name>.<host>.<pid>-<random>.tmp``. One left behind by a process of
 this machine that no longer runs (SIGKILL, power loss) is deleted by the next write of the same
 target, so retries of a large fetch or synthesis do not fill the disk. A write that fails because the
-disk is full, the quota is exhausted or the folder is read-only raises :class:`OSError` naming the
-destination. Outputs get the usual permissions (``0o666`` / ``0o777`` minus the umask), not the
-private ``0o600`` / ``0o700`` of :mod:`tempfile`.
+disk is full, the quota is exhausted or the folder is read-only raises an :class:`OSError` naming the
+destination (:class:`pipelines.core.errors.NotWritableError`: one line, exit code 1). Outputs get the
+usual permissions (``0o666`` / ``0o777`` minus the umask), not the private ``0o600`` / ``0o700`` of :mod:`tempfile`.
 
 A folder is only ever replaced when it is ours: :func:`atomic_dir` with a ``marker`` refuses an existing
 ``--out`` that is not empty and does not hold that marker file (what the command always writes).
@@ -27,6 +27,8 @@ import socket
 import tempfile
 from pathlib import Path
 from typing import Self
+
+from pipelines.core.errors import InvalidInputError, NotWritableError
 
 # errno values that can only mean "the destination cannot be written"
 FULL_OR_READ_ONLY = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
@@ -53,8 +55,8 @@ def _host() -> str:
     return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:24] or "host"
 
 
-def _cannot_write(path: Path, err: OSError) -> OSError:
-    return OSError(err.errno, f"cannot write: {os.strerror(err.errno)}", str(path))
+def _cannot_write(path: Path, err: OSError) -> NotWritableError:
+    return NotWritableError(err.errno, f"cannot write: {os.strerror(err.errno)}", str(path))
 
 
 @contextlib.contextmanager
@@ -79,7 +81,7 @@ def _body_error(path: Path, err: Exception, guess_full: bool) -> Exception:
         except OSError:
             return err
         if free < NEARLY_FULL_BYTES:
-            return OSError(errno.ENOSPC, f"cannot write: {os.strerror(errno.ENOSPC)} ({free} bytes free; the "
+            return NotWritableError(errno.ENOSPC, f"cannot write: {os.strerror(errno.ENOSPC)} ({free} bytes free; the "
                                          f"writer failed with {type(err).__name__}: {err})", str(path))
     return err
 
@@ -188,12 +190,12 @@ def check_replaceable(path: str | os.PathLike, marker: str, signature: bytes | N
     ``ValueError`` names the folder, so a typo in ``--out`` never deletes someone's files."""
     path = Path(path)
     if path.is_symlink():
-        raise ValueError(f"{path}: is a symbolic link, not a folder this command wrote: refusing to replace it "
+        raise InvalidInputError(f"{path}: is a symbolic link, not a folder this command wrote: refusing to replace it "
                          "(the output folder is replaced whole); choose another --out")
     if not path.exists():
         return
     if not path.is_dir():
-        raise ValueError(f"{path}: exists and is not a folder: refusing to replace it; choose another --out")
+        raise InvalidInputError(f"{path}: exists and is not a folder: refusing to replace it; choose another --out")
     if not any(path.iterdir()):
         return
     mark = path / marker
@@ -205,7 +207,7 @@ def check_replaceable(path: str | os.PathLike, marker: str, signature: bytes | N
             ours = False
     if not ours:
         what = f"no {marker} written by blurdm-bench" if signature is not None else f"no {marker}"
-        raise ValueError(f"{path}: folder is not empty and holds {what}: refusing to replace it (the output "
+        raise InvalidInputError(f"{path}: folder is not empty and holds {what}: refusing to replace it (the output "
                          "folder is replaced whole, deleting everything in it); choose a new or empty --out")
 
 
@@ -314,7 +316,7 @@ def walk_files(folder: str | os.PathLike, suffixes: tuple[str, ...] | None = Non
                 yield path
 
 
-class FolderLockedError(ValueError):
+class FolderLockedError(InvalidInputError):
     """Another process holds the lock of a folder it is writing."""
 
 

@@ -7,6 +7,8 @@ Commands that read no params (``deblur``) use the default.
 """
 from __future__ import annotations
 
+from pipelines.core.errors import InvalidInputError
+
 DEFAULT_MAX_PIXELS = 7680 * 4320  # an 8K frame
 MAX_PIXELS_KEY = "data.max_pixels"
 
@@ -21,5 +23,5 @@ def max_pixels() -> int:
 def set_max_pixels(value: int) -> None:
     global _max_pixels
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{MAX_PIXELS_KEY} must be an integer >= 1, got {value!r}")
+        raise InvalidInputError(f"{MAX_PIXELS_KEY} must be an integer >= 1, got {value!r}")
     _max_pixels = value

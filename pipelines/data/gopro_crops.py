@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.core.errors import InvalidInputError
 from pipelines.core.files import atomic_dir
 from pipelines.data.image_files import encode_png, read_rgb_uint8
 
@@ -71,14 +72,14 @@ def make_crops(src: Path, out: Path, size: int = 192, stride: int = 64, per_pair
     blur_dir, sharp_dir = src / "input", src / "target"
     names = sorted(p.name for p in sharp_dir.glob("*.png")) if sharp_dir.is_dir() else []
     if not names:
-        raise ValueError(f"{src}: no pairs (expected {sharp_dir}/*.png and the same names in {blur_dir})")
+        raise InvalidInputError(f"{src}: no pairs (expected {sharp_dir}/*.png and the same names in {blur_dir})")
     rows = []
     with atomic_dir(out) as tmp:
         for name in names:
             sharp = read_rgb_uint8(sharp_dir / name)
             blur = read_rgb_uint8(blur_dir / name)
             if blur.shape != sharp.shape:
-                raise ValueError(f"{blur_dir / name}: size {blur.shape[:2]} differs from {sharp_dir / name} {sharp.shape[:2]}")
+                raise InvalidInputError(f"{blur_dir / name}: size {blur.shape[:2]} differs from {sharp_dir / name} {sharp.shape[:2]}")
             for k, (y, x) in enumerate(choose_windows(sharp, size, stride, per_pair)):
                 crop_name = f"{Path(name).stem}_{k}.png"
                 for folder, image in (("input", blur), ("target", sharp)):

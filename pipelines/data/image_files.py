@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from pipelines.core.errors import InvalidInputError
 from pipelines.core.files import write_bytes
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -41,7 +42,7 @@ _GRAY_8BIT_MODES = {"L": "grayscale replicated to RGB", "1": "1-bit grayscale re
 _GRAY_16BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
-class ImageReadError(ValueError):
+class ImageReadError(InvalidInputError):
     """An image file could not be read as an RGB image (the message names the file and why)."""
 
 
@@ -270,6 +271,6 @@ def write_png(path: str | os.PathLike, array: np.ndarray) -> bytes:
     try:
         data = encode_png(array)
     except ValueError as err:
-        raise ValueError(f"{path}: {err}") from None
+        raise InvalidInputError(f"{path}: {err}") from None
     write_bytes(path, data)
     return data

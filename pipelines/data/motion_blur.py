@@ -43,6 +43,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pipelines.core.config import PHOTO_SOURCES
+from pipelines.core.errors import InvalidInputError
 from pipelines.core.files import atomic_dir, write_json
 from pipelines.data.image_files import encode_png, read_rgb_uint8
 
@@ -64,7 +65,7 @@ def photo_path(name: str) -> Path:
     package, rel = PHOTO_SOURCES[name]
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ValueError(f"synth source {name!r}: package {package!r} is not installed (it ships the photo "
+        raise InvalidInputError(f"synth source {name!r}: package {package!r} is not installed (it ships the photo "
                          f"{rel}); run `make install`")
     return Path(next(iter(spec.submodule_search_locations))) / rel
 
@@ -108,12 +109,12 @@ def _make_source(name: str, image: np.ndarray) -> Source:
 def load_source(name: str) -> Source:
     """One bundled photograph (:data:`pipelines.core.config.PHOTO_SOURCES`) as RGB uint8 (+ linear light)."""
     if name not in PHOTO_SOURCES:
-        raise ValueError(f"synth source {name!r} is not a bundled photograph; allowed: {', '.join(sorted(PHOTO_SOURCES))}")
+        raise InvalidInputError(f"synth source {name!r} is not a bundled photograph; allowed: {', '.join(sorted(PHOTO_SOURCES))}")
     path = photo_path(name)
     try:
         image = read_rgb_uint8(path)  # explicit decoding: grey / alpha / 16-bit converted, errors name the file
     except (OSError, ValueError) as err:
-        raise ValueError(f"synth source {name!r}: cannot load {path} ({err})") from None
+        raise InvalidInputError(f"synth source {name!r}: cannot load {path} ({err})") from None
     return _make_source(name, image)
 
 
@@ -283,10 +284,10 @@ def load_kernels(path: str | None = None) -> tuple[np.ndarray, ...]:
         with np.load(path) as data:
             kernels = [np.asarray(data[f"k{i}"], dtype=np.float64) for i in range(1, 9)]
     except (OSError, KeyError, ValueError) as err:
-        raise ValueError(f"{path}: cannot read the Levin et al. 2009 kernels k1..k8 ({err})") from None
+        raise InvalidInputError(f"{path}: cannot read the Levin et al. 2009 kernels k1..k8 ({err})") from None
     for i, k in enumerate(kernels, 1):
         if k.ndim != 2 or k.min() < 0 or k.sum() <= 0:
-            raise ValueError(f"{path}: kernel k{i} is not a non-negative 2-D kernel")
+            raise InvalidInputError(f"{path}: kernel k{i} is not a non-negative 2-D kernel")
     return tuple(k / k.sum() for k in kernels)
 
 
@@ -396,7 +397,7 @@ def _random_crop_xy(rng: np.random.Generator, source: Source, crop_size: int, ma
     h, w = source.rgb.shape[:2]
     x_max, y_max = w - crop_size - margin, h - crop_size - margin
     if x_max < margin or y_max < margin:
-        raise ValueError(f"synth source {source.name!r} ({w}x{h}) is too small for crop_size {crop_size} "
+        raise InvalidInputError(f"synth source {source.name!r} ({w}x{h}) is too small for crop_size {crop_size} "
                          f"plus a {margin}-px motion margin; lower synth.crop_size or synth.blur_length")
     return int(rng.integers(margin, x_max + 1)), int(rng.integers(margin, y_max + 1))
 

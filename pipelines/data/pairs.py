@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from models.inference import from_uint8_image, value_range_offset
+from pipelines.core.errors import InvalidInputError, MissingFileError
 from pipelines.data.image_files import IMAGE_EXTENSIONS, read_rgb_uint8
 
 PAIR_FOLDERS = (("input", "target"), ("blur", "sharp"))  # (blurred, sharp) folder names
@@ -62,7 +63,7 @@ def _listing(names: Iterable[str]) -> str:
 def _match(blur_dir: Path, sharp_dir: Path, prefix: str = "") -> list[Pair]:
     blurs, sharps = _images_under(blur_dir), _images_under(sharp_dir)
     if not blurs and not sharps:
-        raise ValueError(f"{blur_dir.parent}: no images in {blur_dir.name}/ and {sharp_dir.name}/ "
+        raise InvalidInputError(f"{blur_dir.parent}: no images in {blur_dir.name}/ and {sharp_dir.name}/ "
                          f"(expected {', '.join(IMAGE_EXTENSIONS)} files)")
     only_blur, only_sharp = sorted(set(blurs) - set(sharps)), sorted(set(sharps) - set(blurs))
     problems = []
@@ -73,7 +74,7 @@ def _match(blur_dir: Path, sharp_dir: Path, prefix: str = "") -> list[Pair]:
         problems.append(f"{len(only_sharp)} sharp image(s) in {sharp_dir} have no blurred partner in {blur_dir}: "
                         f"{_listing(only_sharp)}")
     if problems:
-        raise ValueError("unpaired images (pairs are matched by relative path):\n  " + "\n  ".join(problems))
+        raise InvalidInputError("unpaired images (pairs are matched by relative path):\n  " + "\n  ".join(problems))
     return [Pair(prefix + rel, blurs[rel], sharps[rel]) for rel in sorted(blurs)]
 
 
@@ -85,7 +86,7 @@ def _pair_folders(root: Path, names: Sequence[tuple[str, str]] = PAIR_FOLDERS) -
             return blur_dir, sharp_dir
         if blur_dir.is_dir() or sharp_dir.is_dir():
             have, missing = (blur_dir, sharp_dir) if blur_dir.is_dir() else (sharp_dir, blur_dir)
-            raise ValueError(f"{root}: has {have.name}/ but no {missing.name}/ folder (expected both)")
+            raise InvalidInputError(f"{root}: has {have.name}/ but no {missing.name}/ folder (expected both)")
     return None
 
 
@@ -105,9 +106,9 @@ def detect_layout(root: str | os.PathLike) -> str:
     """``"gopro"``, ``"flat"`` or ``"realblur"`` (see the module doc); a clear error otherwise."""
     root = Path(root)
     if not root.exists():
-        raise FileNotFoundError(f"{root}: dataset folder does not exist")
+        raise MissingFileError(f"{root}: dataset folder does not exist")
     if not root.is_dir():
-        raise ValueError(f"{root}: is a file, expected a dataset folder")
+        raise InvalidInputError(f"{root}: is a file, expected a dataset folder")
     folders = _pair_folders(root)
     if folders is not None:
         blur_dir = folders[0]
@@ -120,7 +121,7 @@ def detect_layout(root: str | os.PathLike) -> str:
     hint = (f"; it looks like the top of a dataset with splits {', '.join(nested)}: pass {root / nested[0]}"
             if nested else "")
     seen = ", ".join(p.name + ("/" if p.is_dir() else "") for p in sorted(root.iterdir())[:8]) or "nothing"
-    raise ValueError(f"{root}: no recognised paired-image layout (found: {seen}){hint}. Expected "
+    raise InvalidInputError(f"{root}: no recognised paired-image layout (found: {seen}){hint}. Expected "
                      "<root>/<scene>/{blur,sharp}/ (GoPro), <root>/{input,target}/ or <root>/{blur,sharp}/ (flat), "
                      "or <root>/{blur,sharp}/<scene>/ (RealBlur)")
 
@@ -136,7 +137,7 @@ def find_pairs(root: str | os.PathLike) -> list[Pair]:
     for scene in _subfolders(root):
         folders = _pair_folders(scene, SCENE_FOLDERS)
         if folders is None:
-            raise ValueError(f"{scene}: scene folder without blur/ and sharp/ subfolders (GoPro layout "
+            raise InvalidInputError(f"{scene}: scene folder without blur/ and sharp/ subfolders (GoPro layout "
                              f"<root>/<scene>/{{blur,sharp}}/ detected in {root})")
         pairs += _match(*folders, prefix=f"{scene.name}/")
     return pairs
@@ -173,7 +174,7 @@ def check_pairs(pairs: Sequence[Pair], crop_size: int | None = None, crop_key: s
         problems.append(f"{crop_key}={crop_size} is larger than {len(small)} image(s): {_listing(small)}; "
                         f"allowed: {crop_key} <= {smallest} (the smallest side in this dataset)")
     if problems:
-        raise ValueError("\n  ".join(["bad image pairs:", *problems]))
+        raise InvalidInputError("\n  ".join(["bad image pairs:", *problems]))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -235,7 +236,7 @@ class PairedImageDataset(Dataset):
         pair = self.pairs[index]
         blur, sharp = read_rgb_uint8(pair.blur), read_rgb_uint8(pair.sharp)
         if blur.shape != sharp.shape:
-            raise ValueError(f"size mismatch: {pair.blur} is {blur.shape[1]}x{blur.shape[0]} but "
+            raise InvalidInputError(f"size mismatch: {pair.blur} is {blur.shape[1]}x{blur.shape[0]} but "
                              f"{pair.sharp} is {sharp.shape[1]}x{sharp.shape[0]} (width x height)")
         if self._cached_bytes + blur.nbytes + sharp.nbytes <= self.cache_bytes:
             blur.flags.writeable = sharp.flags.writeable = False  # a caller cannot alter the cached copy
@@ -255,7 +256,7 @@ class PairedImageDataset(Dataset):
             h, w = blur.shape[:2]
             c = self.crop_size
             if c > h or c > w:
-                raise ValueError(f"{pair.blur}: image is {w}x{h} (width x height), smaller than crop_size {c}")
+                raise InvalidInputError(f"{pair.blur}: image is {w}x{h} (width x height), smaller than crop_size {c}")
             y, x = int(rng.integers(0, h - c + 1)), int(rng.integers(0, w - c + 1))
             blur, sharp = blur[y:y + c, x:x + c], sharp[y:y + c, x:x + c]
         if self.augment:
@@ -293,7 +294,7 @@ def split_train_val(pairs: Sequence[Pair], val_fraction: float, seed: int) -> tu
     if val_fraction > 0:
         n_val = max(n_val, 1)
     if n_val and n - n_val < 1:
-        raise ValueError(f"split_train_val: {n} pair(s) cannot give {n_val} validation pair(s) and at least one "
+        raise InvalidInputError(f"split_train_val: {n} pair(s) cannot give {n_val} validation pair(s) and at least one "
                          "training pair")
     held_out = set(np.random.default_rng([int(seed), 1]).permutation(n)[:n_val].tolist())
     train = [p for i, p in enumerate(ordered) if i not in held_out]

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from models.names import SCORINGS
+from pipelines.core.errors import InvalidInputError
 from pipelines.evaluation import image_metrics
 
 ALIGNMENT_MODES = tuple(SCORINGS)  # registered once (models/names.py)
@@ -26,13 +27,13 @@ ECC_EPS = 0.0
 ECC_GAUSS_FILTER = 5
 
 
-class AlignmentError(ValueError):
+class AlignmentError(InvalidInputError):
     """ECC registration failed (e.g. flat or unrelated images)."""
 
 
 def _check_mode(mode: str) -> str:
     if mode not in ALIGNMENT_MODES:
-        raise ValueError(f"unknown RealBlur alignment mode {mode!r}; choose one of {ALIGNMENT_MODES}")
+        raise InvalidInputError(f"unknown RealBlur alignment mode {mode!r}; choose one of {ALIGNMENT_MODES}")
     return mode
 
 

@@ -35,8 +35,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from models.inference import NonFiniteOutputError, image_seed, is_stochastic, restore_image
+from models.inference import (
+    NonFiniteOutputError,
+    image_seed,
+    is_stochastic,
+    restore_image,
+)
 from models.names import SCORINGS, scorings
+from pipelines.core.errors import InvalidInputError
 from pipelines.evaluation.score_files import (
     INPUT_SCORES_FILE,
     METRIC_NOTES,
@@ -83,9 +89,9 @@ def _remove_stale(out_dir: Path) -> None:
 def _check_replaceable(out_dir: Path) -> None:
     if out_dir.exists():
         if not out_dir.is_dir():
-            raise ValueError(f"{out_dir}: --out must be a folder, this is a file")
+            raise InvalidInputError(f"{out_dir}: --out must be a folder, this is a file")
         if any(out_dir.iterdir()) and not (out_dir / SUMMARY_FILE).is_file():
-            raise ValueError(f"{out_dir}: folder is not empty and holds no {SUMMARY_FILE}: refusing to replace it "
+            raise InvalidInputError(f"{out_dir}: folder is not empty and holds no {SUMMARY_FILE}: refusing to replace it "
                              "(the output folder is replaced whole); choose a new --out")
 
 
@@ -113,7 +119,7 @@ def check_output_names(pairs, save_images: bool, crop_images: int) -> None:
                 clashes.append(f"{first.blur} and {pair.blur} would both be written as {name}")
     if clashes:
         shown = "; ".join(clashes[:5]) + (f"; ... ({len(clashes) - 5} more)" if len(clashes) > 5 else "")
-        raise ValueError(f"output name collision ({len(clashes)}): {shown}. Outputs are named after the input "
+        raise InvalidInputError(f"output name collision ({len(clashes)}): {shown}. Outputs are named after the input "
                          "without its extension: rename one of each, or evaluate without --save-images / crops")
 
 
@@ -125,9 +131,9 @@ def _check_inputs(pairs: list, out_dir: Path, data_root, realblur_mode: str | No
     from pipelines.evaluation.image_metrics import WINDOW_SIZE
 
     if not pairs:
-        raise ValueError(f"{data_root}: no image pairs to evaluate")
+        raise InvalidInputError(f"{data_root}: no image pairs to evaluate")
     if realblur_mode is not None and realblur_mode not in SCORINGS:
-        raise ValueError(f"unknown RealBlur mode {realblur_mode!r}; allowed: {', '.join(SCORINGS)}")
+        raise InvalidInputError(f"unknown RealBlur mode {realblur_mode!r}; allowed: {', '.join(SCORINGS)}")
     _check_replaceable(out_dir)
     check_output_names(pairs, save_images, crop_images)
     # unreadable, size-mismatched, too large or too small files: refused now, not after hours of inference
@@ -163,7 +169,7 @@ def _setup(model, eval_seeds: Sequence[int], lpips, lpips_reason: str | None, de
     stochastic = is_stochastic(model)
     seeds: list[int | None] = list(dict.fromkeys(int(s) for s in eval_seeds)) if stochastic else [None]
     if stochastic and not seeds:
-        raise ValueError("a model with a diffusion prior needs at least one evaluation seed (evaluate.eval_seeds)")
+        raise InvalidInputError("a model with a diffusion prior needs at least one evaluation seed (evaluate.eval_seeds)")
     lpips_available = lpips is not None and getattr(lpips, "available", False)
     if lpips is not None and not lpips_available:
         lpips_reason = lpips_reason or getattr(lpips, "reason", None)
@@ -181,7 +187,7 @@ def _read_pair(pair) -> tuple[np.ndarray, np.ndarray]:
 
     blur, sharp = read_rgb_uint8(pair.blur), read_rgb_uint8(pair.sharp)
     if blur.shape != sharp.shape:
-        raise ValueError(f"size mismatch: {pair.blur} is {blur.shape[1]}x{blur.shape[0]} but {pair.sharp} "
+        raise InvalidInputError(f"size mismatch: {pair.blur} is {blur.shape[1]}x{blur.shape[0]} but {pair.sharp} "
                          f"is {sharp.shape[1]}x{sharp.shape[0]} (width x height)")
     return blur, sharp
 
@@ -192,8 +198,8 @@ def _restore(setup: _Setup, pair, blur: np.ndarray, sharp: np.ndarray, seed: int
     try:
         return restore_image(setup.model, blur, sharp if setup.uses_sharp else None, generator, setup.device,
                              fast=setup.fast)
-    except NonFiniteOutputError as err:
-        raise NonFiniteOutputError(f"{pair.blur}: {err} (model {setup.checkpoint or 'in memory'})") from None
+    except NonFiniteOutputError as err:  # a diverged model: the user's checkpoint, named with the image
+        raise InvalidInputError(f"{pair.blur}: {err} (model {setup.checkpoint or 'in memory'})") from None
 
 
 def _write_examples(setup: _Setup, tmp: Path, index: int, pair, blur, restored, sharp) -> None:

@@ -20,6 +20,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from pipelines.core.errors import InvalidInputError
+
 WINDOW_SIZE = 11
 WINDOW_SIGMA = 1.5
 K1, K2 = 0.01, 0.03
@@ -116,7 +118,7 @@ def ssim_map(x: np.ndarray, y: np.ndarray, data_range: float = PEAK) -> np.ndarr
 
 def _check_min_size(img: np.ndarray) -> None:
     if img.shape[0] < WINDOW_SIZE or img.shape[1] < WINDOW_SIZE:
-        raise ValueError(
+        raise InvalidInputError(
             f"SSIM needs images of at least {WINDOW_SIZE}x{WINDOW_SIZE} pixels, got {img.shape}"
         )
 
@@ -292,7 +294,7 @@ class LPIPSScorer:
         lin_keys = [key for key in net.state_dict() if re.match(r"lin\d+\.", key)]
         missing = [key for key in lin_keys if key not in state]
         if missing:
-            raise ValueError(f"{lpips_path} is not an LPIPS-AlexNet file: it lacks {missing}")
+            raise InvalidInputError(f"{lpips_path} is not an LPIPS-AlexNet file: it lacks {missing}")
         net.load_state_dict({key: state[key] for key in lin_keys}, strict=False)
         return net.to(self.device).eval()
 

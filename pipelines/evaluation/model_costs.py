@@ -43,6 +43,7 @@ from models.fast_inference import fast_adapter, fast_prior
 from models.inference import pick_device, restore_full, restore_tensor
 from models.priors import build_prior
 from pipelines.core.config import repo_root
+from pipelines.core.errors import InvalidInputError
 
 COST_INPUT_SHAPE = (1, 3, 256, 256)
 VARIANTS = ("baseline", "blurdm")
@@ -368,7 +369,7 @@ def profile_models(scale: str = "tiny", backbones: list[str] | None = None, T: i
     backbones = list(backbones or BACKBONES)
     unknown = [b for b in backbones if b not in BACKBONES]
     if unknown:
-        raise ValueError(f"unknown backbone(s) {unknown}; allowed: {', '.join(BACKBONES)}")
+        raise InvalidInputError(f"unknown backbone(s) {unknown}; allowed: {', '.join(BACKBONES)}")
     published = load_published_costs(published_costs, paper_yaml)
     results = count_all(backbones, scale, T, progress=progress)
     compare_published(results, published["backbones"], scale)

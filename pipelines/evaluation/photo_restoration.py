@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from models.inference import restore_image
+from pipelines.core.errors import MissingFileError
 from pipelines.core.files import walk_files
 from pipelines.data.image_files import (
     IMAGE_EXTENSIONS,
@@ -66,9 +67,9 @@ def collect_inputs(inputs: list[str | os.PathLike], log=None) -> list[tuple[Path
                 seen.add(path.resolve())
                 found.append((path, Path(path.name)))
         elif path.is_symlink():
-            raise FileNotFoundError(f"{path}: input is a broken or looping symbolic link")
+            raise MissingFileError(f"{path}: input is a broken or looping symbolic link")
         else:
-            raise FileNotFoundError(f"{path}: input does not exist")
+            raise MissingFileError(f"{path}: input does not exist")
     return found
 
 

@@ -24,6 +24,7 @@ import pandas as pd
 
 from models.names import METRIC_NAMES
 from models.names import METRICS as METRIC_REGISTRY
+from pipelines.core.errors import InvalidInputError, MissingFileError
 
 CSV_COLUMNS = ("name", "seed", *METRIC_NAMES, "seconds")
 METRICS = METRIC_NAMES
@@ -102,11 +103,11 @@ def read_scores(path: str | os.PathLike) -> pd.DataFrame:
     if path.is_dir():
         path = path / SCORES_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: scores file not found")
+        raise MissingFileError(f"{path}: scores file not found")
     frame = pd.read_csv(path, na_values=[NA], keep_default_na=False, dtype={"name": str})
     missing = [c for c in CSV_COLUMNS if c not in frame.columns]
     if missing:
-        raise ValueError(f"{path}: not a scores file, missing columns {missing}")
+        raise InvalidInputError(f"{path}: not a scores file, missing columns {missing}")
     frame.attrs["path"] = str(path)
     return frame
 
@@ -119,7 +120,7 @@ def per_image(frame: pd.DataFrame, metric: str) -> pd.Series:
     values = frame[["name", metric]]
     if values[metric].isna().any():
         bad = values.loc[values[metric].isna(), "name"].tolist()
-        raise ValueError(f"{where}: {metric} is NA for {len(bad)} row(s) (e.g. {bad[:3]}); cannot compare")
+        raise InvalidInputError(f"{where}: {metric} is NA for {len(bad)} row(s) (e.g. {bad[:3]}); cannot compare")
     return values.groupby("name", sort=True)[metric].mean()
 
 
@@ -134,7 +135,7 @@ def _check_same_images(files: list, runs: list[pd.Series]) -> None:
         if set(run.index) != set(reference.index):
             only_ref = sorted(set(reference.index) - set(run.index))
             only_run = sorted(set(run.index) - set(reference.index))
-            raise ValueError(f"image names differ between {reference_path} and {path}: "
+            raise InvalidInputError(f"image names differ between {reference_path} and {path}: "
                              f"{len(only_ref)} only in the first (e.g. {only_ref[:3]}), "
                              f"{len(only_run)} only in the second (e.g. {only_run[:3]})")
 
@@ -149,7 +150,11 @@ def compare_runs(method_csv, baseline_csv, metric: str = "psnr", resamples: int 
     any mismatch is an error. With several files per side, ``training_seeds`` gives the spread of the
     per-file means (:func:`pipelines.evaluation.paired_stats.seed_spread`).
     """
-    from pipelines.evaluation.paired_stats import gain_over_seeds, paired_bootstrap, seed_spread
+    from pipelines.evaluation.paired_stats import (
+        gain_over_seeds,
+        paired_bootstrap,
+        seed_spread,
+    )
 
     method_files, baseline_files = _as_list(method_csv), _as_list(baseline_csv)
     if not method_files or not baseline_files:

@@ -144,7 +144,7 @@ def _migrate_entry(name: str, entry: dict, target: Target, notes: list[str]) -> 
     old = _is_old(name)
     new_name = f"{old[0]}@{target.train_set}-{old[1]}" if old else name
     if new_name not in target.stages:
-        raise ValueError(f"dvc.lock: {name} would become {new_name}, which dvc.yaml does not define "
+        raise InvalidInputError(f"dvc.lock: {name} would become {new_name}, which dvc.yaml does not define "
                          f"(stages of this family: {', '.join(s for s in target.stages if s.startswith(old[0]))})")
     entry["cmd"] = target.stages[new_name]
     _move_paths(entry, target.train_set)
@@ -169,7 +169,7 @@ def _moves(root: Path, train_set: str) -> list[tuple[Path, Path]]:
             src, dst = root / prefix / backbone, root / prefix / train_set / backbone
             if src.is_dir():
                 if dst.exists():
-                    raise ValueError(f"{src} and {dst} both exist: which one is the study's? Remove one and rerun")
+                    raise InvalidInputError(f"{src} and {dst} both exist: which one is the study's? Remove one and rerun")
                 moves.append((src, dst))
     return moves
 
@@ -184,7 +184,7 @@ def plan_migration(target: Target, lock: dict) -> Plan:
         if _is_old(name) or family in ABLATION_FAMILIES:
             new_name, new_entry = _migrate_entry(name, entry, target, plan.notes)
             if new_name in stages and new_name != name:
-                raise ValueError(f"dvc.lock has both {name} and {new_name}: migrated already?")
+                raise InvalidInputError(f"dvc.lock has both {name} and {new_name}: migrated already?")
             if new_name != name:
                 plan.renamed[name] = new_name
             elif new_entry != entry:

@@ -19,6 +19,8 @@ import json
 import math
 from pathlib import Path
 
+from pipelines.core.errors import InvalidInputError, MissingFileError
+
 # (path substring, absolute tolerance); first match wins
 TOLERANCES: list[tuple[str, float]] = [
     ("psnr", 0.05),      # dB
@@ -104,7 +106,7 @@ def _short(value) -> str:
 def check_dirs(reference_dir: Path, metrics_dir: Path) -> dict[str, list[dict]]:
     files = sorted(reference_dir.glob("*.json"))
     if not files:
-        raise FileNotFoundError(f"{reference_dir}: no reference tables (*.json) to compare against")
+        raise MissingFileError(f"{reference_dir}: no reference tables (*.json) to compare against")
     result = {}
     for ref_file in files:
         cur_file = metrics_dir / ref_file.name
@@ -114,7 +116,7 @@ def check_dirs(reference_dir: Path, metrics_dir: Path) -> dict[str, list[dict]]:
         try:
             current = json.loads(cur_file.read_text())
         except json.JSONDecodeError as err:
-            raise ValueError(f"{cur_file}: not valid JSON ({err})") from None
+            raise InvalidInputError(f"{cur_file}: not valid JSON ({err})") from None
         result[ref_file.name] = compare(json.loads(ref_file.read_text()), current)
     return result
 

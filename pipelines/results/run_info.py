@@ -24,6 +24,7 @@ import os
 from pathlib import Path
 
 from models.names import column_key
+from pipelines.core.errors import InvalidInputError
 
 RUN_INFO_DIR = "run_info"
 FORMAT = "blurdm-bench/run-info"
@@ -106,9 +107,9 @@ def read_run_info(tracked: str | os.PathLike) -> tuple[dict | None, str]:
     try:
         data = json.loads(sidecar.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{sidecar}: not a readable JSON file ({err})") from None
+        raise InvalidInputError(f"{sidecar}: not a readable JSON file ({err})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ValueError(f"{sidecar}: not a run-info file (expected \"format\": \"{FORMAT}\")")
+        raise InvalidInputError(f"{sidecar}: not a run-info file (expected \"format\": \"{FORMAT}\")")
     if data.get("table_sha256") != sha256_file(tracked):
         return None, f"{NOT_RECORDED} ({RUN_INFO_DIR}/{tracked.name} belongs to another version of {tracked.name})"
     return data, ""

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from models.names import METRIC_NAMES
 from pipelines.core.checkpoint_files import load_deblur_model
+from pipelines.core.errors import InvalidInputError
 from pipelines.core.files import sha256_file
 from pipelines.tracking.runs import (
     MODEL_ARTIFACT,
@@ -35,7 +36,7 @@ def load_logged_model(run_id: str, uri: str | None = None, dst: str | os.PathLik
     folder = Path(tracker.client.download_artifacts(run_id, MODEL_ARTIFACT, str(dst) if dst else tempfile.mkdtemp()))
     card = json.loads((folder / MODEL_CARD).read_text())
     if card.get("format") != MODEL_FORMAT or sha256_file(folder / MODEL_FILE) != card.get("sha256"):
-        raise ValueError(f"run {run_id}: {MODEL_ARTIFACT}/{MODEL_FILE} does not match its {MODEL_CARD}")
+        raise InvalidInputError(f"run {run_id}: {MODEL_ARTIFACT}/{MODEL_FILE} does not match its {MODEL_CARD}")
     return load_deblur_model(folder / MODEL_FILE)
 
 

@@ -25,6 +25,8 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from pipelines.core.errors import InvalidInputError
+
 DEFAULT_PORT = 29500
 
 
@@ -61,14 +63,14 @@ def _int_env(env: Mapping[str, str], names: tuple[str, ...]) -> tuple[int | None
             try:
                 return int(value), f"${name}"
             except ValueError:
-                raise ValueError(f"${name}={value!r} is not an integer") from None
+                raise InvalidInputError(f"${name}={value!r} is not an integer") from None
     return None, None
 
 
 def check_endpoint(endpoint: str) -> str:
     host, sep, port = endpoint.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"rendezvous endpoint {endpoint!r} must be HOST:PORT (e.g. node001:29500)")
+        raise InvalidInputError(f"rendezvous endpoint {endpoint!r} must be HOST:PORT (e.g. node001:29500)")
     return endpoint
 
 
@@ -85,7 +87,7 @@ def resolve_launch(train_cfg, env: Mapping[str, str] | None = None) -> Launch:
         rank, where = train_cfg.node_rank, "train.node_rank"
     sources.append(f"node_rank={rank} from {where}")
     if nodes < 1 or not 0 <= rank < nodes:
-        raise ValueError(f"node rank {rank} must be in 0..{nodes - 1} ({'; '.join(sources)})")
+        raise InvalidInputError(f"node rank {rank} must be in 0..{nodes - 1} ({'; '.join(sources)})")
     endpoint = env.get("BLURDM_RDZV_ENDPOINT") or None
     where = "$BLURDM_RDZV_ENDPOINT"
     if endpoint is None and env.get("MASTER_ADDR"):
@@ -95,7 +97,7 @@ def resolve_launch(train_cfg, env: Mapping[str, str] | None = None) -> Launch:
         endpoint, where = train_cfg.rdzv_endpoint, "train.rdzv_endpoint"
     if nodes > 1:
         if not endpoint:
-            raise ValueError(f"{nodes} nodes need a rendezvous endpoint HOST:PORT of node 0: set train.rdzv_endpoint, "
+            raise InvalidInputError(f"{nodes} nodes need a rendezvous endpoint HOST:PORT of node 0: set train.rdzv_endpoint, "
                              "$BLURDM_RDZV_ENDPOINT or $MASTER_ADDR (and $MASTER_PORT)")
         check_endpoint(endpoint)
         sources.append(f"endpoint {endpoint} from {where}")

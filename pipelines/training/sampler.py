@@ -11,7 +11,6 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from pipelines.core.errors import UserError
 from pipelines.training.step import rank_share
 
 # purpose tags mixed into the per-step seeds
@@ -36,10 +35,7 @@ class StepBatchSampler(Sampler):
                  rank: int = 0, world_size: int = 1):
         if n_items < 1:
             raise ValueError("StepBatchSampler: no training items")
-        try:
-            self.share = rank_share(global_batch, world_size, rank)
-        except ValueError as err:
-            raise UserError(str(err)) from None
+        self.share = rank_share(global_batch, world_size, rank)
         self.n, self.global_batch, self.seed = n_items, global_batch, seed
         self.start, self.end, self.rank, self.world = start, end, rank, world_size
         self._cache: tuple[int, list[int]] | None = None

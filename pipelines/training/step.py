@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from pipelines.core.errors import InvalidInputError
 from pipelines.training.objective import StageObjective
 
 
@@ -40,7 +41,7 @@ def rank_share(global_batch: int, world_size: int, rank: int) -> tuple[int, int]
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} of world size {world_size}")
     if global_batch < world_size:
-        raise ValueError(f"train.batch_size={global_batch} is smaller than the {world_size} processes: "
+        raise InvalidInputError(f"train.batch_size={global_batch} is smaller than the {world_size} processes: "
                          "every process needs at least one item per step")
     base, extra = divmod(global_batch, world_size)
     return rank * base + min(rank, extra), base + (1 if rank < extra else 0)
@@ -52,7 +53,7 @@ def micro_slices(count: int, micro_batch: int | None) -> list[slice]:
         raise ValueError(f"a share of {count} items")
     size = count if micro_batch is None else min(int(micro_batch), count)
     if size < 1:
-        raise ValueError(f"train.micro_batch must be >= 1, got {micro_batch}")
+        raise InvalidInputError(f"train.micro_batch must be >= 1, got {micro_batch}")
     return [slice(start, min(start + size, count)) for start in range(0, count, size)]
 
 

@@ -62,7 +62,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from pipelines.core.config import DatasetSource
-from pipelines.core.errors import UserError
+from pipelines.core.errors import MissingFileError, UserError
 from pipelines.core.files import atomic_dir, sha256_file, write_json
 from pipelines.data.fetching.download import download_first
 from pipelines.data.fetching.layouts import materialise, plan_pairs
@@ -96,13 +96,13 @@ def _check_request(name: str, spec: DatasetSource, archive: Path | None, source:
     ``--archive``, an unknown checksum without ``--record-checksum`` / ``--trust-unverified``."""
     if source is not None:
         if not source.is_dir():
-            raise FileNotFoundError(f"--source {source}: no such directory")
+            raise MissingFileError(f"--source {source}: no such directory")
         if not trust_unverified:
             raise UserError(f"{name}: --source {source} is an unpacked copy that no sha256 can vouch for; "
                             f"pass --trust-unverified to use it anyway")
         return
     if archive is not None and not archive.is_file():
-        raise FileNotFoundError(f"--archive {archive}: no such file")
+        raise MissingFileError(f"--archive {archive}: no such file")
     if archive is None and spec.manual:
         raise UserError(f"{name}: {spec.url} is a download page, not a direct link: download {spec.archive} "
                         f"from it by hand, then run `blurdm-bench fetch {name} --archive PATH`")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from pipelines.core.errors import UserError
+from pipelines.core.errors import InvalidInputError, MissingFileError, UserError
 from pipelines.core.files import (
     write_text,
 )
@@ -29,16 +29,16 @@ def load_checksums(path: str | os.PathLike | None = None) -> dict[str, str | Non
     try:
         raw = yaml.safe_load(path.read_text())
     except OSError as err:
-        raise FileNotFoundError(f"{path}: cannot read checksums file ({err.strerror or err})") from None
+        raise MissingFileError(f"{path}: cannot read checksums file ({err.strerror or err})") from None
     except yaml.YAMLError as err:
-        raise ValueError(f"{path}: not valid YAML: {err}") from None
+        raise InvalidInputError(f"{path}: not valid YAML: {err}") from None
     raw = raw or {}
     if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a mapping 'archive file name: sha256 or null'")
+        raise InvalidInputError(f"{path}: expected a mapping 'archive file name: sha256 or null'")
     table: dict[str, str | None] = {}
     for key, value in raw.items():
         if value is not None and not (isinstance(value, str) and _SHA256_RE.fullmatch(value.lower())):
-            raise ValueError(f"{path}: {key}: expected 64 hex digits or null, got {value!r}")
+            raise InvalidInputError(f"{path}: {key}: expected 64 hex digits or null, got {value!r}")
         table[str(key)] = value.lower() if value else None
     return table
 
