@@ -1,7 +1,7 @@
 """Activation checkpointing over each backbone's blocks (``train.activation_checkpointing``).
 
-:func:`enable_activation_checkpointing` makes every *block* of a backbone (the repeated unit listed in
-:data:`CHECKPOINT_BLOCKS`) run under ``torch.utils.checkpoint.checkpoint(use_reentrant=False)`` while
+:func:`enable_activation_checkpointing` makes every *block* of a backbone (the repeated unit its class
+declares in ``checkpoint_blocks``, beside the class: a new backbone needs no entry here) run under ``torch.utils.checkpoint.checkpoint(use_reentrant=False)`` while
 gradients are being recorded: its inner activations are not kept for the backward pass but recomputed
 there, so peak memory drops to about one block's activations plus each block's input, for roughly one
 more forward pass of compute. Under ``torch.no_grad`` / ``inference_mode`` (validation, evaluation) the
@@ -15,7 +15,7 @@ autocast state of the forward is restored for the recomputation (bf16 works). No
 BatchNorm (only the latent encoders do, and they are not checkpointed: recomputing a training-mode
 BatchNorm would update its running statistics twice).
 
-Blocks per backbone:
+Blocks per backbone (each class's ``checkpoint_blocks``):
 
 * MIMO-UNet / MIMO-UNet+: every ``ResidualBlock`` (encoder and decoder stages).
 * Stripformer: every intra / inter strip-attention block and every convolutional residual unit.
@@ -34,19 +34,12 @@ _FLAG = "_blurdm_checkpointed"
 
 
 def checkpoint_block_types(backbone: nn.Module) -> tuple[type, ...]:
-    """The block classes checkpointed in ``backbone`` (see the module doc)."""
-    from models.backbones import fftformer, loformer, mimo_unet, stripformer
-
-    table: list[tuple[type, tuple[type, ...]]] = [
-        (mimo_unet.MIMOUNet, (mimo_unet.ResidualBlock,)),
-        (stripformer.Stripformer, (stripformer.StripAttentionBlock, stripformer.ConvResidualUnit)),
-        (fftformer.FFTformer, (fftformer.FFTBlock,)),
-        (loformer.LoFormerS, (loformer.LocalFrequencyLayer,)),
-    ]
-    for cls, blocks in table:
-        if isinstance(backbone, cls):
-            return blocks
-    raise ValueError(f"no activation-checkpointing blocks are defined for {type(backbone).__name__}")
+    """The block classes checkpointed in ``backbone``: its class's ``checkpoint_blocks``."""
+    blocks = getattr(type(backbone), "checkpoint_blocks", None)
+    if not blocks:
+        raise ValueError(f"{type(backbone).__name__} declares no checkpoint_blocks: activation checkpointing "
+                         "does not know which of its modules to wrap")
+    return tuple(blocks)
 
 
 def _checkpointed_forward(self, *args, **kwargs):

@@ -10,7 +10,8 @@ Uniform convention (the trainer and evaluator rely on it):
 * attributes: ``pad_multiple`` (H and W must be multiples of it), ``value_range`` (``"half"`` =
   [-0.5, 0.5] or ``"unit"`` = [0, 1]), ``prior_dim``, ``scale``, ``tile`` (``None`` or
   ``(tile_size, overlap)`` for backbones that infer on tiles, i.e. LoFormer), ``residual_outputs``
-  (names of the layers whose output is added to the input image: :func:`zero_init_residual_outputs`).
+  (names of the layers whose output is added to the input image: :func:`zero_init_residual_outputs`),
+  ``checkpoint_blocks`` (the block classes :mod:`models.activation_checkpointing` wraps).
 """
 from __future__ import annotations
 
