@@ -97,6 +97,10 @@ METRICS: dict[str, Metric] = {
 }
 METRIC_NAMES = tuple(METRICS)
 
+# The two models a Table-1 row compares, and every backbone's cost is counted for: the backbone alone (the
+# baseline) and with the BlurDM prior.
+SIDES = ("baseline", "blurdm")
+
 # Test sets the tables and the report can name (fetch / synth write them under data/).
 DATASETS: dict[str, str] = {
     "synthetic": "synthetic (embedded)",

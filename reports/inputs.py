@@ -14,10 +14,10 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
+from models.names import SIDES
 from pipelines.core.errors import InvalidInputError, MissingFileError
 from pipelines.results.metric_schemas import (
     SCHEMAS,
-    SIDES,
     Table1File,
     describe,
     invalid_at,

@@ -31,12 +31,47 @@ def test_params_literals_come_from_the_registry():
     assert config.DIFFUSION_PRIORS == names.DIFFUSION_PRIORS
 
 
-def test_trainer_and_tables_read_the_registry():
-    from pipelines import scores, tables, train
+def test_trainer_scores_tables_and_tracking_read_the_registry():
+    import argparse
 
-    assert train.VARIANT_STAGES == {n: c.stages for n, c in names.STAGE_COMBOS.items()}
-    assert scores.CSV_COLUMNS[2:-1] == names.METRIC_NAMES == tables.METRICS
-    assert tables.ABLATION_ORDER["ablation_prior"] == list(names.PRIORS)
+    import numpy as np
+
+    from pipelines.evaluation import image_metrics, score_files
+    from pipelines.results import gain_tables
+    from pipelines.tracking.evaluation_records import evaluation_metrics
+    from pipelines.training.job import add_job_arguments
+
+    parser = argparse.ArgumentParser()
+    add_job_arguments(parser)
+    choices = {action.dest: action.choices for action in parser._actions}
+    assert tuple(choices["variant"]) == tuple(names.STAGE_COMBOS) and tuple(choices["study"]) == names.STUDIES
+    assert tuple(choices["backbone"]) == tuple(names.BACKBONES) and tuple(choices["prior"]) == names.DIFFUSION_PRIORS
+    assert score_files.CSV_COLUMNS[2:-1] == names.METRIC_NAMES
+    assert gain_tables.ABLATION_ORDER["ablation_prior"] == list(names.PRIORS)
+    image = np.zeros((16, 16, 3), np.uint8)
+    assert tuple(image_metrics.score_pair(image, image)) == names.METRIC_NAMES  # every metric is computed
+    summary = {"metrics": {m: {"mean": 1.0} for m in names.METRIC_NAMES}, "n_images": 2}
+    logged = evaluation_metrics(summary, "synthetic")
+    assert {f"test/synthetic/{m}" for m in names.METRIC_NAMES} <= set(logged)  # every metric reaches MLflow
+
+
+@pytest.mark.parametrize("name", list(names.BACKBONES))
+def test_every_backbone_declares_what_activation_checkpointing_wraps(name):
+    from models.activation_checkpointing import checkpoint_block_types, enable_activation_checkpointing
+    from models.backbones import build_backbone
+
+    backbone = build_backbone(name, scale="tiny", prior_dim=None)
+    assert checkpoint_block_types(backbone) == type(backbone).checkpoint_blocks
+    assert enable_activation_checkpointing(backbone) > 0
+
+
+def test_a_backbone_without_blocks_is_refused():
+    from torch import nn
+
+    from models.activation_checkpointing import enable_activation_checkpointing
+
+    with pytest.raises(ValueError, match="Linear declares no checkpoint_blocks"):
+        enable_activation_checkpointing(nn.Linear(2, 2))
 
 
 def test_labels():

@@ -22,9 +22,6 @@ from pathlib import Path
 from models.names import scorings
 from pipelines.core.config import Params, repo_root
 
-TABLE1_METHODS = ("baseline", "blurdm")
-
-
 def runs_root() -> Path:
     return repo_root() / "runs"
 

@@ -41,12 +41,11 @@ from models.inference import (
     is_stochastic,
     restore_image,
 )
-from models.names import SCORINGS, scorings
+from models.names import METRIC_NAMES, SCORINGS, scorings
 from pipelines.core.errors import InvalidInputError
 from pipelines.evaluation.score_files import (
     INPUT_SCORES_FILE,
     METRIC_NOTES,
-    METRICS,
     SCORES_FILE,
     SUMMARY_FILE,
     rows_to_csv,
@@ -179,7 +178,7 @@ def _setup(model, eval_seeds: Sequence[int], lpips, lpips_reason: str | None, de
 
 
 def _row(name: str, seed: int | None, scores: dict, seconds: float) -> dict:
-    return {"name": name, "seed": seed, **{m: scores.get(m) for m in METRICS}, "seconds": seconds}
+    return {"name": name, "seed": seed, **{m: scores.get(m) for m in METRIC_NAMES}, "seconds": seconds}
 
 
 def _read_pair(pair) -> tuple[np.ndarray, np.ndarray]:

@@ -20,6 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from models.names import METRIC_NAMES
 from pipelines.core.errors import InvalidInputError
 
 WINDOW_SIZE = 11
@@ -320,12 +321,12 @@ class LPIPSScorer:
 
 
 # --------------------------------------------------------------------------------------------
+# every metric of the registry (models.names.METRICS) but LPIPS, which needs its network (LPIPSScorer)
+PAIR_METRICS = {"psnr": psnr, "ssim": ssim, "ssim3d": ssim3d}
+
+
 def score_pair(restored: np.ndarray, sharp: np.ndarray, lpips: LPIPSScorer | None = None) -> dict:
-    """All metrics for one (restored, sharp) pair: psnr, ssim, ssim3d, lpips (None if unavailable)."""
+    """Every metric of the registry for one (restored, sharp) pair, in its order; LPIPS None if unavailable."""
     check_image_pair(restored, sharp)
-    return {
-        "psnr": psnr(restored, sharp),
-        "ssim": ssim(restored, sharp),
-        "ssim3d": ssim3d(restored, sharp),
-        "lpips": lpips(restored, sharp) if lpips is not None and lpips.available else None,
-    }
+    lpips_value = lpips(restored, sharp) if lpips is not None and lpips.available else None
+    return {name: lpips_value if name == "lpips" else PAIR_METRICS[name](restored, sharp) for name in METRIC_NAMES}

@@ -41,12 +41,12 @@ from models.costs import count_costs, count_layer_macs, count_params
 from models.deblur_model import build_deblur_model
 from models.fast_inference import fast_adapter, fast_prior
 from models.inference import pick_device, restore_full, restore_tensor
+from models.names import SIDES
 from models.priors import build_prior
 from pipelines.core.config import repo_root
 from pipelines.core.errors import InvalidInputError
 
 COST_INPUT_SHAPE = (1, 3, 256, 256)
-VARIANTS = ("baseline", "blurdm")
 PUBLISHED_COSTS = Path(__file__).resolve().parents[2] / "models" / "published_costs.yaml"
 PAPER_YAML_NAME = "blurdm-neurips2025.yaml"
 # our backbone name -> key in backbones_published (LoFormer: we build the S variant)
@@ -120,7 +120,7 @@ def variant_spec(backbone: str, variant: str, scale: str, T: int) -> dict:
         return {"backbone": backbone, "scale": scale, "prior_mode": "none"}
     if variant == "blurdm":
         return {"backbone": backbone, "scale": scale, "prior_mode": "diffusion", "prior": "blurdm", "T": T}
-    raise ValueError(f"unknown variant {variant!r}; allowed: {', '.join(VARIANTS)}")
+    raise ValueError(f"unknown variant {variant!r}; allowed: {', '.join(SIDES)}")
 
 
 def build_variant(backbone: str, variant: str, scale: str, T: int) -> nn.Module:
@@ -145,7 +145,7 @@ def _ratio(new: float, old: float) -> float | None:
 def count_all(backbones: list[str], scale: str, T: int, progress: bool = True) -> dict:
     """Costs of every backbone x variant and of the BlurDM module alone at 1x3x256x256."""
     x = torch.zeros(COST_INPUT_SHAPE, device="meta")
-    jobs = [(name, variant) for name in backbones for variant in VARIANTS]
+    jobs = [(name, variant) for name in backbones for variant in SIDES]
     results: dict = {"backbones": {}}
     with torch.device("meta"):
         prior = build_prior("blurdm", T, scale)
@@ -252,7 +252,7 @@ def measure_latency(backbones: list[str], scale: str, T: int, sizes: list[tuple[
     """Median / IQR latency of full-image inference per backbone x variant x size, and of BlurDM alone."""
     torch.manual_seed(seed)
     jobs = [("blurdm_module", None, size) for size in sizes]
-    jobs += [(name, variant, size) for name in backbones for variant in VARIANTS for size in sizes]
+    jobs += [(name, variant, size) for name in backbones for variant in SIDES for size in sizes]
     rows = []
     cache: dict = {}
     for name, variant, (h, w) in tqdm(jobs, desc="timing", disable=not progress, unit="run"):
@@ -307,7 +307,7 @@ def measure_fast_latency(backbones: list[str], scale: str, T: int, sizes: list[t
     ``backend`` replaces the CUDA-graph capture (tests on the CPU)."""
     warmup = max(warmup, 3)  # the second call of a shape captures its graph: time replays only
     jobs = [("blurdm_module", None, size) for size in sizes]
-    jobs += [(name, variant, size) for name in backbones for variant in VARIANTS for size in sizes]
+    jobs += [(name, variant, size) for name in backbones for variant in SIDES for size in sizes]
     rows = []
     for name, variant, (h, w) in tqdm(jobs, desc="timing (fast)", disable=not progress, unit="run"):
         torch.manual_seed(seed)

@@ -22,17 +22,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from models.names import METRIC_NAMES
-from models.names import METRICS as METRIC_REGISTRY
+from models.names import METRIC_NAMES, METRICS
 from pipelines.core.errors import InvalidInputError, MissingFileError
 
 CSV_COLUMNS = ("name", "seed", *METRIC_NAMES, "seconds")
-METRICS = METRIC_NAMES
 NA = "NA"
 SCORES_FILE = "scores.csv"
 INPUT_SCORES_FILE = "input_scores.csv"  # the blurred input itself scored against the sharp image (doing nothing)
 SUMMARY_FILE = "summary.json"
-METRIC_NOTES = {name: metric.note for name, metric in METRIC_REGISTRY.items()}
+METRIC_NOTES = {name: metric.note for name, metric in METRICS.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -74,7 +72,7 @@ def summarise(rows: list[dict], seeds: list[int | None]) -> dict:
     from pipelines.evaluation.paired_stats import seed_spread
 
     out: dict = {}
-    for metric in METRICS + ("seconds",):
+    for metric in METRIC_NAMES + ("seconds",):
         per_seed = {}
         for seed in seeds:
             per_seed[seed] = _mean_or_na([r[metric] for r in rows if r["seed"] == seed])
@@ -116,7 +114,7 @@ def per_image(frame: pd.DataFrame, metric: str) -> pd.Series:
     """``metric`` per image name, averaged over evaluation seeds (a stochastic prior's rows)."""
     where = frame.attrs.get("path", "scores")
     if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; allowed: {', '.join(METRICS)}")
+        raise ValueError(f"unknown metric {metric!r}; allowed: {', '.join(METRIC_NAMES)}")
     values = frame[["name", metric]]
     if values[metric].isna().any():
         bad = values.loc[values[metric].isna(), "name"].tolist()
@@ -167,7 +165,7 @@ def compare_runs(method_csv, baseline_csv, metric: str = "psnr", resamples: int 
     baseline = np.mean([run.loc[names].to_numpy() for run in baseline_runs], axis=0)
     result = {
         "metric": metric,
-        "higher_is_better": METRIC_REGISTRY[metric].higher_is_better,
+        "higher_is_better": METRICS[metric].higher_is_better,
         "method_mean": float(method.mean()),
         "baseline_mean": float(baseline.mean()),
         "method_files": [str(p) for p in method_files],

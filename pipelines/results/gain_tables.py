@@ -53,7 +53,6 @@ from pipelines.results.plots_data import write_plot_data
 from pipelines.results.run_info import split_table, write_tracked
 from pipelines.tracking.lineage import UNKNOWN_COMMIT, git_commit
 
-METRICS = METRIC_NAMES
 ABLATION_ORDER = {
     "ablation_prior": list(PRIORS),
     "ablation_stages": [*STAGE_COMBOS, "oracle"],
@@ -141,7 +140,7 @@ def _input_means(dirs: list[Path]) -> dict[str, float | None]:
     """Scores of doing nothing: the blurred test input against the sharp images, per metric."""
     frame = read_scores(_input_file(dirs))
     out = {}
-    for metric in METRICS:
+    for metric in METRIC_NAMES:
         try:
             out[metric] = float(per_image(frame, metric).mean())
         except ValueError:
@@ -149,7 +148,7 @@ def _input_means(dirs: list[Path]) -> dict[str, float | None]:
     return out
 
 
-def _over_input(dirs: list[Path], params: Params, metrics=METRICS) -> dict[str, dict | None]:
+def _over_input(dirs: list[Path], params: Params, metrics=METRIC_NAMES) -> dict[str, dict | None]:
     """Gain of the models in ``dirs`` over the blurred input itself, per metric (paired over images). The
     input's scores stand beside every training seed, so the gain's seed spread is that of the seeds."""
     out = {}
@@ -194,7 +193,7 @@ def table1_row(params: Params, train_set: str, bb: str, dataset: str, scoring: s
         return None
     row = {"dataset": dataset, "scoring": scoring, "train_set": train_set, "backbone": bb,
            "baseline": {}, "blurdm": {}, "gain": {}}
-    for metric in METRICS:
+    for metric in METRIC_NAMES:
         g = _gain(dirs["blurdm"], dirs["baseline"], metric, params)
         row["baseline"][metric] = None if g is None else g["baseline_mean"]
         row["blurdm"][metric] = None if g is None else g["method_mean"]
@@ -219,13 +218,13 @@ def table1(params: Params) -> dict:
     rows, average = [], {}
     for train_set in params.train_sets:
         for dataset, scoring in scored_columns(params, train_set):
-            gains_by_metric: dict[str, list[float]] = {m: [] for m in METRICS}
+            gains_by_metric: dict[str, list[float]] = {m: [] for m in METRIC_NAMES}
             for bb in params.models.backbones:
                 row = table1_row(params, train_set, bb, dataset, scoring)
                 if row is None:
                     continue
                 rows.append(row)
-                for metric in METRICS:
+                for metric in METRIC_NAMES:
                     if row["gain"][metric] is not None:
                         gains_by_metric[metric].append(row["gain"][metric]["mean"])
             if any(gains_by_metric.values()):
@@ -289,7 +288,7 @@ def ablation_rows(params: Params, variants: list[str], dataset: str) -> tuple[li
         if not all((d / "scores.csv").is_file() for d in dirs):
             continue
         row: dict = {"variant": variant}
-        for metric in METRICS:
+        for metric in METRIC_NAMES:
             g = _gain(dirs, reference, metric, params)
             row[metric] = None if g is None else g["method_mean"]
             if metric == "psnr":

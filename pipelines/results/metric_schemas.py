@@ -34,7 +34,6 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from models.names import METRIC_NAMES, SCORINGS, column_key, scorings
 
 CROP_KINDS = ("blurred", "baseline", "blurdm", "sharp")  # the crops of a Table-1 row, in the report's column order
-SIDES = ("baseline", "blurdm")  # the two models of a Table-1 row
 
 
 class Schema(BaseModel):
