@@ -33,8 +33,10 @@ import os
 import torch
 from torch import nn
 
-from models.encoder import PRIOR_DIM, prior_dim
+from models.backbones import build_backbone
+from models.encoder import PRIOR_DIM, prior_dim, sharp_encoder
 from models.names import MAX_T
+from models.priors import build_prior
 
 PRIOR_MODES = ("none", "sharp_encoder", "diffusion")
 MODEL_FORMAT = "blurdm-bench/model"
@@ -148,19 +150,13 @@ def normalise_spec(spec: dict, source: str = "model spec") -> dict:
 
 def build_deblur_model(spec: dict) -> DeblurModel:
     """A freshly initialised :class:`DeblurModel` from a spec dict (see module docstring)."""
-    from models.backbones import build_backbone
-
     spec = normalise_spec(spec)
     backbone = build_backbone(spec["backbone"], spec["scale"], prior_dim=prior_dim(spec["scale"]) if spec["fusion"] else None)
     sharp = None
     if spec["sharp_encoder"]:
-        from models.encoder import sharp_encoder
-
         sharp = sharp_encoder(spec["scale"])
     prior = None
     if spec["prior"] is not None:
-        from models.priors import build_prior
-
         prior = build_prior(spec["prior"], spec["T"], spec["scale"])
     return DeblurModel(backbone, spec["prior_mode"], sharp_encoder=sharp, prior=prior, spec=spec)
 

@@ -19,9 +19,7 @@ from pipelines.results.metric_schemas import (
     Table1Row,
     TSweepFile,
 )
-from pipelines.tracking.evaluation_records import (
-    public_text,  # no path of the producing machine on the page
-)
+from pipelines.tracking.store import public_text  # no path of the producing machine on the page
 from reports.claims import (
     Claim,
     claim_best_t,
@@ -386,7 +384,9 @@ def t_sweep_section(ctx: Context, sweep: TSweepFile | None) -> tuple[Section, Cl
 
 def t_sweep_figure(ctx: Context, sweep: TSweepFile, rows: list) -> Figure:
     """The PSNR gain against T with its confidence band, drawn into the site's assets."""
-    from reports.plots import t_sweep_plot
+    from reports.plots import (
+        t_sweep_plot,  # lazy: matplotlib + seaborn take ~1.8 s, only for a figure
+    )
 
     confidence = sweep.meta.bootstrap.confidence
     path, rel = ctx.assets.target("t_sweep.png")

@@ -16,12 +16,14 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from models.names import SIDES
 from pipelines.core.errors import InvalidInputError, MissingFileError
+from pipelines.data.image_files import IMAGE_EXTENSIONS, ImageReadError, read_image_size
 from pipelines.results.metric_schemas import (
     SCHEMAS,
     Table1File,
     describe,
     invalid_at,
 )
+from pipelines.results.run_info import merge_run_info, read_run_info
 
 PUBLISHED_YAML = Path(__file__).resolve().parent / "published" / "blurdm-neurips2025.yaml"
 METRIC_FILES = {key: f"{key}.json" for key in SCHEMAS}  # key -> file name under --metrics-dir
@@ -36,8 +38,6 @@ PAPER_VARIANT_KEY = {"none": "baseline"}  # our variant name -> key in the paper
 def read_metric_file(path: Path, key: str):
     """The metric file ``path`` (of kind ``key``) with its sidecar merged in, as its schema's model;
     ``None`` when the file does not exist."""
-    from pipelines.results.run_info import merge_run_info, read_run_info
-
     if not path.is_file():
         return None
     try:
@@ -74,12 +74,6 @@ def check_input_paths(t1: Table1File, path: Path, root: Path) -> None:
     and a crop that exists must be an image: the report copies crops into the site and reads the
     per-image CSVs, so a crafted file naming ``/etc/passwd`` or ``../../secret`` is refused, naming
     the file and key."""
-    from pipelines.data.image_files import (
-        IMAGE_EXTENSIONS,
-        ImageReadError,
-        read_image_size,
-    )
-
     real_root = Path(root).resolve()
     for i, row in enumerate(t1.rows):
         named = [(f"rows[{i}].per_image.{side}[{j}]", p, False) for side in SIDES
@@ -102,8 +96,6 @@ def check_input_paths(t1: Table1File, path: Path, root: Path) -> None:
 
 def load_run_experiments(metrics_dir: Path) -> dict[str, str]:
     """MLflow run id -> experiment id, from the tables' sidecars (``run_info/<name>``: ``experiments``)."""
-    from pipelines.results.run_info import read_run_info
-
     out: dict[str, str] = {}
     for name in METRIC_FILES.values():
         if (Path(metrics_dir) / name).is_file():

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from pipelines.core.errors import InvalidInputError
+from pipelines.evaluation.score_files import per_image, read_scores
 from pipelines.results.metric_schemas import CROP_KINDS, Table1File, Table1Row
 from reports.page import (
     NOT_RUN,
@@ -66,10 +69,6 @@ def crop_gallery(ctx: Context, row: Table1Row, notes: list) -> Gallery:
 
 def _read_per_image(ctx: Context, paths: list[str]):
     """PSNR per image name, averaged over evaluation seeds and over the files (training seeds)."""
-    import pandas as pd
-
-    from pipelines.evaluation.score_files import per_image, read_scores
-
     series = [per_image(read_scores(ctx.root / p), "psnr") for p in paths]
     names = set(series[0].index)
     for p, s in zip(paths[1:], series[1:], strict=True):
@@ -91,8 +90,6 @@ def per_image_gain(ctx: Context, row: Table1Row):
 def gain_distribution(ctx: Context, rows: list[Table1Row], dataset: str, sources: list[str]) -> list:
     """The per-image PSNR gains of every backbone on ``dataset``: a plot and a table (the CSVs read are
     added to ``sources``); a backbone whose scores are missing gets a note instead."""
-    import pandas as pd
-
     blocks: list = []
     frames, stats = [], []
     for row in rows:
@@ -113,7 +110,9 @@ def gain_distribution(ctx: Context, rows: list[Table1Row], dataset: str, sources
                          key=row.backbone))
     if not frames:
         return blocks
-    from reports.plots import gain_distribution_plot
+    from reports.plots import (
+        gain_distribution_plot,  # lazy: matplotlib + seaborn take ~1.8 s, only for a figure
+    )
 
     path, rel = ctx.assets.target(f"gain_distribution_{slug(dataset)}.png")
     gain_distribution_plot(path, pd.concat(frames, ignore_index=True), f"{column_label(dataset)}: per-image PSNR gain")

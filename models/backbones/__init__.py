@@ -15,6 +15,7 @@ Uniform convention (the trainer and evaluator rely on it):
 """
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from models.names import BACKBONES, SCALES, load
@@ -32,8 +33,6 @@ def build_backbone(name: str, scale: str = "tiny", prior_dim: int | None = 256) 
 def zero_init_residual_outputs(backbone: nn.Module) -> nn.Module:
     """Zero the weights (and biases) of ``backbone.residual_outputs``: the untrained model then returns
     its input exactly (every output = 0 + input), and training starts from the identity."""
-    import torch
-
     with torch.no_grad():
         for name in backbone.residual_outputs:
             for param in getattr(backbone, name).parameters():

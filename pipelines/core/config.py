@@ -47,7 +47,8 @@ from models.names import (
     STAGES,
 )
 from pipelines.core.errors import InvalidInputError
-from pipelines.core.limits import DEFAULT_MAX_PIXELS
+from pipelines.core.limits import DEFAULT_MAX_PIXELS, set_max_pixels
+from pipelines.core.params_view import recording_view
 
 # Literal types of the params schema, from the one registry (models/names.py)
 BACKBONE_NAMES = tuple(BACKBONES)
@@ -560,11 +561,7 @@ def load_params(path: str | os.PathLike | None = None, profile: str | None = Non
     if overrides:
         resolved = deep_merge(resolved, overrides)
     params = validate(resolved, source=str(path))
-    from pipelines.core.limits import set_max_pixels
-
     set_max_pixels(params.data.max_pixels)  # every image reader of this process (pipelines/data/image_files.py)
-    from pipelines.core.params_view import recording_view
-
     # $BLURDM_RECORD_READS (the dependency check): a view that records every key the stage reads
     return recording_view(params, always_read=("profile", f"profiles.{params.profile}", "data.max_pixels"))
 

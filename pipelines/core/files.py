@@ -19,14 +19,20 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
+import hashlib
 import json
 import os
 import re
 import shutil
 import socket
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Self
+
+import numpy as np
+from tqdm import tqdm
 
 from pipelines.core.errors import InvalidInputError, NotWritableError
 
@@ -173,8 +179,6 @@ def write_json(path, obj, indent: int = 2) -> None:
 
 
 def _json_default(obj):
-    import numpy as np
-
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray):
@@ -245,14 +249,10 @@ def atomic_dir(path: str | os.PathLike, marker: str | None = None, signature: by
 
 def sha256_file(path: str | os.PathLike, progress: bool = False, chunk: int = 1 << 20) -> str:
     """sha256 hex digest of a file, read in chunks (with a tqdm bar when ``progress``)."""
-    import hashlib
-
     path = Path(path)
     digest = hashlib.sha256()
     bar = None
     if progress:
-        from tqdm import tqdm
-
         bar = tqdm(total=path.stat().st_size, unit="B", unit_scale=True, unit_divisor=1024,
                    desc=f"sha256 {path.name}")
     try:
@@ -272,8 +272,6 @@ class SkippedPathWarning(UserWarning):
 
 
 def _warn(message: str) -> None:
-    import warnings
-
     warnings.warn(message, SkippedPathWarning, stacklevel=3)
 
 
@@ -335,8 +333,6 @@ class FolderLock:
         self._unlocked = False  # held without a lock (a filesystem that has none)
 
     def acquire(self) -> Self:
-        import fcntl
-
         if self._fd is not None or self._unlocked:
             return self
         with _naming(self.path):
@@ -348,8 +344,6 @@ class FolderLock:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as err:
                 if err.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS):
-                    import warnings
-
                     os.close(fd)  # a filesystem without locks: warn, and write unlocked rather than not at all
                     warnings.warn(f"{self.path}: cannot lock ({os.strerror(err.errno)}); make sure no other "
                                   f"{self.what} writes this folder", RuntimeWarning, stacklevel=2)

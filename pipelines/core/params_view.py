@@ -17,6 +17,7 @@ with two additions:
 from __future__ import annotations
 
 import atexit
+import copy
 import json
 import os
 import sys
@@ -142,8 +143,6 @@ class MappingView(Mapping):
         return len(self._mapping)
 
     def __deepcopy__(self, memo):
-        import copy
-
         self._access.check(self._path, whole=True)
         return copy.deepcopy(dict(self._mapping), memo)
 

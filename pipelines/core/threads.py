@@ -27,6 +27,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 WORKERS_ENV = "BLURDM_WORKERS"
 QUEUE_WORKER_ARG = "queue-worker"  # argv of a DVC queue worker: dvc exp queue-worker <node> [--clean]
 
@@ -160,8 +162,6 @@ def plan_threads(configured: int = 0, local: int | None = None) -> ThreadPlan:
 
 def apply_threads(configured: int = 0, local: int | None = None) -> ThreadPlan:
     """:func:`plan_threads`, then ``torch.set_num_threads``."""
-    import torch
-
     plan = plan_threads(configured, local)
     torch.set_num_threads(plan.threads)
     return plan

@@ -33,6 +33,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from pipelines.core.errors import InvalidInputError
 from pipelines.core.files import write_bytes
+from pipelines.core.limits import DEFAULT_MAX_PIXELS, MAX_PIXELS_KEY, max_pixels
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 PNG_COMPRESSION = 3  # zlib level for written PNGs (fast; the bytes depend only on the array)
@@ -52,8 +53,6 @@ class ImageTooLargeError(ImageReadError):
 
 def check_pixel_count(name: str, width: int, height: int) -> None:
     """Raise :class:`ImageTooLargeError` when ``width x height`` is over :func:`pipelines.core.limits.max_pixels`."""
-    from pipelines.core.limits import DEFAULT_MAX_PIXELS, MAX_PIXELS_KEY, max_pixels
-
     limit = max_pixels()
     if width * height > limit:
         default = " (the default: an 8K frame, 7680x4320)" if limit == DEFAULT_MAX_PIXELS else ""

@@ -25,7 +25,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from models.inference import from_uint8_image, value_range_offset
 from pipelines.core.errors import InvalidInputError, MissingFileError
-from pipelines.data.image_files import IMAGE_EXTENSIONS, read_rgb_uint8
+from pipelines.core.files import walk_files
+from pipelines.data.image_files import IMAGE_EXTENSIONS, read_image_size, read_rgb_uint8
 
 PAIR_FOLDERS = (("input", "target"), ("blur", "sharp"))  # (blurred, sharp) folder names
 SCENE_FOLDERS = (("blur", "sharp"),)  # inside a GoPro scene (GoPro's blur_gamma/ is ignored)
@@ -49,8 +50,6 @@ def _images_under(folder: Path) -> dict[str, Path]:
     """Relative posix path -> file, for every image below ``folder`` (hidden files and folders skipped;
     folder symlinks followed once, never round a loop; broken / looping file symlinks skipped with a
     warning: :func:`pipelines.core.files.walk_files`)."""
-    from pipelines.core.files import walk_files
-
     return {path.relative_to(folder).as_posix(): path for path in walk_files(folder, IMAGE_EXTENSIONS)}
 
 
@@ -150,8 +149,6 @@ def check_pairs(pairs: Sequence[Pair], crop_size: int | None = None, crop_key: s
     ``crop_size`` pixels on each side, and (with ``min_side = (n, why)``) at least ``n``. A problem raises
     one ValueError naming the files and, for the crop, the params key ``crop_key``. (Pixel data is not
     decoded: a truncated file is reported, naming it, when it is read.)"""
-    from pipelines.data.image_files import read_image_size
-
     mismatched, small, smallest, tiny = [], [], None, []
     for pair in pairs:
         blur, sharp = read_image_size(pair.blur), read_image_size(pair.sharp)

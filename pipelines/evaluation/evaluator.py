@@ -42,7 +42,13 @@ from models.inference import (
     restore_image,
 )
 from models.names import METRIC_NAMES, SCORINGS, scorings
-from pipelines.core.errors import InvalidInputError
+from pipelines.core.checkpoint_files import load_deblur_model, model_file
+from pipelines.core.errors import InvalidInputError, UserError
+from pipelines.core.files import atomic_dir, write_json, write_text
+from pipelines.data.image_files import read_rgb_uint8, write_png
+from pipelines.data.pairs import check_pairs, find_pairs
+from pipelines.evaluation.alignment import score_realblur
+from pipelines.evaluation.image_metrics import WINDOW_SIZE, LPIPSScorer, score_pair
 from pipelines.evaluation.score_files import (
     INPUT_SCORES_FILE,
     METRIC_NOTES,
@@ -58,12 +64,8 @@ from pipelines.evaluation.score_files import (
 # ---------------------------------------------------------------------------------------------
 def score_image(restored: np.ndarray, sharp: np.ndarray, lpips=None, realblur_mode: str | None = None) -> dict:
     """``{"psnr", "ssim", "ssim3d", "lpips"}`` of one 8-bit pair (None where not defined/available)."""
-    from pipelines.evaluation.image_metrics import score_pair
-
     scores = score_pair(restored, sharp, lpips)
     if realblur_mode is not None:
-        from pipelines.evaluation.alignment import score_realblur
-
         aligned = score_realblur(restored, sharp, realblur_mode)
         scores.update(psnr=aligned["psnr"], ssim=aligned["ssim"], ssim3d=aligned["ssim3d"])
     return scores
@@ -126,8 +128,6 @@ def _check_inputs(pairs: list, out_dir: Path, data_root, realblur_mode: str | No
                   crop_images: int) -> None:
     """Everything that can be refused before any inference: no pairs, an unknown RealBlur mode, an output
     folder that is not ours, clashing output names, unreadable / mismatched / too small images."""
-    from pipelines.data.pairs import check_pairs
-    from pipelines.evaluation.image_metrics import WINDOW_SIZE
 
     if not pairs:
         raise InvalidInputError(f"{data_root}: no image pairs to evaluate")
@@ -182,8 +182,6 @@ def _row(name: str, seed: int | None, scores: dict, seconds: float) -> dict:
 
 
 def _read_pair(pair) -> tuple[np.ndarray, np.ndarray]:
-    from pipelines.data.image_files import read_rgb_uint8
-
     blur, sharp = read_rgb_uint8(pair.blur), read_rgb_uint8(pair.sharp)
     if blur.shape != sharp.shape:
         raise InvalidInputError(f"size mismatch: {pair.blur} is {blur.shape[1]}x{blur.shape[0]} but {pair.sharp} "
@@ -203,8 +201,6 @@ def _restore(setup: _Setup, pair, blur: np.ndarray, sharp: np.ndarray, seed: int
 
 def _write_examples(setup: _Setup, tmp: Path, index: int, pair, blur, restored, sharp) -> None:
     """The restored PNG (``--save-images``) and, for the first ``crop_images`` pairs, the centre crops."""
-    from pipelines.data.image_files import write_png
-
     if setup.save_images:
         write_png(tmp / "images" / _image_file(pair.name), restored)
     if index < setup.crop_images:
@@ -281,8 +277,6 @@ def evaluate_model(model, pairs, out_dir: str | os.PathLike, *, dataset: str, da
 
     Returns the summary dict (also written as ``summary.json``).
     """
-    from pipelines.core.files import atomic_dir, write_json, write_text
-
     out_dir = Path(out_dir)
     pairs = list(pairs)
     _check_inputs(pairs, out_dir, data_root, realblur_mode, save_images, crop_images)
@@ -322,9 +316,6 @@ def evaluate_checkpoint(params, checkpoint, root, out, *, dataset: str, oracle: 
     The one path from a checkpoint to :func:`evaluate_model` (``blurdm-bench evaluate`` and the study's
     evaluation stages): options left ``None`` come from ``params.evaluate``; RealBlur datasets default
     to the ``authors`` mode; a stage-1 model is only evaluated as the oracle."""
-    from pipelines.core.checkpoint_files import load_deblur_model, model_file
-    from pipelines.core.errors import UserError
-    from pipelines.data.pairs import find_pairs
 
     cfg = params.evaluate
     if realblur_mode is None:
@@ -343,8 +334,6 @@ def evaluate_checkpoint(params, checkpoint, root, out, *, dataset: str, oracle: 
     device = torch.device(device)
     scorer, reason = None, None
     if lpips if lpips is not None else cfg.lpips:
-        from pipelines.evaluation.image_metrics import LPIPSScorer
-
         scorer = LPIPSScorer(device=str(device))
     else:
         reason = "LPIPS switched off (--no-lpips / evaluate.lpips: false)"

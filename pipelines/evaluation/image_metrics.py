@@ -19,8 +19,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from models.names import METRIC_NAMES
+from pipelines.core.environment import import_torchvision, set_offline_env
 from pipelines.core.errors import InvalidInputError
 
 WINDOW_SIZE = 11
@@ -231,8 +234,6 @@ as unavailable (null, with the reason), never as 0.
 def lpips_weight_paths(hub_dir: str | os.PathLike | None = None) -> dict[str, Path]:
     """Where the two LPIPS weight files must be (torch hub cache layout used by torchvision/pyiqa)."""
     if hub_dir is None:
-        import torch
-
         hub_dir = torch.hub.get_dir()
     hub = Path(hub_dir)
     return {
@@ -271,13 +272,9 @@ class LPIPSScorer:
         self.available = True
 
     def _build(self, hub_dir):
-        import torch
-
-        from pipelines.core.environment import import_torchvision, set_offline_env
-
         set_offline_env()
         import_torchvision()
-        from pyiqa.archs.lpips_arch import LPIPS
+        from pyiqa.archs.lpips_arch import LPIPS  # lazy: pyiqa is heavy, and only after the torchvision fix
 
         previous_hub = torch.hub.get_dir()
         if hub_dir is not None:
@@ -304,8 +301,6 @@ class LPIPSScorer:
         check_image_pair(restored, sharp)
         if not self.available:
             return None
-        import torch
-        import torch.nn.functional as F
 
         def prepare(img: np.ndarray) -> torch.Tensor:
             t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None]

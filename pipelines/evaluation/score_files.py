@@ -24,6 +24,11 @@ import pandas as pd
 
 from models.names import METRIC_NAMES, METRICS
 from pipelines.core.errors import InvalidInputError, MissingFileError
+from pipelines.evaluation.paired_stats import (
+    gain_over_seeds,
+    paired_bootstrap,
+    seed_spread,
+)
 
 CSV_COLUMNS = ("name", "seed", *METRIC_NAMES, "seconds")
 NA = "NA"
@@ -69,8 +74,6 @@ def _mean_or_na(values: Sequence) -> float | str:
 def summarise(rows: list[dict], seeds: list[int | None]) -> dict:
     """Per-metric summary: ``mean`` (over images; for several seeds the mean of the per-seed means),
     and with several seeds ``std`` over seeds (:func:`pipelines.evaluation.paired_stats.seed_spread`) and ``per_seed``."""
-    from pipelines.evaluation.paired_stats import seed_spread
-
     out: dict = {}
     for metric in METRIC_NAMES + ("seconds",):
         per_seed = {}
@@ -148,12 +151,6 @@ def compare_runs(method_csv, baseline_csv, metric: str = "psnr", resamples: int 
     any mismatch is an error. With several files per side, ``training_seeds`` gives the spread of the
     per-file means (:func:`pipelines.evaluation.paired_stats.seed_spread`).
     """
-    from pipelines.evaluation.paired_stats import (
-        gain_over_seeds,
-        paired_bootstrap,
-        seed_spread,
-    )
-
     method_files, baseline_files = _as_list(method_csv), _as_list(baseline_csv)
     if not method_files or not baseline_files:
         raise ValueError("compare_runs: need at least one scores file per side")

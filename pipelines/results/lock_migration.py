@@ -37,8 +37,10 @@ from pathlib import Path
 import yaml
 
 from models.names import BACKBONES, scorings
-from pipelines.core.config import load_params, params_path
+from pipelines.core.config import deep_merge, load_params, params_path
 from pipelines.core.errors import InvalidInputError, MissingFileError
+from pipelines.core.files import write_text
+from pipelines.core.params_view import covers
 
 TABLE1_FAMILIES = ("train_stage1", "train_stage2", "train_stage3", "train_baseline", "evaluate_table1")
 ABLATION_FAMILIES = ("ablation_prior", "ablation_stages", "t_sweep", "evaluate_ablations")
@@ -90,8 +92,6 @@ def new_path(path: str, train_set: str) -> str:
 def _old_resolved(recorded: dict, section: str, key: str):
     """The value the old stage used for ``section.key``: the recorded base value with the recorded active
     profile's overlay (``None`` when neither is recorded)."""
-    from pipelines.core.config import deep_merge
-
     overlay = _overlay(recorded, recorded.get("profile")).get(section) or {}
     base = recorded.get(f"{section}.{key}")
     if key in overlay:
@@ -198,8 +198,6 @@ def plan_migration(target: Target, lock: dict) -> Plan:
 
 def apply(plan: Plan, root: Path) -> None:
     """Move the folders (undone if one fails), then replace dvc.lock atomically."""
-    from pipelines.core.files import write_text
-
     text = yaml.safe_dump(plan.lock, sort_keys=False, width=120)
     done: list[tuple[Path, Path]] = []
     try:
@@ -233,8 +231,6 @@ def _overlay(params: dict, profile: str | None) -> dict:
 
 def _read_of_profile(overlay: dict, declared: list[str]) -> dict:
     """The keys of the active profile's overlay that a stage declaring ``declared`` reads (dotted -> value)."""
-    from pipelines.core.params_view import covers
-
     block = _flat(overlay)
     return {k: v for k, v in block.items() if any(covers(d, k) or covers(k, d) for d in declared)}
 
@@ -244,8 +240,6 @@ def why_not_acceptable(changes: list, recorded: dict, raw: dict) -> list[str]:
     the stage does not read (``recorded``: its params in dvc.lock; ``raw``: params.yaml now). [] = nothing.
     A lock that recorded the whole ``profiles`` block and a stage that now declares ``profiles.<active>``
     differ only in layout: accepted when the overlay keys the stage reads are the same."""
-    from pipelines.core.params_view import covers
-
     declared = [k for k in recorded if k != "profile" and not covers("profiles", k)]
     profile = recorded.get("profile")
     problems = []
@@ -269,7 +263,7 @@ def why_not_acceptable(changes: list, recorded: dict, raw: dict) -> list[str]:
 def accept_code_changes(root: Path, stages: list[str], lock: dict, raw: dict) -> tuple[list[str], list[str]]:
     """``dvc commit -f`` each of ``stages`` whose remaining changes :func:`why_not_acceptable` accepts;
     returns (accepted, notes on the others)."""
-    from dvc.repo import Repo
+    from dvc.repo import Repo  # lazy: an optional heavy library (~0.4 s), and only here is the DVC project read
 
     accepted, notes = [], []
     cwd = os.getcwd()
@@ -298,7 +292,7 @@ def _accept(repo, stages: list[str], lock: dict, raw: dict, accepted: list[str],
 
 
 def load_target(root: Path, train_set: str | None) -> Target:
-    from dvc.repo import Repo
+    from dvc.repo import Repo  # lazy, as in accept_code_changes
 
     params = load_params(params_path())
     raw = yaml.safe_load(params_path().read_text())

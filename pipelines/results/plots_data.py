@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 
 from models.names import column_key
+from pipelines.core.files import write_json, write_text
 
 CURVES_FILE = "curves.csv"
 CURVE_COLUMNS = ("step", "loss", "val_psnr")
@@ -52,8 +53,6 @@ def training_curves_csv(loss_log: list, val_log: list) -> str:
 
 
 def write_training_curves(path: str | os.PathLike, loss_log: list, val_log: list) -> Path:
-    from pipelines.core.files import write_text
-
     write_text(path, training_curves_csv(loss_log, val_log))
     return Path(path)
 
@@ -100,8 +99,6 @@ def headline(tables: dict) -> dict:
 
 def write_plot_data(tables: dict, metrics_dir: str | os.PathLike) -> list[Path]:
     """Write ``metrics/plots/*.csv`` and ``metrics/headline.json`` from the tables; returns the paths."""
-    from pipelines.core.files import write_json, write_text
-
     metrics_dir = Path(metrics_dir)
     written = []
     for name, text in (("t_sweep.csv", t_sweep_csv(tables.get("t_sweep") or {})),

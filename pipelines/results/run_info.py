@@ -25,6 +25,7 @@ from pathlib import Path
 
 from models.names import column_key
 from pipelines.core.errors import InvalidInputError
+from pipelines.core.files import sha256_file, write_json
 
 RUN_INFO_DIR = "run_info"
 FORMAT = "blurdm-bench/run-info"
@@ -83,8 +84,6 @@ def split_costs(report: dict) -> tuple[dict, dict]:
 def write_tracked(path: str | os.PathLike, tracked: dict, volatile: dict) -> Path:
     """Write ``tracked`` to ``path`` and ``volatile`` (with the date and the sha256 of ``path``'s bytes)
     to its sidecar, both atomically; returns the sidecar's path."""
-    from pipelines.core.files import sha256_file, write_json
-
     path = Path(path)
     write_json(path, tracked)
     sidecar = run_info_path(path)
@@ -98,8 +97,6 @@ def write_tracked(path: str | os.PathLike, tracked: dict, volatile: dict) -> Pat
 def read_run_info(tracked: str | os.PathLike) -> tuple[dict | None, str]:
     """``(sidecar, why)``: the sidecar of ``tracked`` when it belongs to ``tracked``'s bytes, else
     ``(None, why not)``. An unreadable sidecar raises ValueError naming it."""
-    from pipelines.core.files import sha256_file
-
     tracked = Path(tracked)
     sidecar = run_info_path(tracked)
     if not sidecar.is_file():

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 import warnings
 from pathlib import Path
@@ -25,6 +24,7 @@ from pipelines.tracking.runs import (
     MODEL_FORMAT,
     Tracker,
 )
+from pipelines.tracking.store import public_text
 
 TEST_PREFIX, ORACLE_PREFIX = "test", "oracle_test"
 
@@ -42,12 +42,6 @@ def load_logged_model(run_id: str, uri: str | None = None, dst: str | os.PathLik
 
 # --------------------------------------------------------------------------------------------------
 # evaluation results onto the training run
-
-def public_text(text: str) -> str:
-    """``text`` with absolute / home paths cut to their file names (no paths of the producing machine in
-    tags or in the report): ``/root/.cache/x/alexnet.pth`` -> ``alexnet.pth``."""
-    return re.sub(r"(?:~|[A-Za-z]:\\|/)[^\s,;:()'\"<>{}]*[/\\]([^/\\\s,;:()'\"<>{}]+)", r"\1", text)
-
 
 def evaluation_metrics(summary: dict, dataset: str, oracle: bool = False) -> dict[str, float]:
     """``{"test/<dataset>/<metric>": mean, ".../<metric>_seed_std": spread over sampling seeds, ...}``

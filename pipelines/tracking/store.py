@@ -1,4 +1,5 @@
-"""Where MLflow records go (the tracking store) and how the report links into the MLflow UI.
+"""Where MLflow records go (the tracking store), how the report links into the MLflow UI, and what text tags
+and the report may show (:func:`public_text`: no paths of the producing machine).
 
 Store: ``$MLFLOW_TRACKING_URI`` if set, else ``params.mlflow_tracking_uri`` if set, else
 ``sqlite:///<repo_root>/mlflow.db`` (absolute, so DVC's working directory does not matter).
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from urllib.parse import quote, urlparse
 
@@ -53,3 +55,9 @@ def artifact_root_for(uri: str) -> str | None:
     if not db_path or db_path == ":memory:":
         return None
     return (Path(db_path).resolve().parent / "mlartifacts").as_uri()
+
+
+def public_text(text: str) -> str:
+    """``text`` with absolute / home paths cut to their file names (no paths of the producing machine in
+    tags or in the report): ``/root/.cache/x/alexnet.pth`` -> ``alexnet.pth``."""
+    return re.sub(r"(?:~|[A-Za-z]:\\|/)[^\s,;:()'\"<>{}]*[/\\]([^/\\\s,;:()'\"<>{}]+)", r"\1", text)
