@@ -81,3 +81,48 @@ def test_labels():
     assert names.label("ssim3d") == "SSIM (3-D, as the paper)"
     assert names.label("realblur_j") == "RealBlur-J"
     assert names.label("unregistered") == "unregistered"
+
+
+def test_a_metric_is_added_in_two_files(tmp_path):
+    """A new metric needs its registry entry (models/names.py) and its function (image_metrics.PAIR_METRICS):
+    the score files, their summary, the MLflow records and the table schema follow from the registry.
+    Run in a fresh interpreter, with both edits made before anything reads the registry."""
+    script = r'''
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import models.names as names
+names.METRICS["mae"] = names.Metric("MAE", False, "mean absolute error of the 8-bit values", 2, 2)
+names.METRIC_NAMES = tuple(names.METRICS)
+from pipelines.evaluation import image_metrics
+image_metrics.PAIR_METRICS["mae"] = lambda a, b: float(np.abs(a.astype(float) - b.astype(float)).mean())
+
+from models.deblur_model import build_deblur_model
+from pipelines.data.image_files import write_png
+from pipelines.data.pairs import find_pairs
+from pipelines.evaluation.evaluator import evaluate_model
+from pipelines.evaluation.score_files import read_scores
+from pipelines.results.metric_schemas import MetricGains
+from pipelines.tracking.evaluation_records import evaluation_metrics
+
+root = Path(sys.argv[1])
+rng = np.random.default_rng(0)
+for i in range(2):
+    sharp = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
+    write_png(root / "data" / "input" / f"{i}.png", sharp // 2)
+    write_png(root / "data" / "target" / f"{i}.png", sharp)
+torch.manual_seed(0)
+model = build_deblur_model({"backbone": "mimo_unet", "scale": "tiny", "prior_mode": "none"}).eval()
+summary = evaluate_model(model, find_pairs(root / "data"), root / "out", dataset="d", data_root=root / "data",
+                         lpips=None)
+assert "mae" in read_scores(root / "out").columns, "scores.csv"
+assert summary["metrics"]["mae"]["mean"] > 0, "summary.json"
+assert "test/d/mae" in evaluation_metrics(summary, "d"), "MLflow records"
+assert "mae" in MetricGains.model_fields, "metric file schema"
+print("ok")
+'''
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]

@@ -3,7 +3,7 @@
 * training curves: every training run writes ``curves.csv`` (``step,loss,val_psnr``; ``loss`` is the
   mean over the last ``train.log_every`` steps, ``val_psnr`` is empty where no validation ran) into
   its run folder; the study copies it to ``plots/training/<study>/<key>/<stage>/seed<k>.csv``
-  (:func:`pipelines.study.curves_path`), the ``plots:`` output of each training stage in dvc.yaml;
+  (:func:`pipelines.core.layout.curves_path`), the ``plots:`` output of each training stage in dvc.yaml;
 * from the metric tables, ``blurdm-bench tables`` writes ``metrics/plots/t_sweep.csv`` (PSNR and its
   gain over no prior against T, with the 95% CI), ``metrics/plots/ablation_prior.csv`` and
   ``metrics/plots/ablation_stages.csv`` (PSNR gain per variant with the CI), and

@@ -1,6 +1,6 @@
 """Launching a training job on several GPUs and several machines (``torchrun``).
 
-The study (:func:`pipelines.study._train`) starts every training job under ``torchrun`` when it needs
+The study (:func:`pipelines.training.study_training._train`) starts every training job under ``torchrun`` when it needs
 more than one process: ``train.gpus > 1`` (one process per GPU) or ``nodes > 1`` (every machine runs
 the same ``blurdm-bench study ...`` command; each starts ``torchrun`` for its share and they meet at
 the rendezvous). Everything else is unchanged: the global batch ``train.batch_size`` is split over all
