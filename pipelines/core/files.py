@@ -31,7 +31,6 @@ import warnings
 from pathlib import Path
 from typing import Self
 
-import numpy as np
 from tqdm import tqdm
 
 from pipelines.core.errors import InvalidInputError, NotWritableError
@@ -179,6 +178,9 @@ def write_json(path, obj, indent: int = 2) -> None:
 
 
 def _json_default(obj):
+    # lazy: numpy only for numpy values; every stage imports this module and fetch needs no numpy (+0.12 s)
+    import numpy as np
+
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray):
