@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -c constraints.txt torch==2.13.0 torchvision==0.28.0
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
-	$(BIN)/python -c "import pipelines.compat as c; c.import_torchvision(); print('install ok')"
+	$(BIN)/python -c "import pipelines.core.environment as c; c.import_torchvision(); print('install ok')"
 	touch $(STAMP)
 
 repro: $(STAMP)

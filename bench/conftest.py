@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from pipelines.compat import set_offline_env
+from pipelines.core.environment import set_offline_env
 
 set_offline_env()
 os.environ.setdefault("PYTHONHASHSEED", "0")
@@ -31,6 +31,6 @@ def _seeded():
 
 @pytest.fixture(scope="session")
 def params():
-    from pipelines.config import load_params
+    from pipelines.core.config import load_params
 
     return load_params()

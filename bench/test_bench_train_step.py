@@ -9,7 +9,7 @@ import torch
 
 from models.backbones import BACKBONES
 from models.deblur_model import build_deblur_model
-from pipelines.losses import image_loss
+from pipelines.training.losses import image_loss
 
 
 @pytest.mark.parametrize("backbone", list(BACKBONES))

@@ -12,6 +12,7 @@ at 256x256 are counted in well under a second.
 """
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 
@@ -73,8 +74,6 @@ def count_costs(
     ``device`` (meta by default; the caller's module is not modified when it is an nn.Module:
     a meta copy is made with ``to_empty``-free ``module.to("meta")`` on a deepcopy).
     """
-    import copy
-
     params = count_params(module) if isinstance(module, nn.Module) else 0
     if isinstance(module, nn.Module) and device is not None:
         module = copy.deepcopy(module).to(device)
@@ -105,8 +104,6 @@ def count_layer_macs(module: nn.Module, *inputs: torch.Tensor, device: str | tor
     misses functional matmuls (attention) and FFTs. Use it only to compare with published numbers;
     :func:`count_costs` is the complete count.
     """
-    import copy
-
     module = copy.deepcopy(module).to(device).eval()
     inputs = tuple(t.to(device) if isinstance(t, torch.Tensor) else t for t in inputs)
     kwargs = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in kwargs.items()}

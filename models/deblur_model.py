@@ -25,20 +25,23 @@ A model file (``model.pt``) is a dict of tensors and plain values only::
 
     {"format": "blurdm-bench/model", "version": 1, "spec": {...}, "model": state_dict, "meta": {...}}
 
-:func:`load_deblur_model` reads it with ``torch.load(weights_only=True)`` (see
-:mod:`pipelines.checkpoint`); a crafted pickle is refused. :func:`model_file` finds it in a run folder,
-and :func:`copy_parts` copies submodules (backbone, sharp encoder, prior) from an earlier stage's file
-into a new model (stage 2 and 3 start from them).
+:func:`model_payload` makes that dict, :func:`deblur_model_from_payload` builds the model back from it
+and :func:`copy_parts` copies submodules (backbone, sharp encoder, prior) from an earlier stage's payload
+into a new model (stage 2 and 3 start from them). Both raise :class:`ModelPayloadError` for a payload
+that is not such a model or does not fit. Files are not read here: reading ``model.pt`` safely
+(``torch.load(weights_only=True)``, a crafted pickle refused) is :mod:`pipelines.core.checkpoint_files`.
 """
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from models.encoder import PRIOR_DIM, prior_dim
+from models.backbones import build_backbone
+from models.encoder import PRIOR_DIM, prior_dim, sharp_encoder
+from models.names import MAX_T
+from models.priors import build_prior
 
 PRIOR_MODES = ("none", "sharp_encoder", "diffusion")
 MODEL_FORMAT = "blurdm-bench/model"
@@ -147,8 +150,6 @@ def normalise_spec(spec: dict, source: str = "model spec") -> dict:
     if prior is not None and (isinstance(out["T"], bool) or not isinstance(out["T"], int)):
         raise ValueError(f"{source}: a diffusion prior needs an integer 'T', got {out['T']!r}")
     if prior is not None:
-        from pipelines.config import MAX_T
-
         if not 1 <= out["T"] <= MAX_T:  # before anything is allocated for T steps
             raise ValueError(f"{source}: 'T' must be in 1..{MAX_T}, got {out['T']}")
     if mode == "sharp_encoder" and not out["sharp_encoder"]:
@@ -161,19 +162,13 @@ def normalise_spec(spec: dict, source: str = "model spec") -> dict:
 
 def build_deblur_model(spec: dict) -> DeblurModel:
     """A freshly initialised :class:`DeblurModel` from a spec dict (see module docstring)."""
-    from models.backbones import build_backbone
-
     spec = normalise_spec(spec)
     backbone = build_backbone(spec["backbone"], spec["scale"], prior_dim=prior_dim(spec["scale"]) if spec["fusion"] else None)
     sharp = None
     if spec["sharp_encoder"]:
-        from models.encoder import sharp_encoder
-
         sharp = sharp_encoder(spec["scale"])
     prior = None
     if spec["prior"] is not None:
-        from models.priors import build_prior
-
         prior = build_prior(spec["prior"], spec["T"], spec["scale"])
     return DeblurModel(backbone, spec["prior_mode"], sharp_encoder=sharp, prior=prior, spec=spec)
 
@@ -185,58 +180,48 @@ def model_payload(model: DeblurModel, meta: dict | None = None) -> dict:
             "model": state, "meta": dict(meta or {})}
 
 
-def load_deblur_model(path: str | os.PathLike, prior_mode: str | None = None,
-                      map_location: str | torch.device = "cpu") -> tuple[DeblurModel, dict]:
-    """Read a ``model.pt`` (weights only) and return ``(model in eval mode, spec)``.
+class ModelPayloadError(ValueError):
+    """A ``model.pt`` payload that is not a blurdm-bench model, or whose weights do not fit the model."""
+
+
+def deblur_model_from_payload(payload: dict, prior_mode: str | None = None,
+                              source: str = "model payload") -> tuple[DeblurModel, dict]:
+    """Build the model a ``model.pt`` payload (:func:`model_payload`) describes and load its weights:
+    ``(model in eval mode, spec)``; ``source`` (the file) names it in errors.
 
     ``prior_mode`` overrides the stored mode: ``"sharp_encoder"`` on a stage-1 (or stage-2) model
     is the oracle; ``"diffusion"`` needs a model that holds a diffusion prior.
     """
-    from pipelines.checkpoint import CheckpointError, load_checkpoint
-
-    path = Path(path)
-    payload = load_checkpoint(path, map_location=map_location)
     if payload.get("format") != MODEL_FORMAT or not isinstance(payload.get("model"), dict):
-        raise CheckpointError(f"{path}: not a blurdm-bench model file (format {payload.get('format')!r}; "
-                              f"expected {MODEL_FORMAT!r} with 'spec' and 'model')")
+        raise ModelPayloadError(f"{source}: not a blurdm-bench model file (format {payload.get('format')!r}; "
+                                f"expected {MODEL_FORMAT!r} with 'spec' and 'model')")
     spec = dict(payload.get("spec") or {})
     if prior_mode is not None:
         spec["prior_mode"] = prior_mode
     try:
-        spec = normalise_spec(spec, source=str(path))
+        spec = normalise_spec(spec, source=source)
         model = build_deblur_model(spec)
     except ValueError as err:
-        raise CheckpointError(f"{path}: {err}" if str(path) not in str(err) else str(err)) from None
+        raise ModelPayloadError(f"{source}: {err}" if source not in str(err) else str(err)) from None
     try:
         model.load_state_dict(payload["model"], strict=True)
     except RuntimeError as err:
-        raise CheckpointError(f"{path}: weights do not match the spec {spec}: {err}") from None
+        raise ModelPayloadError(f"{source}: weights do not match the spec {spec}: {err}") from None
     model.eval()
     return model, spec
-
-
-def model_file(path: str | os.PathLike) -> Path:
-    """The ``model.pt`` of a run: ``path`` itself when it is a file (or names a ``.pt`` file not written
-    yet), else ``path/model.pt`` (a run folder, existing or not)."""
-    path = Path(path)
-    if path.is_file() or (path.suffix == ".pt" and not path.is_dir()):
-        return path
-    return path / "model.pt"
 
 
 def copy_parts(model: nn.Module, payload: dict, parts: tuple[str, ...], file: str | os.PathLike) -> None:
     """Load the weights of the submodules ``parts`` (e.g. ``("backbone", "sharp_encoder")``) of ``model``
     from ``payload`` (a ``model.pt`` dict read from ``file``), strictly; a missing or mismatching part is
-    a :class:`pipelines.checkpoint.CheckpointError` naming the file."""
-    from pipelines.checkpoint import CheckpointError
-
+    a :class:`ModelPayloadError` naming the file."""
     state = payload["model"]
     for part in parts:
         prefix = f"{part}."
         sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
         if not sub:
-            raise CheckpointError(f"{file}: has no {part} weights")
+            raise ModelPayloadError(f"{file}: has no {part} weights")
         try:
             getattr(model, part).load_state_dict(sub, strict=True)
         except RuntimeError as err:
-            raise CheckpointError(f"{file}: {part} weights do not fit this model: {err}") from None
+            raise ModelPayloadError(f"{file}: {part} weights do not fit this model: {err}") from None

@@ -36,7 +36,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from models.inference import PriorFedBackbone
+from models.prior_fed import PriorFedBackbone
 
 FAST_ATOL = 1e-4  # max |fast - eager| of a restored image, in the model's value range
 
@@ -166,7 +166,7 @@ def clear_graphs(owner: nn.Module) -> None:
 class FastPriorFedBackbone(PriorFedBackbone):
     """The window restorer :func:`models.inference.restore_full` calls (``restore_window``) for a
     :class:`models.deblur_model.DeblurModel`: the same inputs, tiles and padding as the eager
-    :class:`models.inference.PriorFedBackbone` it extends (3 channels, or blur and sharp stacked to 6
+    :class:`models.prior_fed.PriorFedBackbone` it extends (3 channels, or blur and sharp stacked to 6
     for a model whose prior is ``SE(blur, sharp)``), one graph replay per window."""
 
     def __init__(self, model: nn.Module, generator: torch.Generator | None, backend=None):

@@ -39,7 +39,6 @@ On top of it, how a :class:`models.deblur_model.DeblurModel` runs on an image (u
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 from collections.abc import Callable
 
@@ -47,6 +46,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from models.fast_inference import fast_adapter, fast_available
+from models.prior_fed import PriorFedBackbone
 
 PriorFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -247,27 +249,6 @@ def is_stochastic(model) -> bool:
 # ---------------------------------------------------------------------------------------------
 # a DeblurModel on an image
 
-class PriorFedBackbone:
-    """Adapter for :func:`restore_full`, which pads / tiles one input tensor and calls
-    ``model(window, prior_fn(window))``: here the input holds the blurred image (3 channels), or the
-    blurred and sharp images stacked (6 channels) for a model whose prior is ``SE(blur, sharp)``, so
-    both are padded and tiled identically and every window gets its own prior."""
-
-    def __init__(self, model, generator: torch.Generator | None):
-        self.model = model
-        self.generator = generator
-        self.tile = getattr(model, "tile", None)
-        # the latent encoders pixel-unshuffle by 4: padded sizes must be multiples of 4 as well
-        self.pad_multiple = math.lcm(int(getattr(model, "pad_multiple", 1)), 4)
-
-    def __call__(self, window: torch.Tensor, prior: torch.Tensor | None) -> list[torch.Tensor]:
-        return self.model.backbone(window[:, :3], prior)
-
-    def prior(self, window: torch.Tensor) -> torch.Tensor | None:
-        sharp = window[:, 3:] if window.shape[1] == 6 else None
-        return self.model.prior_vector(window[:, :3], sharp, generator=self.generator)
-
-
 def restore_tensor(model, blur: torch.Tensor, sharp: torch.Tensor | None = None,
                    generator: torch.Generator | None = None, fast: bool = False) -> torch.Tensor:
     """Full-resolution output of a :class:`models.deblur_model.DeblurModel` for a (B, 3, H, W) tensor in
@@ -282,8 +263,6 @@ def restore_tensor(model, blur: torch.Tensor, sharp: torch.Tensor | None = None,
         blur = torch.cat([blur, sharp], dim=1)
     adapter = PriorFedBackbone(model, generator)
     prior_fn = adapter.prior if getattr(model, "prior_mode", "none") != "none" else None
-    from models.fast_inference import fast_adapter, fast_available
-
     if fast and fast_available(blur.device):
         adapter, prior_fn = fast_adapter(model, generator), None
     with torch.no_grad():

@@ -1,6 +1,6 @@
 """Every name the suite knows, registered once, with the label a reader sees (no torch import).
 
-The params schema (``pipelines.config`` ``Literal`` types), the builders (``models.backbones``,
+The params schema (``pipelines.core.config`` ``Literal`` types), the builders (``models.backbones``,
 ``models.diffusion``), the trainer, the tables and the report all read these. Adding a backbone or a
 prior means one line here plus its implementation.
 
@@ -13,6 +13,9 @@ from typing import NamedTuple
 
 SCALES = ("paper", "tiny")  # model sizes: the paper's configs and the CPU-sized ones
 PROFILE_NAMES = ("smoke", "cpu", "paper")  # params.yaml profiles
+MAX_T = 1000  # diffusion steps: a larger T is a typo (and would allocate its schedules before failing)
+# The studies: one MLflow experiment each, one folder under runs/ each (the ablations' evaluation is one stage).
+STUDIES = ("table1", "ablation-prior", "ablation-stages", "t-sweep")
 
 class Registered(NamedTuple):
     label: str
@@ -55,8 +58,9 @@ STAGES: dict[str, str] = {
     "stage3": "stage 3 (joint fine-tuning)",
     "baseline": "baseline (no prior)",
 }
-# Stage combinations of the ablation (paper Table 4): name -> (label, stages that are trained).
-# ``s1_s2`` trains stage 3 for 0 steps: the stage-1 backbone with the stage-2 prior.
+# Stage combinations of the ablation (paper Table 4): name -> (label, stages that are trained). A training
+# job's ``variant`` (``--variant``, ``metrics.json``) is one of them. ``s1_s2`` trains stage 3 for 0 steps: the
+# stage-1 backbone with the stage-2 prior.
 
 
 class StageCombo(NamedTuple):
@@ -93,6 +97,10 @@ METRICS: dict[str, Metric] = {
 }
 METRIC_NAMES = tuple(METRICS)
 
+# The two models a Table-1 row compares, and every backbone's cost is counted for: the backbone alone (the
+# baseline) and with the BlurDM prior.
+SIDES = ("baseline", "blurdm")
+
 # Test sets the tables and the report can name (fetch / synth write them under data/).
 DATASETS: dict[str, str] = {
     "synthetic": "synthetic (embedded)",
@@ -105,7 +113,7 @@ DATASETS: dict[str, str] = {
 
 
 # How a test set is scored. A RealBlur test set (named ``realblur*``) is scored both ways
-# (pipelines/alignment.py), each a Table-1 column of its own; every other test set has one plain scoring.
+# (pipelines/evaluation/alignment.py), each a Table-1 column of its own; every other test set has one plain scoring.
 SCORINGS: dict[str, str] = {
     "authors": "authors' scoring (no alignment)",
     "official": "official RealBlur scoring (ECC-aligned, masked)",

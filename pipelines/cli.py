@@ -1,8 +1,13 @@
 """``blurdm-bench`` command line: one subcommand per pipeline entry point.
 
-Each subcommand lives in its own module under ``pipelines/`` and exposes two functions:
+Each subcommand lives in its own module at the root of ``pipelines/`` (the stage commands; the library they
+call is in the packages beside them) and exposes two functions:
 ``configure_parser(parser: argparse.ArgumentParser) -> None`` and ``run(args) -> int``.
 Modules are imported only when their subcommand is used, so ``blurdm-bench --help`` is instant.
+
+Errors: a :class:`pipelines.core.errors.UserError` (bad input, raised on purpose, the message names the key,
+flag or file) is printed as one line, ``blurdm-bench <command>: error: <message>``, with its exit code (2; 1
+when the disk cannot be written); Ctrl-C exits with 130; every other exception keeps its traceback.
 """
 from __future__ import annotations
 
@@ -10,7 +15,8 @@ import argparse
 import importlib
 import sys
 
-from pipelines.compat import set_offline_env
+from pipelines.core.environment import set_offline_env
+from pipelines.core.errors import UserError
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("pipelines.synth", "generate the embedded synthetic motion-blur dataset"),
@@ -30,10 +36,6 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-class UserError(Exception):
-    """An error caused by bad input: printed as one clear line, exit code 2, no traceback."""
-
-
 def main(argv: list[str] | None = None) -> int:
     set_offline_env()
     argv = sys.argv[1:] if argv is None else argv
@@ -51,38 +53,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     name = argv[0]
     module_name, help_text = SUBCOMMANDS[name]
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as err:
-        if err.name == module_name:
-            print(f"blurdm-bench {name}: not implemented yet", file=sys.stderr)
-            return 2
-        raise
+    module = importlib.import_module(module_name)  # lazy by design: only the command asked for is imported
     cmd_parser = argparse.ArgumentParser(prog=f"blurdm-bench {name}", description=help_text)
     module.configure_parser(cmd_parser)
     args = cmd_parser.parse_args(argv[1:])
     try:
         return int(module.run(args) or 0)
-    except (UserError, FileNotFoundError, ValueError) as err:
-        # Bad input: a clear message naming the file / key, no stack trace.
+    except UserError as err:
+        # Raised on purpose (bad input, a full disk): a clear message naming the file / key, no stack trace.
         print(f"blurdm-bench {name}: error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        from pipelines.io import NOT_WRITABLE
-
-        if err.errno not in NOT_WRITABLE:
-            raise
-        # Disk full / read-only / no permission: the message names the file; outputs stay complete.
-        print(f"blurdm-bench {name}: error: {err}", file=sys.stderr)
-        return 1
+        return err.exit_code
     except KeyboardInterrupt:
         print(f"blurdm-bench {name}: interrupted", file=sys.stderr)
         return 130
 
 
 if __name__ == "__main__":
-    # `python -m pipelines.cli` (e.g. under torchrun): run the package's module so that the
-    # UserError raised by subcommands is the class main() catches.
-    from pipelines.cli import main as _main
-
-    sys.exit(_main())
+    sys.exit(main())  # `python -m pipelines.cli` (e.g. under torchrun)

@@ -1,8 +1,8 @@
 """``blurdm-bench evaluate``: score a trained model on a folder of blurred / sharp pairs.
 
 The command only: it reads the arguments and ``params.evaluate`` and calls
-:func:`pipelines.evaluation.evaluate_checkpoint`, the evaluation the study's stages run as well (protocol,
-eval seeds and the output folder are described there; the score files in :mod:`pipelines.scores`,
+:func:`pipelines.evaluation.evaluator.evaluate_checkpoint`, the evaluation the study's stages run as well (protocol,
+eval seeds and the output folder are described there; the score files in :mod:`pipelines.evaluation.score_files`,
 inference in :mod:`models.inference`). Nothing imports this module but the command-line dispatch
 (:mod:`pipelines.cli`).
 """
@@ -11,7 +11,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from models.names import SCORINGS
+from models.inference import pick_device
+from models.names import METRIC_NAMES, SCORINGS
+from pipelines.core.config import load_params
+from pipelines.core.errors import UserError
+from pipelines.core.threads import apply_threads
+from pipelines.evaluation.evaluator import evaluate_checkpoint
+from pipelines.evaluation.score_files import NA
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -42,15 +48,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from models.inference import pick_device
-    from pipelines.cli import UserError
-    from pipelines.config import load_params
-    from pipelines.evaluation import evaluate_checkpoint
-    from pipelines.scores import METRICS, NA
-
     params = load_params(args.params, profile=args.profile)
-    from pipelines.threads import apply_threads
-
     apply_threads(params.train.threads)  # cores this process may use, shared with parallel jobs (train.threads wins)
     if args.data is not None:
         root = Path(args.data)
@@ -67,6 +65,6 @@ def run(args) -> int:
         realblur_mode=args.realblur_mode, eval_seeds=args.eval_seeds, max_images=args.max_images,
         lpips=args.lpips, save_images=args.save_images, device=pick_device(args.device), fast=args.fast)
     means = ", ".join(f"{m} {v['mean']:.4f}" if v["mean"] != NA else f"{m} NA"
-                      for m, v in summary["metrics"].items() if m in METRICS)
+                      for m, v in summary["metrics"].items() if m in METRIC_NAMES)
     print(f"{dataset}: {summary['n_images']} images: {means} -> {args.out}")
     return 0

@@ -6,7 +6,7 @@ Usage::
     blurdm-bench ui --port 5001 --dry-run    # print the command, start nothing
     blurdm-bench ui --host 0.0.0.0 --expose  # other machines too (no authentication: a warning is printed)
 
-The store is the one training writes to (:func:`pipelines.tracking.default_tracking_uri`:
+The store is the one training writes to (:func:`pipelines.tracking.store.default_tracking_uri`:
 ``$MLFLOW_TRACKING_URI``, else ``mlflow_tracking_uri`` in params, else ``<repo>/mlflow.db``). The MLflow
 UI has no authentication and can delete runs, so it binds to the loopback interface; any other
 ``--host`` is refused unless ``--expose`` is given. The command is run as an argument list (no shell),
@@ -16,50 +16,13 @@ becomes the server (``exec``), so stopping it stops MLflow and its workers.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 import shlex
-import shutil
 import sys
-from pathlib import Path
 
-from pipelines.cli import UserError
-
-LOOPBACK = "127.0.0.1"
-DEFAULT_PORT = 5000  # the port reports/build.py links runs to (http://127.0.0.1:5000)
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` names this machine's loopback interface only."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def mlflow_executable() -> list[str]:
-    """The ``mlflow`` console script of this environment, else ``python -m mlflow``."""
-    script = Path(sys.executable).with_name("mlflow")
-    if script.is_file() and os.access(script, os.X_OK):
-        return [str(script)]
-    found = shutil.which("mlflow")
-    return [found] if found else [sys.executable, "-m", "mlflow"]
-
-
-def ui_command(store: str, host: str = LOOPBACK, port: int = DEFAULT_PORT, expose: bool = False) -> list[str]:
-    """The ``mlflow ui`` argv (a list, for ``subprocess`` without a shell); bad values are UserErrors."""
-    if not store or store.startswith("-"):
-        raise UserError(f"--store: not a tracking store URI: {store!r}")
-    if not host or host.startswith("-") or any(c.isspace() for c in host):
-        raise UserError(f"--host: not a host name or address: {host!r}")
-    if not is_loopback(host) and not expose:
-        raise UserError(f"--host {host}: the MLflow UI has no authentication, so it binds to {LOOPBACK} only; "
-                        "pass --expose as well to make it reachable from other machines")
-    if not 1 <= int(port) <= 65535:
-        raise UserError(f"--port must be in 1..65535, got {port}")
-    return [*mlflow_executable(), "ui", "--backend-store-uri", store, "--host", host, "--port", str(int(port))]
+from pipelines.core.config import load_params
+from pipelines.tracking.store import default_tracking_uri
+from pipelines.tracking.ui_server import DEFAULT_PORT, LOOPBACK, is_loopback, ui_command
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -75,9 +38,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from pipelines.config import load_params
-    from pipelines.tracking import default_tracking_uri
-
     store = args.store or default_tracking_uri(load_params(args.params).mlflow_tracking_uri)
     argv = ui_command(store, args.host, args.port, args.expose)
     if not is_loopback(args.host):

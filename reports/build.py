@@ -2,8 +2,8 @@
 
 Inputs, all under ``--metrics-dir`` (default ``<repo>/metrics``) and each optional:
 ``table1.json``, ``ablation_prior.json``, ``ablation_stages.json``, ``t_sweep.json`` (format:
-pipelines/table_schemas.py, written by pipelines/tables.py) and ``costs.json`` (pipelines/profile.py),
-with their untracked sidecars ``run_info/<name>`` (date, MLflow run ids, latency: pipelines/run_info.py);
+pipelines/results/metric_schemas.py, written by pipelines/tables.py) and ``costs.json`` (pipelines/profile.py),
+with their untracked sidecars ``run_info/<name>`` (date, MLflow run ids, latency: pipelines/results/run_info.py);
 the per-image CSVs and crops that ``table1.json`` names (relative to ``--root``; a path resolving
 outside it, or a crop that is not an image, is refused); the paper's numbers in ``reports/published/``.
 
@@ -24,6 +24,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import jinja2
+
+from models.names import column_key, scorings
+from pipelines.core.config import load_params, repo_root
+from pipelines.core.files import atomic_dir
+from pipelines.core.params_view import restrict
+from pipelines.tracking.store import ui_url
 from reports.cost_section import cost_section
 from reports.gain_sections import ablation_section, t_sweep_section, table1_section
 from reports.inputs import (
@@ -43,8 +50,6 @@ SITE_SIGNATURE = b"Rendered by <code>blurdm-bench report</code>"  # in index.htm
 
 
 def template_environment():
-    import jinja2
-
     return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)), undefined=jinja2.StrictUndefined,
                               autoescape=True, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
 
@@ -69,8 +74,6 @@ def page_sections(ctx: Context, parsed: dict) -> list[Section]:
 def build_report(metrics_dir: Path, out_dir: Path, root: Path | None = None, params=None,
                  published_path: Path = PUBLISHED_YAML, mlflow_ui: str = MLFLOW_UI) -> Path:
     """Render ``out_dir/index.html`` (+ ``assets/``) atomically; returns the index path."""
-    from pipelines.config import repo_root
-    from pipelines.io import atomic_dir
 
     root = Path(root) if root is not None else repo_root()
     metrics_dir = Path(metrics_dir)
@@ -108,19 +111,13 @@ PARAMS_KEYS = ("profile", "train_sets", "data.max_pixels", "models.backbones", "
 
 def configured_columns(params) -> dict[str, str]:
     """Every Table-1 column the params configure -> the training set whose models fill it."""
-    from models.names import column_key, scorings
-
     return {column_key(dataset, scoring): name for name, train_set in params.train_sets.items()
             for dataset in train_set.test for scoring in scorings(dataset)}
 
 
 def run(args) -> int:
-    from pipelines.config import load_params, repo_root
-    from pipelines.tracking import ui_url
 
     root = repo_root()
-    from pipelines.params_view import restrict
-
     params = restrict(load_params(args.params), PARAMS_KEYS, "the report stage")
     index = build_report(args.metrics_dir or root / "metrics", args.out or root / "reports" / "site",
                          root=args.root or root, params=params,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from pipelines.table_schemas import CostsFile, Gain, Table1File, TSweepFile
+from pipelines.results.metric_schemas import CostsFile, Gain, Table1File, TSweepFile
 from reports.inputs import PAPER_VARIANT_KEY, Published
 from reports.page import (
     NOT_RUN,

@@ -2,7 +2,8 @@
 overhead BlurDM adds, and the BlurDM module alone, beside the paper's figures."""
 from __future__ import annotations
 
-from pipelines.table_schemas import SIDES, CostsFile, LatencyResult
+from models.names import SIDES
+from pipelines.results.metric_schemas import CostsFile, LatencyResult
 from reports.claims import Claim, claim_overhead
 from reports.page import (
     NOT_RUN,

@@ -2,12 +2,37 @@
 ablations, and the T sweep; each with its claim."""
 from __future__ import annotations
 
-from models.names import METRIC_NAMES, PRIORS, SCORINGS, STAGE_COMBOS, split_column
-from models.names import METRICS as METRIC_REGISTRY
-from pipelines.table_schemas import SIDES, AblationFile, AblationRow, AblationRows, Table1File, Table1Row, TSweepFile
-from pipelines.tracking import public_text  # no path of the producing machine on the page
-from reports.claims import Claim, claim_best_t, claim_every_backbone, claim_ordering, paper_order
-from reports.inputs import PAPER_METRIC, PAPER_SCORING, PAPER_VARIANT_KEY, REFERENCE_DATASET
+from models.names import (
+    METRIC_NAMES,
+    METRICS,
+    PRIORS,
+    SCORINGS,
+    SIDES,
+    STAGE_COMBOS,
+    split_column,
+)
+from pipelines.results.metric_schemas import (
+    AblationFile,
+    AblationRow,
+    AblationRows,
+    Table1File,
+    Table1Row,
+    TSweepFile,
+)
+from pipelines.tracking.store import public_text  # no path of the producing machine on the page
+from reports.claims import (
+    Claim,
+    claim_best_t,
+    claim_every_backbone,
+    claim_ordering,
+    paper_order,
+)
+from reports.inputs import (
+    PAPER_METRIC,
+    PAPER_SCORING,
+    PAPER_VARIANT_KEY,
+    REFERENCE_DATASET,
+)
 from reports.page import (
     NOT_RUN,
     Cell,
@@ -112,10 +137,10 @@ def table1_dataset_table(ctx: Context, t1: Table1File | None, column: str, ds_ro
                      f"shown for reference; compare the gains, not the absolute values.")
     if scoring is not None and scoring != PAPER_SCORING:
         notes.append(f"The paper's {dataset_label(ref)} numbers use the {SCORINGS[PAPER_SCORING]}; ours here use the "
-                     f"{SCORINGS[scoring]} (pipelines/alignment.py).")
+                     f"{SCORINGS[scoring]} (pipelines/evaluation/alignment.py).")
     if missing:
         notes.append(f"LPIPS n/a in our runs: {'; '.join(missing)}. Put the two weight files where "
-                     f"pipelines/metrics.py (LPIPS_HOWTO) says and re-run the evaluation to score it.")
+                     f"pipelines/evaluation/image_metrics.py (LPIPS_HOWTO) says and re-run the evaluation to score it.")
     if ds_rows:
         notes.append("Each of our numbers links to its MLflow run(s) (several training seeds: the compare page).")
     return Table(id=slug("table1", column), caption=_column_caption(ctx, column, ds_rows, t1 is not None),
@@ -136,7 +161,7 @@ def _table1_backbone_rows(ctx: Context, column: str, ref: str, backbone: str, ro
         cells = []
         if k == 0:
             cells.append(Cell(backbone_label(backbone), col="backbone", header=True, rowspan=len(metrics)))
-        cells.append(Cell(METRIC_REGISTRY[metric].label, col="metric", css="metric"))
+        cells.append(Cell(METRICS[metric].label, col="metric", css="metric"))
         cells += _table1_ours_cells(ctx, row, metric, title, missing)
         cells += _table1_paper_cells(ctx, ref, backbone, metric)
         if k == 0:
@@ -154,7 +179,7 @@ def _table1_ours_cells(ctx: Context, row: Table1Row | None, metric: str, title: 
         # said once, in the table's note (the reason names no path of the producing machine)
         missing[public_text(row.lpips_reason)] = None
         return [Cell("n/a (see the note below the table)", col="ours", css="na", colspan=3)]
-    spec = METRIC_REGISTRY[metric]
+    spec = METRICS[metric]
     return [linked(value_cell("ours_baseline", row.baseline[metric], spec.value_digits, "n/a", title),
                    ctx.href(row.runs["baseline"])),
             linked(value_cell("ours_blurdm", row.blurdm[metric], spec.value_digits, "n/a", title),
@@ -164,7 +189,7 @@ def _table1_ours_cells(ctx: Context, row: Table1Row | None, metric: str, title: 
 
 
 def _table1_paper_cells(ctx: Context, ref: str, backbone: str, metric: str) -> list[Cell]:
-    pub, digits = ctx.published, METRIC_REGISTRY[metric]
+    pub, digits = ctx.published, METRICS[metric]
     paper_na = "not published" if pub.t1(ref, backbone, "baseline", "psnr") is not None else "not in the paper"
     return [value_cell("paper_baseline", pub.t1(ref, backbone, "baseline", metric), digits.value_digits, paper_na),
             value_cell("paper_blurdm", pub.t1(ref, backbone, "blurdm", metric), digits.value_digits, paper_na),
@@ -175,11 +200,11 @@ def _table1_average_rows(ctx: Context, t1: Table1File | None, column: str, ref: 
                          metrics: tuple[str, ...]) -> list[Row]:
     body = []
     for k, metric in enumerate(metrics):
-        digits = METRIC_REGISTRY[metric].gain_digits
+        digits = METRICS[metric].gain_digits
         cells = []
         if k == 0:
             cells.append(Cell("Average gain", col="backbone", header=True, rowspan=len(metrics)))
-        cells.append(Cell(METRIC_REGISTRY[metric].label, col="metric", css="metric"))
+        cells.append(Cell(METRICS[metric].label, col="metric", css="metric"))
         if t1:
             cells += [Cell("mean over backbones", colspan=2, css="muted"),
                       signed_cell("ours_gain", t1.average_gain[column][metric], digits, "n/a")]
@@ -204,7 +229,7 @@ def input_table(column: str, ds_rows: dict[str, Table1Row], ctx: Context | None 
         if not row.over_input:
             continue
         for k, metric in enumerate(INPUT_METRICS):
-            spec = METRIC_REGISTRY[metric]
+            spec = METRICS[metric]
             cells = []
             if k == 0:
                 cells.append(Cell(backbone_label(backbone), col="backbone", header=True, rowspan=len(INPUT_METRICS)))
@@ -359,7 +384,9 @@ def t_sweep_section(ctx: Context, sweep: TSweepFile | None) -> tuple[Section, Cl
 
 def t_sweep_figure(ctx: Context, sweep: TSweepFile, rows: list) -> Figure:
     """The PSNR gain against T with its confidence band, drawn into the site's assets."""
-    from reports.plots import t_sweep_plot
+    from reports.plots import (
+        t_sweep_plot,  # lazy: matplotlib + seaborn take ~1.8 s, only for a figure
+    )
 
     confidence = sweep.meta.bootstrap.confidence
     path, rel = ctx.assets.target("t_sweep.png")

@@ -1,8 +1,8 @@
 """The report's inputs, read and checked: the metric files and the paper's published numbers.
 
 A metric file (``--metrics-dir``: :data:`METRIC_FILES`) is merged with its untracked sidecar
-``run_info/<name>`` (date, MLflow run ids, latency: :mod:`pipelines.run_info`) and validated through
-its schema (:mod:`pipelines.table_schemas`, the one the writer used). The paper's numbers come from
+``run_info/<name>`` (date, MLflow run ids, latency: :mod:`pipelines.results.run_info`) and validated through
+its schema (:mod:`pipelines.results.metric_schemas`, the one the writer used). The paper's numbers come from
 ``reports/published/blurdm-neurips2025.yaml`` (:class:`Published`). An absent metric file is
 ``None`` (its section says "not run"); a malformed file raises ValueError naming the file and the key.
 """
@@ -14,7 +14,16 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from pipelines.table_schemas import SCHEMAS, SIDES, Table1File, describe, invalid_at
+from models.names import SIDES
+from pipelines.core.errors import InvalidInputError, MissingFileError
+from pipelines.data.image_files import IMAGE_EXTENSIONS, ImageReadError, read_image_size
+from pipelines.results.metric_schemas import (
+    SCHEMAS,
+    Table1File,
+    describe,
+    invalid_at,
+)
+from pipelines.results.run_info import merge_run_info, read_run_info
 
 PUBLISHED_YAML = Path(__file__).resolve().parent / "published" / "blurdm-neurips2025.yaml"
 METRIC_FILES = {key: f"{key}.json" for key in SCHEMAS}  # key -> file name under --metrics-dir
@@ -29,19 +38,17 @@ PAPER_VARIANT_KEY = {"none": "baseline"}  # our variant name -> key in the paper
 def read_metric_file(path: Path, key: str):
     """The metric file ``path`` (of kind ``key``) with its sidecar merged in, as its schema's model;
     ``None`` when the file does not exist."""
-    from pipelines.run_info import merge_run_info, read_run_info
-
     if not path.is_file():
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: not a readable JSON file ({err})") from None
+        raise InvalidInputError(f"{path}: not a readable JSON file ({err})") from None
     data = merge_run_info(data, *read_run_info(path), costs=key == "costs")
     try:
         return SCHEMAS[key].model_validate(data)
     except ValidationError as err:
-        raise ValueError(f"{path}: {describe(err)}") from None
+        raise InvalidInputError(f"{path}: {describe(err)}") from None
 
 
 def load_inputs(metrics_dir: Path, root: Path) -> dict:
@@ -67,8 +74,6 @@ def check_input_paths(t1: Table1File, path: Path, root: Path) -> None:
     and a crop that exists must be an image: the report copies crops into the site and reads the
     per-image CSVs, so a crafted file naming ``/etc/passwd`` or ``../../secret`` is refused, naming
     the file and key."""
-    from pipelines.imageio import IMAGE_EXTENSIONS, ImageReadError, read_image_size
-
     real_root = Path(root).resolve()
     for i, row in enumerate(t1.rows):
         named = [(f"rows[{i}].per_image.{side}[{j}]", p, False) for side in SIDES
@@ -78,21 +83,19 @@ def check_input_paths(t1: Table1File, path: Path, root: Path) -> None:
         for where, rel, image in named:
             real = (Path(root) / rel).resolve()
             if not _inside(real, real_root):
-                raise ValueError(f"{path}: {where}: {rel!r} resolves to {real}, outside --root {real_root}: refused")
+                raise InvalidInputError(f"{path}: {where}: {rel!r} resolves to {real}, outside --root {real_root}: refused")
             if image and real.exists():
                 if real.suffix.lower() not in IMAGE_EXTENSIONS:
-                    raise ValueError(f"{path}: {where}: {rel!r} is not an image file (extension {real.suffix!r}): "
+                    raise InvalidInputError(f"{path}: {where}: {rel!r} is not an image file (extension {real.suffix!r}): "
                                      f"refused")
                 try:
                     read_image_size(real)
                 except ImageReadError as err:
-                    raise ValueError(f"{path}: {where}: {rel!r} is not a readable image ({err}): refused") from None
+                    raise InvalidInputError(f"{path}: {where}: {rel!r} is not a readable image ({err}): refused") from None
 
 
 def load_run_experiments(metrics_dir: Path) -> dict[str, str]:
     """MLflow run id -> experiment id, from the tables' sidecars (``run_info/<name>``: ``experiments``)."""
-    from pipelines.run_info import read_run_info
-
     out: dict[str, str] = {}
     for name in METRIC_FILES.values():
         if (Path(metrics_dir) / name).is_file():
@@ -194,10 +197,10 @@ def load_published(path: Path = PUBLISHED_YAML) -> Published:
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: published numbers not found") from None
+        raise MissingFileError(f"{path}: published numbers not found") from None
     except (OSError, yaml.YAMLError) as err:
-        raise ValueError(f"{path}: not a readable YAML file ({err})") from None
+        raise InvalidInputError(f"{path}: not a readable YAML file ({err})") from None
     try:
         return Published.model_validate(data)
     except ValidationError as err:
-        raise ValueError(f"{path}: {describe(err)}") from None
+        raise InvalidInputError(f"{path}: {describe(err)}") from None

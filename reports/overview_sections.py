@@ -2,8 +2,8 @@
 files) and the runs (every MLflow run and DVC stage a result links to)."""
 from __future__ import annotations
 
-from pipelines.run_info import NOT_RECORDED
-from pipelines.table_schemas import Meta
+from pipelines.results.run_info import NOT_RECORDED
+from pipelines.results.metric_schemas import Meta
 from reports.claims import Claim
 from reports.inputs import METRIC_FILES
 from reports.page import (

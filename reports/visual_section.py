@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipelines.table_schemas import CROP_KINDS, Table1File, Table1Row
+import pandas as pd
+
+from pipelines.core.errors import InvalidInputError
+from pipelines.evaluation.score_files import per_image, read_scores
+from pipelines.results.metric_schemas import CROP_KINDS, Table1File, Table1Row
 from reports.page import (
     NOT_RUN,
     Cell,
@@ -65,15 +69,11 @@ def crop_gallery(ctx: Context, row: Table1Row, notes: list) -> Gallery:
 
 def _read_per_image(ctx: Context, paths: list[str]):
     """PSNR per image name, averaged over evaluation seeds and over the files (training seeds)."""
-    import pandas as pd
-
-    from pipelines.scores import per_image, read_scores
-
     series = [per_image(read_scores(ctx.root / p), "psnr") for p in paths]
     names = set(series[0].index)
     for p, s in zip(paths[1:], series[1:], strict=True):
         if set(s.index) != names:
-            raise ValueError(f"{ctx.root / p}: scores different images than {ctx.root / paths[0]}")
+            raise InvalidInputError(f"{ctx.root / p}: scores different images than {ctx.root / paths[0]}")
     return pd.concat(series, axis=1).mean(axis=1)
 
 
@@ -82,7 +82,7 @@ def per_image_gain(ctx: Context, row: Table1Row):
     base = _read_per_image(ctx, row.per_image.files("baseline"))
     method = _read_per_image(ctx, row.per_image.files("blurdm"))
     if set(base.index) != set(method.index):
-        raise ValueError(f"{ctx.root / row.per_image.files('blurdm')[0]} and "
+        raise InvalidInputError(f"{ctx.root / row.per_image.files('blurdm')[0]} and "
                          f"{ctx.root / row.per_image.files('baseline')[0]} score different images; cannot pair them")
     return (method - base.loc[method.index]).sort_index()
 
@@ -90,8 +90,6 @@ def per_image_gain(ctx: Context, row: Table1Row):
 def gain_distribution(ctx: Context, rows: list[Table1Row], dataset: str, sources: list[str]) -> list:
     """The per-image PSNR gains of every backbone on ``dataset``: a plot and a table (the CSVs read are
     added to ``sources``); a backbone whose scores are missing gets a note instead."""
-    import pandas as pd
-
     blocks: list = []
     frames, stats = [], []
     for row in rows:
@@ -112,7 +110,9 @@ def gain_distribution(ctx: Context, rows: list[Table1Row], dataset: str, sources
                          key=row.backbone))
     if not frames:
         return blocks
-    from reports.plots import gain_distribution_plot
+    from reports.plots import (
+        gain_distribution_plot,  # lazy: matplotlib + seaborn take ~1.8 s, only for a figure
+    )
 
     path, rel = ctx.assets.target(f"gain_distribution_{slug(dataset)}.png")
     gain_distribution_plot(path, pd.concat(frames, ignore_index=True), f"{column_label(dataset)}: per-image PSNR gain")

@@ -14,7 +14,7 @@ def reduced_smoke_root(folder: Path, smoke_overrides: dict, active: bool = False
     """``folder`` made a project root whose smoke profile is the repo's merged with ``smoke_overrides``
     (and its base block with ``base_overrides``: the keys that shape the DAG); ``active``: smoke is the
     active profile (what a bare ``blurdm-bench`` command then uses)."""
-    from pipelines.config import deep_merge
+    from pipelines.core.config import deep_merge
 
     folder.mkdir(parents=True)
     raw = deep_merge(yaml.safe_load((REPO / "params.yaml").read_text()), base_overrides or {})

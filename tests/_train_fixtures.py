@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from pipelines.config import deep_merge, load_params, params_path
+from pipelines.core.config import deep_merge, load_params, params_path
 
 # Small everything: 1 thread, batch 2, 32x32 crops, checkpoints every 2 steps, no periodic validation.
 TRAIN_OVERRIDES = {
@@ -17,8 +17,8 @@ SYNTH_OVERRIDES = {"n_train": 6, "n_test": 1, "crop_size": 64, "subframes": 5}
 
 
 def make_dataset(folder: Path) -> Path:
-    """Six 64x64 GoPro-layout training pairs from ``pipelines.synth``; returns the ``train`` root."""
-    from pipelines.synth import generate
+    """Six 64x64 GoPro-layout training pairs from ``pipelines.data.motion_blur``; returns the ``train`` root."""
+    from pipelines.data.motion_blur import generate
 
     params = load_params(profile="smoke", overrides={"synth": SYNTH_OVERRIDES})
     generate(params.synth, folder, progress=False)

@@ -1,4 +1,4 @@
-"""pipelines.alignment: RealBlur 'authors' vs 'official' (ECC-aligned, masked) scoring."""
+"""pipelines.evaluation.alignment: RealBlur 'authors' vs 'official' (ECC-aligned, masked) scoring."""
 from __future__ import annotations
 
 import math
@@ -9,7 +9,8 @@ import pytest
 from skimage import data
 from skimage.metrics import structural_similarity
 
-from pipelines import alignment, metrics
+from pipelines.evaluation import alignment
+from pipelines.evaluation import image_metrics as metrics
 
 SIZE = 256
 # a known homography: ~0.5 degree rotation, sub-pixel translation, a little perspective

@@ -66,7 +66,7 @@ def store(tmp_path_factory):
         assert done.returncode == 0, done.stderr[-3000:]
     from mlflow.tracking import MlflowClient
 
-    from pipelines.config import load_params
+    from pipelines.core.config import load_params
 
     params = load_params(root / "params.yaml", profile="smoke")
     return {"root": root, "uri": uri, "client": MlflowClient(uri), "params": params}
@@ -169,7 +169,7 @@ def test_one_parent_run_per_study_backbone_seed_holds_its_stages(store):
 
 
 def test_training_and_test_sets_are_dataset_inputs(store):
-    from pipelines.io import sha256_file
+    from pipelines.core.files import sha256_file
 
     client, root, params = store["client"], store["root"], store["params"]
     manifest = (root / params.train_sets["synthetic"].train).parent / "manifest.json"
@@ -191,8 +191,8 @@ def test_training_and_test_sets_are_dataset_inputs(store):
 
 
 def test_the_model_downloads_and_loads_again(store, tmp_path):
-    from pipelines.checkpoint import load_checkpoint
-    from pipelines.tracking import load_logged_model
+    from pipelines.core.checkpoint_files import load_checkpoint
+    from pipelines.tracking.evaluation_records import load_logged_model
 
     client = store["client"]
     folders = _run_folders(store["root"])
@@ -274,8 +274,8 @@ def test_dvc_metrics_show_the_headline_gains_as_columns(dvc_root, store):
 
 
 def test_dataset_digest_is_the_manifest_sha256_else_the_file_listing(tmp_path, monkeypatch):
-    from pipelines import tracking
-    from pipelines.io import sha256_file
+    from pipelines.tracking import lineage as tracking
+    from pipelines.core.files import sha256_file
 
     (tmp_path / "ds" / "train").mkdir(parents=True)
     (tmp_path / "ds" / "train" / "a.png").write_bytes(b"x" * 10)

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from pipelines import cli
-from pipelines.check import check_dirs, compare
+from pipelines.results.reference_check import check_dirs, compare
 
 REF = {
     "meta": {"date": "2026-11-01", "git_commit": "aaa", "profile": "smoke"},

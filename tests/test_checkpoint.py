@@ -15,21 +15,22 @@ from _train_fixtures import make_dataset, train_killed_and_resumed, write_params
 
 from models.deblur_model import (
     DeblurModel,
+    ModelPayloadError,
     build_deblur_model,
     copy_parts,
-    load_deblur_model,
-    model_file,
     model_payload,
 )
-from pipelines.checkpoint import (
+from pipelines.core.checkpoint_files import (
     CheckpointError,
     check_plain,
     load_checkpoint,
+    load_deblur_model,
+    model_file,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
-from pipelines.io import sha256_file
+from pipelines.core.files import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
 STAGE1_SPEC = {"backbone": "mimo_unet", "scale": "tiny", "prior_mode": "sharp_encoder"}
@@ -161,10 +162,10 @@ def test_model_file_of_a_run_and_copying_parts_between_stages(tmp_path):
     for part in ("backbone", "sharp_encoder"):
         for key, value in getattr(stage2, part).state_dict().items():
             assert torch.equal(value, payload["model"][f"{part}.{key}"])
-    with pytest.raises(CheckpointError, match=r"model\.pt: has no prior weights"):
+    with pytest.raises(ModelPayloadError, match=r"model\.pt: has no prior weights"):
         copy_parts(stage2, payload, ("prior",), run / "model.pt")
     wrong = model_payload(build_deblur_model({"backbone": "stripformer", "scale": "tiny", "prior_mode": "none"}))
-    with pytest.raises(CheckpointError, match="backbone weights do not fit this model"):
+    with pytest.raises(ModelPayloadError, match="backbone weights do not fit this model"):
         copy_parts(stage2, wrong, ("backbone",), run / "model.pt")
 
 # ---------------------------------------------------------------------------------------------- SIGKILL

@@ -6,7 +6,7 @@ import copy
 import pytest
 import yaml
 
-from pipelines.config import PROFILE_NAMES, ParamsError, deep_merge, load_params, resolve_raw, validate
+from pipelines.core.config import PROFILE_NAMES, ParamsError, deep_merge, load_params, resolve_raw, validate
 
 
 @pytest.fixture
@@ -92,8 +92,8 @@ def test_profiles_may_not_change_the_dag_shape(raw):
 
 def test_mlflow_store_of_a_dvc_temp_experiment_is_the_main_repo(tmp_path, monkeypatch):
     """`dvc exp run --temp` runs in <repo>/.dvc/tmp/exps/<tmp>: runs must land in <repo>/mlflow.db."""
-    from pipelines.config import shared_root
-    from pipelines.tracking import default_tracking_uri
+    from pipelines.core.config import shared_root
+    from pipelines.tracking.store import default_tracking_uri
 
     workspace = tmp_path / "repo" / ".dvc" / "tmp" / "exps" / "tmpabc123"
     workspace.mkdir(parents=True)
@@ -180,7 +180,7 @@ def _paper_block(repo_root) -> dict:
 
 
 def test_the_paper_block_gives_all_four_columns_of_table1(raw, repo_root):
-    from pipelines.study import scored_columns
+    from pipelines.core.layout import scored_columns
 
     raw = copy.deepcopy(raw)
     raw["train_sets"] = _paper_block(repo_root)

@@ -1,4 +1,4 @@
-"""pipelines.data: layouts, pairing by relative path, clear errors, crops/augmentation."""
+"""pipelines.data.pairs: layouts, pairing by relative path, clear errors, crops/augmentation."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from models.inference import from_uint8_image
-from pipelines.data import (
+from pipelines.data.pairs import (
     Pair,
     PairedImageDataset,
     detect_layout,
@@ -17,7 +17,7 @@ from pipelines.data import (
     make_loader,
     split_train_val,
 )
-from pipelines.imageio import ImageReadError, write_png
+from pipelines.data.image_files import ImageReadError, write_png
 
 
 def _img(value: int, h: int = 12, w: int = 16) -> np.ndarray:

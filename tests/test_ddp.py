@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from _train_fixtures import make_dataset, write_params_file
-from models.deblur_model import load_deblur_model
+from pipelines.core.checkpoint_files import load_deblur_model
 
 REPO = Path(__file__).resolve().parents[1]
 

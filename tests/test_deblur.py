@@ -10,10 +10,10 @@ import torch
 from PIL import Image
 
 from models.deblur_model import build_deblur_model, model_payload
-from pipelines import deblur as db
-from pipelines.checkpoint import save_checkpoint
+from pipelines.evaluation import photo_restoration as db
+from pipelines.core.checkpoint_files import save_checkpoint
 from pipelines.cli import main
-from pipelines.imageio import read_rgb_uint8
+from pipelines.data.image_files import read_rgb_uint8
 
 
 @pytest.fixture(scope="module")

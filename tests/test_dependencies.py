@@ -3,12 +3,13 @@
 Each stage of dvc.yaml (the first item of every ``foreach``) runs once, in DAG order, on a reduced smoke
 profile in a fresh root, with ``$BLURDM_RECORD_READS`` set: its params view records every key the stage
 reads, and at exit the process lists the project files (code, data, templates) it imported or opened
-(:mod:`pipelines.params_view`). The stage definitions come from DVC's own parser, so ``${item}`` and
+(:mod:`pipelines.core.params_view`). The stage definitions come from DVC's own parser, so ``${item}`` and
 ``vars`` are resolved as ``dvc repro`` resolves them. The check fails when dvc.yaml declares less than
 was read; a second test removes a declared dep on purpose and shows that the check then fails.
 """
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shlex
@@ -58,14 +59,29 @@ def as_resolved_for(stages: dict[str, dict], profile: str, repo: Path = REPO) ->
             for name, stage in stages.items()}
 
 
-def undeclared(stage: dict, record: dict) -> list[str]:
+def only_a_docstring(file: str, repo: Path = REPO) -> bool:
+    """Whether ``file`` (relative to ``repo``) is a package ``__init__.py`` holding nothing but its docstring."""
+    path = repo / file
+    if path.name != "__init__.py" or not path.is_file():
+        return False
+    body = ast.parse(path.read_text(encoding="utf-8")).body
+    return all(isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+               for node in body)
+
+
+def declared(file: str, deps: list[str]) -> bool:
+    """Whether ``deps`` (dvc.yaml paths: files or folders) declare ``file``."""
+    return any(file == d or file.startswith(d.rstrip("/") + "/") for d in deps)
+
+
+def undeclared(stage: dict, record: dict, repo: Path = REPO) -> list[str]:
     """What ``record`` (a stage's reads) has that ``stage`` (its dvc.yaml entry) does not declare."""
-    from pipelines.params_view import covers
+    from pipelines.core.params_view import covers
 
     missing = [f"params: {key}" for key in record["params"]
                if key not in NOT_RESULTS and not any(covers(d, key) for d in stage["params"])]
     missing += [f"deps: {file}" for file in record["files"]
-                if not any(file == d or file.startswith(d.rstrip("/") + "/") for d in stage["deps"])]
+                if not declared(file, stage["deps"]) and not only_a_docstring(file, repo)]
     return missing
 
 
@@ -117,8 +133,8 @@ def test_every_stage_declares_what_it_reads(recorded):
         f"  {name}: {', '.join(missing)}" for name, missing in problems.items())
     # the recording saw real work: training stages import the trainer and read the schedule
     train = records[next(n for n in records if n.startswith("train_stage1"))]
-    assert "pipelines/train.py" in train["files"] and any(k.startswith("train.") or k == "train"
-                                                          for k in train["params"])
+    assert "pipelines/training/trainer.py" in train["files"] and any(k.startswith("train.") or k == "train"
+                                                                     for k in train["params"])
 
 
 def test_every_declared_params_key_is_in_params_yaml():
@@ -145,9 +161,21 @@ def test_the_check_fails_when_a_declared_dep_is_removed(recorded):
     stages, records = recorded
     name = next(n for n in records if n.startswith("train_stage1"))
     stage = stages[name]
-    for removed_dep in ("pipelines/train.py", "models"):
+    for removed_dep in ("pipelines/training", "pipelines/study.py", "models"):  # folders and files
         cut = {**stage, "deps": [d for d in stage["deps"] if d != removed_dep]}
         assert any(m.startswith(f"deps: {removed_dep}") for m in undeclared(cut, records[name])), removed_dep
     t_sweep = next(n for n in records if n.startswith("t_sweep"))
     cut = {**stages[t_sweep], "params": [p for p in stages[t_sweep]["params"] if p != "prior"]}
     assert any(m.startswith("params: prior.") for m in undeclared(cut, records[t_sweep]))
+
+
+def test_a_folder_covers_its_files_and_only_a_docstring_init_needs_no_declaration(tmp_path):
+    (tmp_path / "pkg" / "sub").mkdir(parents=True)
+    (tmp_path / "pkg" / "__init__.py").write_text('"""A package."""\n')
+    (tmp_path / "pkg" / "sub" / "__init__.py").write_text('"""Runs code."""\nimport os\n')
+    (tmp_path / "pkg" / "sub" / "a.py").write_text("")
+    record = {"params": [], "files": ["pkg/__init__.py", "pkg/sub/__init__.py", "pkg/sub/a.py"]}
+    assert undeclared({"params": [], "deps": ["pkg/sub"]}, record, tmp_path) == []
+    assert undeclared({"params": [], "deps": ["pkg/sub/a.py"]}, record, tmp_path) == ["deps: pkg/sub/__init__.py"]
+    assert undeclared({"params": [], "deps": ["pkg/su"]}, record, tmp_path) == [  # a prefix is not a folder
+        "deps: pkg/sub/__init__.py", "deps: pkg/sub/a.py"]

@@ -248,7 +248,7 @@ def test_blurdm_paper_module_cost_matches_spec():
 
 def test_registered_priors_are_what_config_accepts_and_the_builder_builds():
     from models.diffusion import PROCESSES
-    from pipelines.config import DIFFUSION_PRIORS
+    from pipelines.core.config import DIFFUSION_PRIORS
 
     assert set(PRIORS) == {"blurdm", "rddm", "ddpm", "encoder"}
     assert tuple(PROCESSES) == PRIORS == DIFFUSION_PRIORS

@@ -1,4 +1,4 @@
-"""blurdm-bench evaluate (pipelines.evaluation): outputs, 8-bit scoring, seeds, oracle, atomicity."""
+"""blurdm-bench evaluate (pipelines.evaluation.evaluator): outputs, 8-bit scoring, seeds, oracle, atomicity."""
 from __future__ import annotations
 
 import json
@@ -11,13 +11,13 @@ import torch
 
 from models.deblur_model import build_deblur_model, model_payload
 from models.inference import from_uint8_image, restore_image
-from pipelines import evaluation as ev
-from pipelines import scores as sc
-from pipelines.checkpoint import save_checkpoint
+from pipelines.evaluation import evaluator as ev
+from pipelines.evaluation import score_files as sc
+from pipelines.core.checkpoint_files import save_checkpoint
 from pipelines.cli import main
-from pipelines.data import find_pairs
-from pipelines.imageio import read_rgb_uint8, write_png
-from pipelines.metrics import score_pair
+from pipelines.data.pairs import find_pairs
+from pipelines.data.image_files import read_rgb_uint8, write_png
+from pipelines.evaluation.image_metrics import score_pair
 
 SPECS = {
     "baseline": {"backbone": "mimo_unet", "scale": "tiny", "prior_mode": "none"},
@@ -95,7 +95,7 @@ def test_baseline_outputs_and_8bit_scoring(dataset, checkpoints, tmp_path):
 
 def test_restore_image_rounds_and_clamps(checkpoints, dataset):
     """The restored image equals the float output clamped to the value range and rounded to 8 bit."""
-    from models.deblur_model import load_deblur_model
+    from pipelines.core.checkpoint_files import load_deblur_model
     from models.inference import restore_full
 
     model, _ = load_deblur_model(checkpoints["baseline"])
@@ -137,7 +137,7 @@ def test_oracle_mode_uses_the_sharp_image(dataset, checkpoints, tmp_path):
     summary = json.loads((out / sc.SUMMARY_FILE).read_text())
     assert summary["oracle"] is True and summary["prior_mode"] == "sharp_encoder" and summary["stochastic"] is False
     # the prior is SE(blur, sharp) of the (padded) pair being restored
-    from models.deblur_model import load_deblur_model
+    from pipelines.core.checkpoint_files import load_deblur_model
 
     model, _ = load_deblur_model(checkpoints["stage1"], prior_mode="sharp_encoder")
     seen = []
@@ -152,8 +152,8 @@ def test_oracle_mode_uses_the_sharp_image(dataset, checkpoints, tmp_path):
 
 
 def test_lpips_unavailable_is_na_with_reason(dataset, checkpoints, tmp_path):
-    from models.deblur_model import load_deblur_model
-    from pipelines.metrics import LPIPSScorer
+    from pipelines.core.checkpoint_files import load_deblur_model
+    from pipelines.evaluation.image_metrics import LPIPSScorer
 
     scorer = LPIPSScorer(hub_dir=tmp_path / "empty_hub")
     assert not scorer.available
@@ -167,7 +167,7 @@ def test_lpips_unavailable_is_na_with_reason(dataset, checkpoints, tmp_path):
 
 @pytest.mark.parametrize("mode", ["authors", "official"])
 def test_realblur_mode_is_named(dataset, checkpoints, tmp_path, mode):
-    from models.deblur_model import load_deblur_model
+    from pipelines.core.checkpoint_files import load_deblur_model
 
     model, spec = load_deblur_model(checkpoints["baseline"])
     pairs = find_pairs(dataset)[1:2]
@@ -182,7 +182,7 @@ def test_realblur_mode_is_named(dataset, checkpoints, tmp_path, mode):
 
 
 def test_killed_run_leaves_previous_results(dataset, checkpoints, tmp_path, monkeypatch):
-    from models.deblur_model import load_deblur_model
+    from pipelines.core.checkpoint_files import load_deblur_model
 
     model, spec = load_deblur_model(checkpoints["baseline"])
     pairs = find_pairs(dataset)

@@ -126,9 +126,9 @@ def test_on_the_cpu_the_fast_switch_runs_eager():
 
 
 def test_evaluate_and_deblur_take_the_fast_switch(tmp_path):
-    from pipelines.checkpoint import save_checkpoint
+    from pipelines.core.checkpoint_files import save_checkpoint
     from pipelines.cli import main
-    from pipelines.imageio import write_png
+    from pipelines.data.image_files import write_png
 
     rng = np.random.default_rng(0)
     for i in range(2):
@@ -148,12 +148,11 @@ def test_evaluate_and_deblur_take_the_fast_switch(tmp_path):
 
 
 def test_the_study_evaluates_on_the_auto_device_with_the_fast_switch(monkeypatch, tmp_path):
-    import pipelines.evaluation as ev
-    from pipelines import study
-    from pipelines.config import load_params
+    from pipelines.core.config import load_params
+    from pipelines.evaluation import study_evaluation as study
 
     seen = {}
-    monkeypatch.setattr(ev, "evaluate_checkpoint", lambda *a, **k: seen.update(k) or {})
+    monkeypatch.setattr(study, "evaluate_checkpoint", lambda *a, **k: seen.update(k) or {})
     study._evaluate(load_params(profile="cpu"), tmp_path, tmp_path / "out", "synthetic", None)
     assert seen["device"] == torch.device("cuda" if torch.cuda.is_available() else "cpu") and seen["fast"] is True
     study._evaluate(load_params(profile="cpu", overrides={"evaluate": {"device": "cpu", "fast": False}}),
@@ -162,7 +161,7 @@ def test_the_study_evaluates_on_the_auto_device_with_the_fast_switch(monkeypatch
 
 
 def test_profile_fast_latency_table_with_the_graph_step_mocked():
-    from pipelines.profile import measure_fast_latency, measure_latency
+    from pipelines.evaluation.model_costs import measure_fast_latency, measure_latency
 
     device = torch.device("cpu")
     eager = measure_latency(["mimo_unet"], "tiny", 2, [(32, 32)], 0, 1, device, progress=False)

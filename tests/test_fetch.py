@@ -20,9 +20,11 @@ import pytest
 import yaml
 from PIL import Image
 
-from pipelines.cli import UserError, main
-from pipelines.config import PROFILE_NAMES, DatasetSource, load_params
-from pipelines.fetch import fetch_dataset, load_checksums
+from pipelines.cli import main
+from pipelines.core.errors import UserError
+from pipelines.core.config import PROFILE_NAMES, DatasetSource, load_params
+from pipelines.data.fetching.dataset import fetch_dataset
+from pipelines.data.fetching.verify import load_checksums
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -207,7 +209,7 @@ def check_gopro_output(out: Path, files: dict[str, bytes]) -> None:
 
 def reader_pairs(root: Path) -> list[str]:
     """What the data reader sees: the fetch output must be in one of its layouts."""
-    from pipelines.data import find_pairs
+    from pipelines.data.pairs import find_pairs
 
     return [pair.name for pair in find_pairs(root)]
 
@@ -642,7 +644,7 @@ def test_record_checksum_cli_with_a_hand_downloaded_archive(tmp_path, gopro_file
 
 
 def test_record_checksum_never_overwrites_a_value(tmp_path):
-    from pipelines.fetch import record_checksum
+    from pipelines.data.fetching.verify import record_checksum
 
     sums = write_checksums(tmp_path / "sums.yaml", {"GOPRO_Large.zip": "a" * 64})
     assert record_checksum(sums, "GOPRO_Large.zip", "a" * 64, "x") is False
@@ -758,7 +760,7 @@ def test_symlink_chain_escape_is_refused(tmp_path):
     downloads = tmp_path / "downloads"
     downloads.mkdir()
     out = tmp_path / "work" / "data" / "realblur_j"
-    # the extraction folder is <out parent>/.<name>.<host>.<pid>-<8>.tmp/.fetch/raw (pipelines.io.atomic_dir)
+    # the extraction folder is <out parent>/.<name>.<host>.<pid>-<8>.tmp/.fetch/raw (pipelines.core.files.atomic_dir)
     dest_len = len(str(out.parent)) + len(out.name) + 60
     # 5 levels above .fetch/raw: raw -> .fetch -> the temporary output -> data -> work -> tmp_path
     extra = symlink_chain_escape(dest_len, up=5, into="victim")
@@ -783,7 +785,7 @@ def test_symlink_chain_escape_is_refused(tmp_path):
 @pytest.mark.parametrize("order", ["links-first", "files-first"])
 def test_symlink_chain_is_refused_by_unpack_archive(tmp_path, gopro_files, order):
     """The same attack against unpack_archive itself, with the regular members before or after it."""
-    from pipelines.fetch import unpack_archive
+    from pipelines.data.fetching.unpack import unpack_archive
 
     victim = tmp_path / "victim"
     victim.mkdir()

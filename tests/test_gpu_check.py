@@ -14,7 +14,8 @@ import torch
 
 from pipelines import gpu_check
 from pipelines.cli import main
-from pipelines.config import load_params
+from pipelines.core.config import STAGE_NAMES, load_params
+from pipelines.training import gpu_bursts
 
 REPO = Path(__file__).resolve().parents[1]
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
@@ -39,8 +40,8 @@ def test_without_cuda_it_stops_at_once_saying_it_needs_cuda(tmp_path, capsys):
 
 def test_every_stage_model_is_built_fresh_with_its_objective():
     kinds = {}
-    for stage in gpu_check.STAGES:
-        model, frozen, kind = gpu_check.stage_model("mimo_unet", stage, "tiny")
+    for stage in STAGE_NAMES:
+        model, frozen, kind = gpu_bursts.stage_model("mimo_unet", stage, "tiny")
         kinds[stage] = (model.prior_mode, kind, len(frozen))
         assert all(not p.requires_grad for m in frozen for p in m.parameters())
     assert kinds == {"stage1": ("sharp_encoder", "image", 0), "stage2": ("diffusion", "latent", 2),
@@ -54,8 +55,8 @@ def cuda_stubbed(monkeypatch):
         monkeypatch.setattr(torch.cuda, name, lambda *a, **k: None)
     for name in ("max_memory_allocated", "max_memory_reserved"):
         monkeypatch.setattr(torch.cuda, name, lambda *a, **k: 3 * 2**30)
-    monkeypatch.setattr(gpu_check, "require_cuda", lambda: torch.device("cpu"))
-    monkeypatch.setattr(gpu_check, "cuda_environment", lambda device: {"device": str(device), "device_name": "stub"})
+    monkeypatch.setattr(gpu_check, "require_cuda", lambda: torch.device("cpu"))  # the command's first check
+    monkeypatch.setattr(gpu_bursts, "cuda_environment", lambda device: {"device": str(device), "device_name": "stub"})
 
 
 def test_bursts_and_the_json_report_with_cuda_stubbed(cuda_stubbed, tmp_path, capsys):
@@ -66,7 +67,7 @@ def test_bursts_and_the_json_report_with_cuda_stubbed(cuda_stubbed, tmp_path, ca
     assert rc == 0, capsys.readouterr().err
     report = json.loads(out.read_text())
     assert report["format"] == "blurdm-bench/gpu-check" and report["version"] == 1 and report["profile"] == "smoke"
-    assert [row["stage"] for row in report["train"]] == list(gpu_check.STAGES)
+    assert [row["stage"] for row in report["train"]] == list(STAGE_NAMES)
     for row in report["train"]:
         assert row["status"] == "ok" and row["error"] is None
         assert (row["global_batch"], row["micro_batch"], row["accumulation_steps"]) == (2, 1, 2)
@@ -77,7 +78,7 @@ def test_bursts_and_the_json_report_with_cuda_stubbed(cuda_stubbed, tmp_path, ca
 
 def test_an_exhausted_budget_skips_the_rest(cuda_stubbed):
     params = load_params(profile="smoke")
-    report = gpu_check.run_check(params, torch.device("cpu"), backbones=["mimo_unet"], stages=["stage1", "stage3"],
+    report = gpu_bursts.run_check(params, torch.device("cpu"), backbones=["mimo_unet"], stages=["stage1", "stage3"],
                                  steps=1, warmup=0, processes=1, overrides={}, latency=True, latency_warmup=0,
                                  latency_repeats=1, budget_s=0.0, log=lambda msg: None)
     assert [r["status"] for r in report["train"]] == ["skipped", "skipped"]
@@ -89,8 +90,8 @@ def test_an_oom_is_recorded_and_the_check_goes_on(cuda_stubbed, monkeypatch):
     def boom(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 13.3 GiB")
 
-    monkeypatch.setattr("pipelines.train_step.accumulate", boom)
-    row = gpu_check.train_burst("mimo_unet", "stage1", load_params(profile="smoke"), torch.device("cpu"), steps=1)
+    monkeypatch.setattr(gpu_bursts, "accumulate", boom)
+    row = gpu_bursts.train_burst("mimo_unet", "stage1", load_params(profile="smoke"), torch.device("cpu"), steps=1)
     assert row["status"] == "oom" and "13.3 GiB" in row["error"]
 
 

@@ -1,4 +1,4 @@
-"""pipelines.imageio: explicit conversions to 8-bit RGB, clear errors, deterministic atomic PNGs."""
+"""pipelines.data.image_files: explicit conversions to 8-bit RGB, clear errors, deterministic atomic PNGs."""
 from __future__ import annotations
 
 import io
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.imageio import ImageReadError, decode_image, encode_png, read_image, read_rgb_uint8, write_png
+from pipelines.data.image_files import ImageReadError, decode_image, encode_png, read_image, read_rgb_uint8, write_png
 
 
 def _rgb(h=6, w=7, seed=0):

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from pipelines.io import atomic_dir, atomic_path, write_json
+from pipelines.core.files import atomic_dir, atomic_path, write_json
 
 
 def test_write_json_round_trip(tmp_path):

@@ -12,10 +12,10 @@ import pytest
 import torch
 from _train_fixtures import make_dataset, write_params_file
 
-from pipelines.config import load_params
-from pipelines.launch import resolve_launch
-from pipelines.study import torchrun_argv
-from pipelines.train import TrainJob
+from pipelines.core.config import load_params
+from pipelines.training.launch import resolve_launch
+from pipelines.training.job import TrainJob
+from pipelines.training.study_training import torchrun_argv
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,7 +53,7 @@ def test_launch_comes_from_params_and_the_environment_wins():
 
 
 def test_the_study_runs_a_job_under_torchrun_on_every_node(monkeypatch, tmp_path):
-    from pipelines import study
+    from pipelines.training import study_training as study
 
     calls = []
     monkeypatch.setattr(study.subprocess, "run", lambda argv, check: calls.append(argv))

@@ -1,4 +1,4 @@
-"""pipelines.metrics: cross-checks against scikit-image / pyiqa / literal reference code, known answers."""
+"""pipelines.evaluation.image_metrics: cross-checks against scikit-image / pyiqa / literal reference code, known answers."""
 from __future__ import annotations
 
 import math
@@ -10,7 +10,7 @@ from skimage import data
 from skimage.color import rgb2ycbcr
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from pipelines import metrics
+from pipelines.evaluation import image_metrics as metrics
 
 
 def _blur(img: np.ndarray, sigma: float) -> np.ndarray:
@@ -47,7 +47,7 @@ def test_psnr_matches_skimage(pairs):
 
 
 def test_psnr_matches_pyiqa(pairs):
-    from pipelines.compat import import_torchvision
+    from pipelines.core.environment import import_torchvision
 
     import_torchvision()
     from pyiqa.archs.psnr_arch import PSNR
@@ -106,7 +106,7 @@ def test_ssim_matches_skimage(pairs):
 
 
 def test_ssim_matches_pyiqa_rgb_ssim(pairs):
-    from pipelines.compat import import_torchvision
+    from pipelines.core.environment import import_torchvision
 
     import_torchvision()
     from pyiqa.archs.ssim_arch import SSIM
@@ -221,7 +221,7 @@ def fake_weight_hub(tmp_path_factory):
     """A hub dir with randomly initialised AlexNet + LPIPS files: exercises the offline loading path."""
     import torch
 
-    from pipelines.compat import import_torchvision
+    from pipelines.core.environment import import_torchvision
 
     tv = import_torchvision()
     from pyiqa.archs.lpips_arch import NetLinLayer

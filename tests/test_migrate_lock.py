@@ -11,12 +11,12 @@ import pytest
 import yaml
 from _smoke_root import REPO, reduced_smoke_root
 
-from pipelines.migrate_lock import (
-    _read_lock,
+from pipelines.results.lock_migration import (
     apply,
     load_target,
     new_path,
     plan_migration,
+    read_lock,
     why_not_acceptable,
 )
 
@@ -92,7 +92,7 @@ def test_new_path_puts_the_training_set_in_the_old_layout_only():
 
 def test_migration_renames_rewrites_and_moves(project):
     target = load_target(project, None)
-    plan = plan_migration(target, _read_lock(project / "dvc.lock"))
+    plan = plan_migration(target, read_lock(project / "dvc.lock"))
     assert plan.renamed == {"train_stage1@mimo_unet": "train_stage1@synthetic-mimo_unet",
                             "evaluate_table1@mimo_unet": "evaluate_table1@synthetic-mimo_unet"}
     assert sorted(plan.rewritten) == ["ablation_prior@ddpm", "evaluate_ablations"] and not plan.notes
@@ -117,7 +117,7 @@ def test_migration_renames_rewrites_and_moves(project):
         moved = new_path(rel, "synthetic")
         assert not (project / rel).exists() or rel == moved
         assert (project / moved).read_text() == rel
-    again = plan_migration(load_target(project, None), _read_lock(project / "dvc.lock"))
+    again = plan_migration(load_target(project, None), read_lock(project / "dvc.lock"))
     assert again.empty and again.lock == yaml.safe_load((project / "dvc.lock").read_text())
 
 
@@ -127,7 +127,7 @@ def _read_lock_entry_before(name: str, project: Path) -> dict:
 
 
 def test_runs_trained_elsewhere_are_left_to_retrain(project):
-    lock = _read_lock(project / "dvc.lock")
+    lock = read_lock(project / "dvc.lock")
     recorded = lock["stages"]["train_stage1@mimo_unet"]["params"]["params.yaml"]
     recorded["profiles"]["smoke"]["data"]["train"] = "data/gopro/train"  # the old paper-like profile
     plan = plan_migration(load_target(project, None), lock)
@@ -140,7 +140,7 @@ def test_a_conflict_changes_nothing(project):
     (project / "runs" / "table1" / "synthetic" / "mimo_unet").mkdir(parents=True)
     before = (project / "dvc.lock").read_text()
     with pytest.raises(ValueError, match="both exist"):
-        plan_migration(load_target(project, None), _read_lock(project / "dvc.lock"))
+        plan_migration(load_target(project, None), read_lock(project / "dvc.lock"))
     assert (project / "dvc.lock").read_text() == before
     assert (project / "runs" / "table1" / "mimo_unet" / "stage1" / "seed0" / "model.pt").is_file()
 

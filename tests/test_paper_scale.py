@@ -16,20 +16,22 @@ from _train_fixtures import (
     write_params_file,
 )
 
-from models.checkpointing import (
+from models.activation_checkpointing import (
     checkpoint_block_types,
     disable_activation_checkpointing,
     enable_activation_checkpointing,
     is_checkpointed,
 )
 from models.deblur_model import build_deblur_model
-from pipelines.checkpoint import load_checkpoint
-from pipelines.cli import UserError
-from pipelines.config import ParamsError, load_params
-from pipelines.io import sha256_file
-from pipelines.train import StageObjective, TrainJob, train
-from pipelines.train import fingerprint as _fingerprint
-from pipelines.train_step import StepPlan, accumulate, micro_slices, rank_share
+from pipelines.core.checkpoint_files import load_checkpoint
+from pipelines.core.errors import UserError
+from pipelines.core.config import ParamsError, load_params
+from pipelines.core.files import sha256_file
+from pipelines.training.fingerprint import fingerprint as _fingerprint
+from pipelines.training.job import TrainJob
+from pipelines.training.objective import StageObjective
+from pipelines.training.trainer import train
+from pipelines.training.step import StepPlan, accumulate, micro_slices, rank_share
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = {"mimo_unet": 32, "mimo_unet_plus": 32, "stripformer": 32, "fftformer": 32, "loformer": 64}
@@ -190,7 +192,7 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients(backbone, mo
     blocks = enable_activation_checkpointing(model.backbone)
     assert blocks == sum(isinstance(m, checkpoint_block_types(model.backbone)) for m in model.backbone.modules()) > 0
     assert enable_activation_checkpointing(model.backbone) == blocks  # idempotent
-    import models.checkpointing as ckpt
+    import models.activation_checkpointing as ckpt
 
     calls = []
     real = ckpt.checkpoint

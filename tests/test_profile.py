@@ -6,7 +6,7 @@ import json
 import pytest
 import yaml
 
-from pipelines import profile as prof
+from pipelines.evaluation import model_costs as prof
 
 PAPER_CLAIMS = {"gflops": 4.16, "params_m": 3.33, "latency_ms": 9, "flops_share_max": 0.08}
 
@@ -102,9 +102,9 @@ def test_cli_writes_json(tmp_path):
 
 def test_profile_output_feeds_the_report(tmp_path):
     """The costs file written by `profile` is accepted by the report's parser (no format drift)."""
-    from pipelines.io import write_json
-    from pipelines.profile import profile_models
-    from pipelines.table_schemas import CostsFile
+    from pipelines.core.files import write_json
+    from pipelines.evaluation.model_costs import profile_models
+    from pipelines.results.metric_schemas import CostsFile
 
     costs = profile_models(scale="tiny", backbones=["mimo_unet"], progress=False)
     write_json(tmp_path / "costs.json", costs)

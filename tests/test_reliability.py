@@ -35,7 +35,7 @@ import torch
 import yaml
 
 from pipelines.cli import main
-from pipelines.imageio import write_png
+from pipelines.data.image_files import write_png
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -93,7 +93,7 @@ CHAIN_SMOKE = {"synth": {"n_train": 8, "n_test": 3}, "train": {"steps": {"stage1
 
 def _new_root(folder: Path, smoke_overrides: dict | None = None) -> Path:
     """A fresh repo root (``$BLURDM_ROOT``) holding a copy of params.yaml, optionally with a smaller smoke."""
-    from pipelines.config import deep_merge
+    from pipelines.core.config import deep_merge
 
     folder.mkdir(parents=True)
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -211,7 +211,7 @@ def test_sigkill_during_evaluate_leaves_nothing_or_the_previous_results(smoke_ch
     command = [["study", "evaluate", *TABLE1, *SMOKE, "--no-progress"]]
 
     def killed_mid_evaluation():
-        proc = _start(root, command, patch="pipelines.evaluation:score_image", delay=1.0)
+        proc = _start(root, command, patch="pipelines.evaluation.evaluator:score_image", delay=1.0)
         # killed once the first image's crops are written, while the second image is scored
         _sigkill_when(proc, lambda: any(t.glob("crops/*_sharp.png") for t in _temporaries(baseline.parent, "seed0")),
                       "the evaluation was half-way")
@@ -263,7 +263,7 @@ def test_sigkill_during_synth_never_leaves_a_half_written_dataset(smoke_chain, t
     out = root / "data" / "synthetic"
 
     def killed_mid_synthesis():
-        proc = _start(root, [["synth", *SMOKE, "--no-progress"]], patch="pipelines.synth:render_sample", delay=0.3)
+        proc = _start(root, [["synth", *SMOKE, "--no-progress"]], patch="pipelines.data.motion_blur:render_sample", delay=0.3)
         _sigkill_when(proc, lambda: any(any(t.rglob("*.png")) for t in _temporaries(out.parent, "synthetic")),
                       "the dataset was half-written")
 
@@ -294,9 +294,10 @@ def tiny_training(tmp_path_factory):
 def test_disk_full_while_checkpointing_keeps_the_last_good_checkpoint(tiny_training, tmp_path, monkeypatch, failure):
     """``torch.save`` on a full disk: as an OSError, or as the RuntimeError torch really raises (its stream
     writer hides ENOSPC); both reach the user as 'No space left on device' naming the file."""
-    import pipelines.io
-    from pipelines.checkpoint import load_checkpoint
-    from pipelines.train import TrainJob, train
+    import pipelines.core.files
+    from pipelines.core.checkpoint_files import load_checkpoint
+    from pipelines.training.job import TrainJob
+    from pipelines.training.trainer import train
 
     real_save, calls = torch.save, []
 
@@ -309,7 +310,7 @@ def test_disk_full_while_checkpointing_keeps_the_last_good_checkpoint(tiny_train
                 Path(f).write_bytes(b"PK\x03\x04 partial")
             if failure == "oserror":
                 raise OSError(errno.ENOSPC, "No space left on device")
-            monkeypatch.setattr(pipelines.io.shutil, "disk_usage", lambda _p: SimpleNamespace(total=9, used=9, free=0))
+            monkeypatch.setattr(pipelines.core.files.shutil, "disk_usage", lambda _p: SimpleNamespace(total=9, used=9, free=0))
             raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 768 vs 662")
         return real_save(obj, f, *args, **kwargs)
 
@@ -372,8 +373,8 @@ def test_read_only_output_folder_is_a_clear_error(tmp_path, monkeypatch, capsys,
 
 def test_real_full_filesystem_gives_a_clear_error(tmp_path):
     """A real ENOSPC (a 256 KiB tmpfs; needs root and mount rights, else skipped)."""
-    from pipelines.checkpoint import load_checkpoint, save_checkpoint
-    from pipelines.io import write_json
+    from pipelines.core.checkpoint_files import load_checkpoint, save_checkpoint
+    from pipelines.core.files import write_json
 
     disk = tmp_path / "disk"
     disk.mkdir()
@@ -500,7 +501,7 @@ def test_bad_training_data_is_refused_before_training_naming_the_file(in_root, t
 @pytest.fixture(scope="module")
 def baseline_checkpoint(tmp_path_factory):
     from models.deblur_model import build_deblur_model, model_payload
-    from pipelines.checkpoint import save_checkpoint
+    from pipelines.core.checkpoint_files import save_checkpoint
 
     torch.manual_seed(0)
     model = build_deblur_model({"backbone": "mimo_unet", "scale": "tiny", "prior_mode": "none"})
@@ -521,7 +522,7 @@ def test_truncated_test_image_stops_evaluate_naming_it_with_no_output(baseline_c
 
 def test_size_mismatch_in_the_test_set_is_refused_before_any_inference(baseline_checkpoint, tmp_path, capsys,
                                                                        monkeypatch):
-    import pipelines.evaluation as ev
+    import pipelines.evaluation.evaluator as ev
 
     data = _pairs(tmp_path / "test", [(32, 32)] * 3)
     write_png(data / "target" / "2.png", np.zeros((32, 24, 3), np.uint8))
@@ -699,8 +700,8 @@ def test_an_out_folder_we_did_not_write_is_never_replaced(tmp_path, capsys, comm
 
 
 def test_our_own_output_folders_are_still_replaced(tmp_path, capsys):
-    from pipelines.config import load_params
-    from pipelines.synth import generate
+    from pipelines.core.config import load_params
+    from pipelines.data.motion_blur import generate
 
     (tmp_path / "metrics").mkdir()
     site = tmp_path / "site"
@@ -719,7 +720,7 @@ def test_our_own_output_folders_are_still_replaced(tmp_path, capsys):
 # item 3 -------------------------------------------------------------------------------------------
 
 def test_a_folder_symlink_loop_is_read_once(baseline_checkpoint, tmp_path, capsys):
-    from pipelines.data import find_pairs
+    from pipelines.data.pairs import find_pairs
 
     data = _pairs(tmp_path / "test", [(32, 32)] * 2)
     for side in ("input", "target"):
@@ -736,7 +737,7 @@ def test_a_folder_symlink_loop_is_read_once(baseline_checkpoint, tmp_path, capsy
 
 
 def test_broken_and_looping_file_symlinks_are_skipped_naming_them(tmp_path):
-    from pipelines.data import find_pairs
+    from pipelines.data.pairs import find_pairs
 
     data = _pairs(tmp_path / "test", [(32, 32)] * 2)
     for side in ("input", "target"):
@@ -826,7 +827,8 @@ def test_report_refuses_paths_outside_root_or_crops_that_are_not_images(tmp_path
 def test_a_second_writer_of_a_training_folder_is_refused(tiny_training, tmp_path):
     import fcntl
 
-    from pipelines.train import TrainJob, train
+    from pipelines.training.job import TrainJob
+    from pipelines.training.trainer import train
 
     out = tmp_path / "run"
     out.mkdir()
@@ -850,7 +852,7 @@ def test_a_second_writer_of_a_training_folder_is_refused(tiny_training, tmp_path
 def test_evaluate_refuses_inputs_whose_outputs_would_share_a_name(baseline_checkpoint, tmp_path, capsys, monkeypatch):
     from PIL import Image
 
-    import pipelines.evaluation as ev
+    import pipelines.evaluation.evaluator as ev
 
     data = _pairs(tmp_path / "test", [(32, 32)] * 2)
     image = np.random.default_rng(7).integers(0, 256, (32, 32, 3), dtype=np.uint8)
@@ -887,7 +889,7 @@ def test_a_decompression_bomb_is_refused_from_its_header_naming_both_sizes(basel
 def test_a_valid_image_over_the_pixel_limit_is_not_decoded(tmp_path):
     from PIL import Image
 
-    from pipelines.imageio import ImageReadError, read_image, read_image_size
+    from pipelines.data.image_files import ImageReadError, read_image, read_image_size
 
     big = tmp_path / "big.png"
     Image.new("1", (8000, 5000)).save(big)  # 40 Mpixel: over an 8K frame, under Pillow's own warning
@@ -898,9 +900,9 @@ def test_a_valid_image_over_the_pixel_limit_is_not_decoded(tmp_path):
 
 
 def test_the_pixel_limit_comes_from_params(baseline_checkpoint, in_root, tmp_path, capsys, monkeypatch):
-    import pipelines.limits
+    import pipelines.core.limits
 
-    monkeypatch.setattr(pipelines.limits, "_max_pixels", pipelines.limits.DEFAULT_MAX_PIXELS)  # restored after
+    monkeypatch.setattr(pipelines.core.limits, "_max_pixels", pipelines.core.limits.DEFAULT_MAX_PIXELS)  # restored after
     params = _params_file(in_root, lambda r: r["data"].update(max_pixels=1000))
     data = _pairs(tmp_path / "test", [(32, 32)] * 2)
     assert main(["evaluate", "--checkpoint", str(baseline_checkpoint), "--data", str(data), "--out",
@@ -973,7 +975,7 @@ def test_a_checkpoint_with_an_absurd_T_is_refused_before_any_allocation(tmp_path
 
 
 def test_an_image_too_small_for_ssim_is_refused_before_inference(baseline_checkpoint, tmp_path, capsys, monkeypatch):
-    import pipelines.evaluation as ev
+    import pipelines.evaluation.evaluator as ev
 
     data = _pairs(tmp_path / "test", [(32, 32), (32, 32), (1, 1)])
     monkeypatch.setattr(ev, "restore_image", lambda *a, **k: pytest.fail("inference started"))
@@ -1003,7 +1005,7 @@ def test_profile_writes_the_same_bytes_twice_and_keeps_timings_aside(tmp_path):
 
 
 def test_the_report_reads_run_info_only_when_it_belongs_to_the_table(tmp_path):
-    from pipelines.config import load_params
+    from pipelines.core.config import load_params
     from reports.build import build_report
 
     root = tmp_path / "outputs"

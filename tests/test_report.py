@@ -86,7 +86,7 @@ def parse(index: Path) -> PageParser:
 
 
 def build(metrics_dir: Path, out: Path, root: Path = FIXTURE):
-    from pipelines.config import load_params
+    from pipelines.core.config import load_params
     from reports.build import build_report
 
     return build_report(metrics_dir, out, root=root, params=load_params(REPO / "params.yaml"))
@@ -97,7 +97,7 @@ def fixture_json(name: str) -> dict:
 
 
 def fixture_run_info(name: str) -> dict:
-    """The untracked sidecar of a metric file (date, MLflow run ids, latency: pipelines/run_info.py)."""
+    """The untracked sidecar of a metric file (date, MLflow run ids, latency: pipelines/results/run_info.py)."""
     return json.loads((FIXTURE / "metrics" / "run_info" / name).read_text())
 
 
@@ -422,7 +422,7 @@ def test_templates_fail_loudly_on_a_missing_value():
 
 # --- claim logic on small inputs -----------------------------------------------------------------
 def _gain(mean, low, high):
-    from pipelines.table_schemas import Gain
+    from pipelines.results.metric_schemas import Gain
 
     return Gain(mean=mean, ci_low=low, ci_high=high, seed_std=0.0, n_images=10, n_seeds=3)
 
@@ -444,7 +444,7 @@ def test_ordering_claim_needs_separated_cis_and_every_variant():
 
 
 def test_every_backbone_claim(page):
-    from pipelines.table_schemas import Table1File
+    from pipelines.results.metric_schemas import Table1File
     from reports.claims import NOT_REPRODUCED, REPRODUCED, claim_every_backbone
     from reports.inputs import load_published
 
@@ -461,7 +461,7 @@ def test_every_backbone_claim(page):
 
 
 def test_best_t_claim():
-    from pipelines.table_schemas import TSweepFile, TSweepRow
+    from pipelines.results.metric_schemas import TSweepFile, TSweepRow
     from reports.claims import NOT_REPRODUCED, NOT_RUN, REPRODUCED, claim_best_t
 
     def sweep(gains):
@@ -478,7 +478,7 @@ def test_best_t_claim():
 
 
 def test_overhead_claim_only_for_paper_scale_counts():
-    from pipelines.table_schemas import CostsFile
+    from pipelines.results.metric_schemas import CostsFile
     from reports.claims import NOT_REPRODUCED, NOT_RUN, REPRODUCED, claim_overhead
     from reports.inputs import load_published
 

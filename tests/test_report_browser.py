@@ -174,7 +174,7 @@ class _Inventory(HTMLParser):
 @pytest.fixture(scope="module")
 def browser_visit(tmp_path_factory):
     """Build the fixture report, open it in headless Chromium, probe it, take a screenshot."""
-    from pipelines.config import load_params
+    from pipelines.core.config import load_params
     from reports.build import build_report
 
     work = tmp_path_factory.mktemp("report_browser")
@@ -272,8 +272,8 @@ PATH_RE = re.compile(r"(?:^|[\s(:,'\"=])(?:/[^\s/]+){2,}|~/|\b[A-Za-z]:\\")
 
 def _machine_fixture(folder: Path) -> Path:
     """The report fixture as a real run writes it: the LPIPS reason names the producing machine's cache
-    paths (what pipelines/metrics.py says), and the sidecar knows each run's MLflow experiment."""
-    from pipelines.io import sha256_file
+    paths (what pipelines/evaluation/image_metrics.py says), and the sidecar knows each run's MLflow experiment."""
+    from pipelines.core.files import sha256_file
 
     root = folder / "fixture"
     shutil.copytree(FIXTURE, root)
@@ -294,7 +294,7 @@ def _machine_fixture(folder: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def narrow_visit(tmp_path_factory):
-    from pipelines.config import load_params
+    from pipelines.core.config import load_params
     from reports.build import build_report
 
     work = tmp_path_factory.mktemp("report_narrow")

@@ -1,11 +1,11 @@
-"""pipelines.scores: score files read back, and compare_runs (paired bootstrap over images, training seeds)."""
+"""pipelines.evaluation.score_files: score files read back, and compare_runs (paired bootstrap over images, training seeds)."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import scores as sc
+from pipelines.evaluation import score_files as sc
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,10 +1,10 @@
-"""pipelines.stats: known answers for the paired bootstrap and the seed statistics."""
+"""pipelines.evaluation.paired_stats: known answers for the paired bootstrap and the seed statistics."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pipelines import stats
+from pipelines.evaluation import paired_stats as stats
 
 
 def test_constant_gain_gives_point_ci():

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipelines.config import load_params
-from pipelines.study import ablation_variants, torchrun_argv, train_dir
-from pipelines.train import TrainJob
+from pipelines.core.config import load_params
+from pipelines.core.layout import ablation_variants, train_dir
+from pipelines.training.job import TrainJob
+from pipelines.training.study_training import torchrun_argv
 
 
 def test_ablation_variants_reuse_the_table1_runs():
@@ -22,7 +23,8 @@ def test_ablation_variants_reuse_the_table1_runs():
 
 def test_torchrun_argv_is_a_list_with_the_whole_job():
     job = TrainJob(stage="stage3", backbone="stripformer", out_dir=Path("runs/x"), prior="rddm", T=3, seed=1,
-                   stage2=Path("runs/s2"), study="ablation-prior", group="g", dvc_stage="ablation_prior@rddm")
+                   stage2=Path("runs/s2"), study="ablation-prior", group="g", dvc_stage="ablation_prior@rddm",
+                   restart_if_changed=True)
     argv = torchrun_argv(job, 4, "params.yaml", "paper", progress=False)
     assert argv[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4"]
     joined = " ".join(argv)
@@ -33,15 +35,40 @@ def test_torchrun_argv_is_a_list_with_the_whole_job():
     assert "--stage1" not in argv
 
 
+def test_the_train_command_line_and_torchrun_argv_come_from_the_job_fields():
+    """Every field of TrainJob is a flag of `blurdm-bench train`, and the argv torchrun gets parses back into
+    the same job: a new job field needs no edit in the parser or in torchrun_argv."""
+    import argparse
+    import dataclasses
+
+    from pipelines import train as train_command
+    from pipelines.training.job import job_from_args
+
+    parser = argparse.ArgumentParser()
+    train_command.configure_parser(parser)
+    flags = {opt for action in parser._actions for opt in action.option_strings}
+    for f in dataclasses.fields(TrainJob):
+        if f.metadata["cli"]:
+            assert (f.metadata["flag"] or "--" + f.name.replace("_", "-")) in flags, f.name
+    params = load_params(profile="cpu")
+    for job in (TrainJob(stage="stage3", backbone="stripformer", out_dir=Path("runs/x"), prior="rddm", T=3, seed=1,
+                         variant="s1_s3", stage1=Path("runs/s1"), train_set="synthetic", steps=7, resume=False,
+                         restart_if_changed=True, study="ablation-stages", group="g", dvc_stage="d", mlflow=False),
+                TrainJob(stage="stage1", backbone="mimo_unet", out_dir=Path("o"), data=Path("pairs"))):
+        argv = torchrun_argv(job, 2, None, None)
+        args = parser.parse_args(argv[argv.index("train") + 1:])
+        assert job_from_args(args, params) == job
+    # left out, prior / T / seed come from the params
+    args = parser.parse_args(["--stage", "stage2", "--backbone", "mimo_unet", "--out", "o"])
+    job = job_from_args(args, params)
+    assert (job.prior, job.T, job.seed) == (params.prior.name, params.prior.T, params.train.seeds[0])
+
+
 def test_table1_layout_and_stage_names_have_the_training_set():
     from types import SimpleNamespace
 
-    from pipelines.study import (
-        scored_columns,
-        stage_params_keys,
-        table1_key,
-        table1_stage,
-    )
+    from pipelines.core.layout import scored_columns, table1_key, table1_stage
+    from pipelines.study import stage_params_keys
 
     params = load_params(profile="cpu")
     key = table1_key("synthetic", "mimo_unet")

@@ -1,4 +1,4 @@
-"""pipelines.synth: the embedded motion-blur dataset (determinism, layout, physics, atomicity)."""
+"""pipelines.data.motion_blur (blurdm-bench synth): the embedded motion-blur dataset (determinism, layout, physics, atomicity)."""
 from __future__ import annotations
 
 import hashlib
@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from pipelines import synth
-from pipelines.config import ParamsError, SynthConfig, load_params
-from pipelines.data import find_pairs
-from pipelines.imageio import read_rgb_uint8
+from pipelines.data import motion_blur as synth
+from pipelines.core.config import ParamsError, SynthConfig, load_params
+from pipelines.data.pairs import find_pairs
+from pipelines.data.image_files import read_rgb_uint8
 
 
 def tiny_cfg(**overrides) -> SynthConfig:
@@ -262,7 +262,7 @@ def test_dead_leaves_fraction_is_exact_and_only_in_training(tmp_path):
 
 def test_committed_real_crops_follow_the_documented_rule(tmp_path, repo_root):
     """The real GoPro test crops in the repo are exactly what the rule cuts from shared/realdata."""
-    from pipelines.realcrops import DEFAULT_OUT, make_crops
+    from pipelines.data.gopro_crops import DEFAULT_OUT, make_crops
 
     src = repo_root.parent / "shared" / "realdata" / "gopro" / "dev"
     committed = find_pairs(DEFAULT_OUT)
@@ -274,7 +274,7 @@ def test_committed_real_crops_follow_the_documented_rule(tmp_path, repo_root):
 
 
 def test_real_crop_windows_are_the_sharpest_and_do_not_overlap():
-    from pipelines.realcrops import choose_windows, window_scores
+    from pipelines.data.gopro_crops import choose_windows, window_scores
 
     rng = np.random.default_rng(0)
     sharp = np.zeros((256, 384, 3), np.uint8)

@@ -1,4 +1,4 @@
-"""The metric files' schemas (pipelines/table_schemas.py): the committed tables pass through them
+"""The metric files' schemas (pipelines/results/metric_schemas.py): the committed tables pass through them
 unchanged, byte for byte as the writers write them, and a malformed table is refused naming the key."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from pipelines.table_schemas import SCHEMAS, Table1File, describe, validated_json
+from pipelines.results.metric_schemas import SCHEMAS, Table1File, describe, validated_json
 
 REPO = Path(__file__).resolve().parents[1]
 COMMITTED = [REPO / "metrics" / f"{name}.json" for name in SCHEMAS] + \
@@ -17,7 +17,7 @@ COMMITTED = [REPO / "metrics" / f"{name}.json" for name in SCHEMAS] + \
 
 
 def written(data: dict) -> str:
-    """What pipelines.io.write_json writes."""
+    """What pipelines.core.files.write_json writes."""
     return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
 

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.config import load_params
-from pipelines.scores import INPUT_SCORES_FILE, SCORES_FILE, rows_to_csv
-from pipelines.tables import _gain, _over_input
+from pipelines.core.config import load_params
+from pipelines.evaluation.score_files import INPUT_SCORES_FILE, SCORES_FILE, rows_to_csv
+from pipelines.results.gain_tables import _gain, _over_input
 
 IMAGES = [f"img{i}.png" for i in range(6)]
 INPUT_PSNR = [20.0, 22.0, 24.0, 26.0, 28.0, 30.0]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import threads as th
+from pipelines.core import threads as th
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -81,7 +81,7 @@ def test_cgroup_quota_files(tmp_path):
 def test_dvc_queue_workers_are_counted_from_proc():
     """A stage under a DVC queue worker (argv ``dvc exp queue-worker <node>``) sees the running workers;
     outside one it counts nothing."""
-    probe = ("import json; from pipelines import threads as t; "
+    probe = ("import json; from pipelines.core import threads as t; "
              "print(json.dumps([t.under_dvc_queue_worker(), t.dvc_queue_workers(), t.parallel_workers()[0]]))")
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     env.pop(th.WORKERS_ENV, None)
@@ -102,7 +102,7 @@ def test_training_records_the_thread_plan(clean_env):
     """configure_torch (what training calls) sizes the threads by the plan."""
     import torch
 
-    from pipelines.train import Distributed, configure_torch
+    from pipelines.training.distributed import Distributed, configure_torch
 
     _cores(clean_env, 4)
     clean_env.setenv(th.WORKERS_ENV, "2")

@@ -9,14 +9,16 @@ import pytest
 import torch
 
 from _train_fixtures import make_dataset, overrides, small_params
-from pipelines.config import deep_merge, load_params
-from models.deblur_model import load_deblur_model
-from pipelines.checkpoint import load_checkpoint
-from pipelines.cli import UserError
-from pipelines.io import sha256_file
-from pipelines.losses import charbonnier, fft_charbonnier, image_loss, latent_loss
-from pipelines.train import (StageObjective, StepBatchSampler, TrainingDiverged, TrainJob, build_stage_model,
-                             stage_steps, train)
+from pipelines.core.config import deep_merge, load_params
+from pipelines.core.checkpoint_files import load_checkpoint, load_deblur_model
+from pipelines.core.errors import UserError
+from pipelines.core.files import sha256_file
+from pipelines.training.losses import charbonnier, fft_charbonnier, image_loss, latent_loss
+from pipelines.training.job import TrainJob
+from pipelines.training.objective import StageObjective
+from pipelines.training.sampler import StepBatchSampler
+from pipelines.training.stages import build_stage_model, stage_steps
+from pipelines.training.trainer import TrainingDiverged, train
 
 BACKBONES = ["mimo_unet", "mimo_unet_plus", "stripformer", "fftformer", "loformer"]
 PRIORS = ["blurdm", "rddm", "ddpm"]
@@ -204,17 +206,17 @@ def test_resume_refuses_a_changed_configuration(tmp_path, params):
 
 
 def test_nan_loss_stops_with_last_good_checkpoint(tmp_path, params, monkeypatch):
-    from pipelines import losses
+    from pipelines.training import objective
 
     calls = {"n": 0}
-    real = losses.image_loss
+    real = objective.image_loss
 
     def poisoned(*args, **kwargs):
         calls["n"] += 1
         value = real(*args, **kwargs)
         return value * float("nan") if calls["n"] == 4 else value
 
-    monkeypatch.setattr(losses, "image_loss", poisoned)
+    monkeypatch.setattr(objective, "image_loss", poisoned)  # the loss StageObjective computes
     with pytest.raises(TrainingDiverged, match=r"loss became nan at step 4.*last\.pt \(step 2\)"):
         run_job(params, stage="stage1", backbone="mimo_unet", out_dir=tmp_path, steps=6)
     state = load_checkpoint(tmp_path / "last.pt")
@@ -223,7 +225,7 @@ def test_nan_loss_stops_with_last_good_checkpoint(tmp_path, params, monkeypatch)
 
 
 def test_overfits_a_fixed_batch(params, data_root):
-    from pipelines.data import PairedImageDataset
+    from pipelines.data.pairs import PairedImageDataset
 
     job = TrainJob(stage="stage1", backbone="mimo_unet", out_dir=data_root / "unused", mlflow=False)
     model, frozen, _ = build_stage_model(job, params)
@@ -303,7 +305,7 @@ def test_dvc_driven_job_restarts_when_params_changed(tmp_path, params):
 def test_stage2_standardises_the_prior_latent_to_the_sharp_encoder(tmp_path, data_root, stage1_dir):
     """``models.standardize_latent``: stage 2 stores the per-dimension mean / std of the frozen SE's latents
     on training crops in the prior (and stage 3 keeps them); off, the prior stays the identity."""
-    from pipelines.data import PairedImageDataset, find_pairs
+    from pipelines.data.pairs import PairedImageDataset, find_pairs
 
     on = small_params(data_root)
     assert on.models.standardize_latent  # the cpu / smoke default
@@ -357,7 +359,7 @@ def test_stage2_lr_is_stage_2s_own_learning_rate(tmp_path, data_root, stage1_dir
 
 def test_resumed_stage2_keeps_its_latent_statistics(tmp_path, data_root, stage1_dir, monkeypatch):
     """The latent statistics are computed on a fresh start only; a resumed run takes them from its state."""
-    from pipelines.train import Trainer
+    from pipelines.training.trainer import Trainer
 
     p = small_params(data_root)
     job = {"stage": "stage2", "backbone": "mimo_unet", "prior": "encoder", "stage1": stage1_dir, "steps": 2}
@@ -378,7 +380,7 @@ def test_stage2_ema_is_what_stage_2_validates_saves_and_resumes(tmp_path, data_r
     """``train.stage2_ema_decay``: stage 2 saves (``model.pt``) and validates the moving average of its weights,
     not the raw weights; ``last.pt`` keeps both, and a run interrupted after a checkpoint ends with the same
     bytes as one that was not. Other stages have no average; the paper profile has none."""
-    from pipelines.train import Trainer
+    from pipelines.training.trainer import Trainer
 
     p = small_params(data_root, {"stage2_ema_decay": 0.5})
     job = {"stage": "stage2", "backbone": "mimo_unet", "prior": "blurdm", "stage1": stage1_dir, "steps": 4}

@@ -36,9 +36,9 @@ COLUMNS = {("gopro", "gopro", None), ("gopro", "hide", None), ("realblur_j", "re
 
 
 def _make_sets(root: Path) -> None:
-    """Two small embedded datasets from different photographs and seeds (pipelines.synth)."""
-    from pipelines.config import load_params
-    from pipelines.synth import generate
+    """Two small embedded datasets from different photographs and seeds (pipelines.data.motion_blur)."""
+    from pipelines.core.config import load_params
+    from pipelines.data.motion_blur import generate
 
     for name, seed, train, test in (("gopro_like", 11, ["astronaut", "coffee"], ["chelsea"]),
                                     ("realblur_like", 12, ["monarch", "sail"], ["tulips"])):

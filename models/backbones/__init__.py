@@ -10,10 +10,12 @@ Uniform convention (the trainer and evaluator rely on it):
 * attributes: ``pad_multiple`` (H and W must be multiples of it), ``value_range`` (``"half"`` =
   [-0.5, 0.5] or ``"unit"`` = [0, 1]), ``prior_dim``, ``scale``, ``tile`` (``None`` or
   ``(tile_size, overlap)`` for backbones that infer on tiles, i.e. LoFormer), ``residual_outputs``
-  (names of the layers whose output is added to the input image: :func:`zero_init_residual_outputs`).
+  (names of the layers whose output is added to the input image: :func:`zero_init_residual_outputs`),
+  ``checkpoint_blocks`` (the block classes :mod:`models.activation_checkpointing` wraps).
 """
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from models.names import BACKBONES, SCALES, load
@@ -31,8 +33,6 @@ def build_backbone(name: str, scale: str = "tiny", prior_dim: int | None = 256) 
 def zero_init_residual_outputs(backbone: nn.Module) -> nn.Module:
     """Zero the weights (and biases) of ``backbone.residual_outputs``: the untrained model then returns
     its input exactly (every output = 0 + input), and training starts from the identity."""
-    import torch
-
     with torch.no_grad():
         for name in backbone.residual_outputs:
             for param in getattr(backbone, name).parameters():

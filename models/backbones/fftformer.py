@@ -180,6 +180,7 @@ class FFTformer(nn.Module):
     value_range = "unit"
     residual_outputs = ("output",)  # the layer whose output is added to the input
     tile = None
+    checkpoint_blocks = (FFTBlock,)  # what activation checkpointing wraps (models.activation_checkpointing)
 
     def __init__(self, scale: str = "tiny", prior_dim: int | None = PRIOR_DIM):
         super().__init__()

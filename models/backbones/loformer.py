@@ -164,6 +164,7 @@ class LoFormerS(nn.Module):
 
     value_range = "unit"
     residual_outputs = ("output",)  # the layer whose output is added to the input
+    checkpoint_blocks = (LocalFrequencyLayer,)  # what activation checkpointing wraps
 
     def __init__(self, scale: str = "tiny", prior_dim: int | None = PRIOR_DIM):
         super().__init__()

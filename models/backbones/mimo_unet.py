@@ -126,6 +126,7 @@ class MIMOUNet(nn.Module):
     value_range = "half"
     tile = None
     residual_outputs = ("out_quarter", "out_half", "out_full")  # the convs whose output is added to the input
+    checkpoint_blocks = (ResidualBlock,)  # what activation checkpointing wraps (models.activation_checkpointing)
 
     def __init__(self, scale: str = "tiny", prior_dim: int | None = 256):
         super().__init__()

@@ -189,6 +189,7 @@ class Stripformer(nn.Module):
     pad_multiple = 32
     value_range = "half"
     residual_outputs = ("tail",)  # the layers whose output is added to the input
+    checkpoint_blocks = (StripAttentionBlock, ConvResidualUnit)  # what activation checkpointing wraps
     tile = None
 
     def __init__(self, scale: str = "tiny", prior_dim: int | None = 256):

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from models.encoder import PRIOR_DIM, LatentEncoder, blur_encoder
+from models.names import MAX_T
 
 NEGATIVE_SLOPE = 0.1
 # Number of Linear layers (each followed by LeakyReLU(0.1)) of an estimator, and their hidden width
@@ -39,8 +40,6 @@ ESTIMATOR_HIDDEN = {"paper": 256, "tiny": 32}
 
 
 def check_T(T) -> int:
-    from pipelines.config import MAX_T
-
     if isinstance(T, bool) or not isinstance(T, int) or not 1 <= T <= MAX_T:
         raise ValueError(f"T (number of diffusion steps) must be an integer >= 1 and <= {MAX_T}, got {T!r}")
     return T
