@@ -46,7 +46,8 @@ import torch.nn.functional as F
 
 from models import official
 from models.backbones.loformer import LocalChannelAttention
-from models.deblur_model import build_deblur_model, load_deblur_model, model_payload
+from models.deblur_model import build_deblur_model, model_payload
+from pipelines.core.checkpoint_files import load_deblur_model
 from models.inference import official_blend_weights, restore_full, tile_starts
 from models.official import (
     OfficialCheckpointError,

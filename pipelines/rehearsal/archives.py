@@ -2,7 +2,7 @@
 
 :func:`write_archives` writes ``GOPRO_Large.zip``, ``HIDE_dataset.zip`` and ``RealBlur.tar.gz`` with the
 layout and file names of the real downloads but only ``pairs_per_split`` pairs per split, made from the
-natural photos bundled in installed packages (``pipelines.config.PHOTO_SOURCES``): each sharp frame is
+natural photos bundled in installed packages (``pipelines.core.config.PHOTO_SOURCES``): each sharp frame is
 a crop of a photo resized to ``size`` (H, W), its blurred partner the average of 7 copies shifted along
 a random line (GoPro's ``blur`` averages the 8-bit values, ``blur_gamma`` averages in linear light,
 gamma 2.2; RealBlur-R frames are darker, like its camera-RAW images). Beside the archives it writes
@@ -123,8 +123,8 @@ def _photo(name: str) -> np.ndarray:
 
     from PIL import Image
 
-    # imported here, not at the top: the module path of pipelines.config is being moved
-    from pipelines.config import PHOTO_SOURCES
+    # imported here: the photo loaders import scikit-image, sporco and mahotas (slow), only needed to write archives
+    from pipelines.core.config import PHOTO_SOURCES
 
     package, rel = PHOTO_SOURCES[name]
     spec = importlib.util.find_spec(package)
@@ -135,7 +135,7 @@ def _photo(name: str) -> np.ndarray:
 
 
 def _photo_names() -> list[str]:
-    from pipelines.config import PHOTO_SOURCES
+    from pipelines.core.config import PHOTO_SOURCES
 
     return sorted(PHOTO_SOURCES)
 
