@@ -29,14 +29,10 @@ repro: $(STAMP)
 	$(BIN)/dvc repro
 
 # CI's pipeline check: every stage family of the DAG on the smoke profile, then the metric tables against
-# the committed reference (reports/reference/smoke). `dvc exp run -S` sets `profile: smoke` in params.yaml
-# and narrows Table 1 to the ablation backbone (MIMO-UNet), which every stage family then runs: each stage is
-# a process whose imports (torch, its compiler front end that the optimiser loads, MLflow: ~14 s) and DVC
-# bookkeeping (~4 s) outweigh its few steps, and the other backbones' stages are the same matrix templates
-# (`make test` trains each backbone; the cpu study runs them all).
-SMOKE_DAG := -S 'models.backbones=[mimo_unet]'
+# the committed reference (reports/reference/smoke). `dvc exp run -S profile=smoke` composes params.yaml for the
+# smoke profile (pipelines/conf/profile/smoke.yaml: Table 1 on the ablation backbone, MIMO-UNet, a few steps).
 smoke: $(STAMP)
-	$(BIN)/dvc exp run -S profile=smoke $(SMOKE_DAG)
+	$(BIN)/dvc exp run -S profile=smoke
 	$(BIN)/blurdm-bench check --profile smoke
 
 test: $(STAMP)

@@ -91,7 +91,7 @@ METRICS: dict[str, Metric] = {
     "ssim": Metric("SSIM (per-channel, BasicSR)", True,
                    "BasicSR per-channel Gaussian SSIM (11x11, sigma 1.5), mean over channels", 3, 4),
     "ssim3d": Metric("SSIM (3-D, as the paper)", True,
-                     "the authors' 3-D Gaussian SSIM (11x11x11 over H, W and channels)", 3, 4),
+                     "the authors' 3-D Gaussian SSIM (11x11x11 over H, W and channels, replicate padding)", 3, 4),
     "lpips": Metric("LPIPS (lower is better)", False,
                     "LPIPS AlexNet v0.1 (pyiqa), both images resized to 256x256, inputs in [-1, 1]", 4, 4),
 }

@@ -27,11 +27,13 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "profile": ("pipelines.profile", "parameters, MACs, FLOPs and latency of every model"),
     "gpu-check": ("pipelines.gpu_check", "paper-scale training bursts and eager / CUDA-graph latency on this GPU"),
     "report": ("reports.build", "render the HTML report"),
+    "import-weights": ("pipelines.import_weights", "a published official checkpoint as our model file"),
     "deblur": ("pipelines.deblur", "restore your own photos with a trained checkpoint"),
     "study": ("pipelines.study", "run one DVC stage of the study (all seeds of the active profile)"),
     "tables": ("pipelines.tables", "gather evaluations into the metric tables (metrics/*.json)"),
     "check": ("pipelines.check", "compare metric tables against a committed reference"),
     "migrate-lock": ("pipelines.migrate_lock", "carry a finished study over to Table 1's training sets, no retraining"),
+    "params": ("pipelines.params", "the resolved parameters of a profile: print, write params.yaml, check"),
     "ui": ("pipelines.ui", "open the MLflow UI on the study's tracking store (127.0.0.1 only)"),
 }
 

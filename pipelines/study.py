@@ -6,6 +6,7 @@ Each DVC training or evaluation stage runs one ``study`` action in one process::
     study train  --study ablation-prior  --prior {ddpm,rddm}           # stage2 + stage3 on models.ablation_backbone
     study train  --study ablation-stages --variant {s3_only,s1_s2,s1_s3}
     study train  --study t-sweep --T N                                  # stage2 + stage3 with T = N
+    study train  --study ablation-base                                  # the ablation backbone's base runs (paper)
     study evaluate --study table1 --train-set S --backbone B            # baseline and +BlurDM on S's test sets
     study evaluate --study ablations                                    # oracle, priors, stage variants, T sweep
 
@@ -26,7 +27,7 @@ from pipelines.core.params_view import restrict
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=("train", "evaluate"))
-    parser.add_argument("--study", required=True, choices=(*STUDIES, "ablations"))
+    parser.add_argument("--study", required=True, choices=(*STUDIES, "ablation-base", "ablations"))
     parser.add_argument("--train-set", default=None, help="table1: a training set of params train_sets")
     parser.add_argument("--backbone", default=None, choices=BACKBONE_NAMES)
     parser.add_argument("--stage", default=None, choices=STAGE_NAMES)

@@ -10,17 +10,14 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 
-def reduced_smoke_root(folder: Path, smoke_overrides: dict, active: bool = False, base_overrides: dict | None = None) -> Path:
-    """``folder`` made a project root whose smoke profile is the repo's merged with ``smoke_overrides``
-    (and its base block with ``base_overrides``: the keys that shape the DAG); ``active``: smoke is the
-    active profile (what a bare ``blurdm-bench`` command then uses)."""
-    from pipelines.core.config import deep_merge
+def reduced_smoke_root(folder: Path, smoke_overrides: dict, active: bool = True, base_overrides: dict | None = None) -> Path:
+    """``folder`` made a project root whose params.yaml is the smoke profile as ``dvc exp run -S profile=smoke``
+    composes it (pipelines/conf), merged with ``base_overrides`` (e.g. the keys that shape the DAG) and then
+    ``smoke_overrides``. A params file holds one profile: ``active`` is kept for the callers' readability."""
+    from pipelines.core.config import compose, deep_merge
 
     folder.mkdir(parents=True)
-    raw = deep_merge(yaml.safe_load((REPO / "params.yaml").read_text()), base_overrides or {})
-    raw["profiles"]["smoke"] = deep_merge(raw["profiles"]["smoke"], smoke_overrides)
-    if active:
-        raw["profile"] = "smoke"
+    raw = deep_merge(deep_merge(compose("smoke"), base_overrides or {}), smoke_overrides)
     (folder / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     crops = Path("pipelines") / "data" / "gopro_real_crops"
     shutil.copytree(REPO / crops, folder / crops)

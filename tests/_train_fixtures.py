@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from pipelines.core.config import deep_merge, load_params, params_path
+from pipelines.core.config import compose, deep_merge, load_params
 
 # Small everything: 1 thread, batch 2, 32x32 crops, checkpoints every 2 steps, no periodic validation.
 TRAIN_OVERRIDES = {
@@ -39,10 +39,9 @@ def small_params(data_root: Path, train: dict | None = None):
 
 
 def write_params_file(path: Path, data_root: Path, train: dict | None = None) -> Path:
-    """A params.yaml whose smoke profile carries the small overrides (for subprocess runs)."""
-    raw = yaml.safe_load(params_path().read_text())
-    raw = copy.deepcopy(raw)
-    raw["profiles"]["smoke"] = deep_merge(raw["profiles"].get("smoke", {}), overrides(data_root, train))
+    """A params.yaml of the smoke profile (as pipelines/conf composes it) with the small overrides (for
+    subprocess runs)."""
+    raw = deep_merge(compose("smoke"), overrides(data_root, train))
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
 

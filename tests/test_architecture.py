@@ -25,9 +25,10 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("pipelines", "models", "reports")
 MAX_LINES = 600
 # The stage commands at the root of pipelines/: one module per `blurdm-bench` subcommand (cli.SUBCOMMANDS)
-COMMANDS = ("check", "deblur", "evaluate", "fetch", "gpu_check", "migrate_lock", "profile", "realcrops", "study",
+COMMANDS = ("check", "deblur", "evaluate", "fetch", "gpu_check", "import_weights", "migrate_lock", "params", "profile", "realcrops", "study",
             "synth", "tables", "train", "ui")
 ROOT_FILES = ("__init__.py", "cli.py", "checksums.yaml")  # the dispatch, and the archives' sha256 table
+ROOT_DATA_FOLDERS = ("conf",)  # the Hydra config tree params.yaml is composed from (pipelines/core/composition.py)
 
 
 # ------------------------------------------------------------------------------------------------ the graph
@@ -145,12 +146,14 @@ def oversized(root: Path = REPO, packages=("pipelines", "models"), limit: int = 
     return out
 
 
-def root_problems(root: Path = REPO, commands=COMMANDS, root_files=ROOT_FILES) -> list[str]:
-    """What the root of ``pipelines/`` holds besides the commands, ``root_files`` and package folders."""
+def root_problems(root: Path = REPO, commands=COMMANDS, root_files=ROOT_FILES,
+                  data_folders=ROOT_DATA_FOLDERS) -> list[str]:
+    """What the root of ``pipelines/`` holds besides the commands, ``root_files``, ``data_folders`` and package
+    folders."""
     allowed = {f"{c}.py" for c in commands} | set(root_files)
     out = []
     for entry in sorted((root / "pipelines").iterdir()):
-        if entry.name == "__pycache__":
+        if entry.name == "__pycache__" or (entry.is_dir() and entry.name in data_folders):
             continue
         if entry.is_dir():
             if not (entry / "__init__.py").is_file():

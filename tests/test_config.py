@@ -1,4 +1,5 @@
-"""params.yaml: every profile validates; bad params are rejected before any work, naming the key."""
+"""params.yaml and its sources (pipelines/conf): every profile composes and validates, params.yaml is the composition
+of its profile, the paper profile is the authors' experiment, bad params are rejected before any work, naming the key."""
 from __future__ import annotations
 
 import copy
@@ -6,7 +7,7 @@ import copy
 import pytest
 import yaml
 
-from pipelines.core.config import PROFILE_NAMES, ParamsError, deep_merge, load_params, resolve_raw, validate
+from pipelines.core.config import PROFILE_NAMES, ParamsError, compose, deep_merge, load_params, validate
 
 
 @pytest.fixture
@@ -24,9 +25,26 @@ def test_profiles_overlay_the_base(raw):
     smoke = load_params(profile="smoke")
     cpu = load_params(profile="cpu")
     assert smoke.train.steps.stage1 < cpu.train.steps.stage1
-    # keys the smoke overlay does not mention come from the base block
+    # keys the smoke profile does not mention come from the base configuration
     assert smoke.train.lr == cpu.train.lr == raw["train"]["lr"]
     assert load_params(profile="paper").models.scale == "paper"
+
+
+def test_params_yaml_is_the_composition_of_its_profile(raw):
+    """params.yaml is generated (dvc exp run / `blurdm-bench params --write`): a hand edit that pipelines/conf
+    does not hold would be lost at the next `dvc exp run`."""
+    assert raw == compose(raw["profile"])
+
+
+def test_a_params_file_holds_one_profile(tmp_path, raw):
+    old_style = dict(raw, profiles={"smoke": {}})
+    (tmp_path / "old.yaml").write_text(yaml.safe_dump(old_style))
+    with pytest.raises(ParamsError, match="old.yaml: has a `profiles` block.*pipelines/conf"):
+        load_params(tmp_path / "old.yaml")
+    (tmp_path / "cpu.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ParamsError, match="cpu.yaml: composed for profile 'cpu', not 'smoke'"):
+        load_params(tmp_path / "cpu.yaml", profile="smoke")  # an explicit file is never silently replaced
+    assert load_params(profile="smoke").profile == "smoke"  # the repo's params.yaml: composed afresh
 
 
 def test_deep_merge_merges_dicts_and_replaces_lists():
@@ -37,10 +55,10 @@ def test_deep_merge_merges_dicts_and_replaces_lists():
 
 
 def _invalid(raw, mutate, profile="cpu"):
-    raw = copy.deepcopy(raw)
+    raw = copy.deepcopy(raw) if profile == "cpu" else compose(profile)
     mutate(raw)
     with pytest.raises(ParamsError) as err:
-        validate(resolve_raw(raw, profile))
+        validate(raw)
     return str(err.value)
 
 
@@ -64,7 +82,7 @@ def test_negative_steps_and_T_in_sweep_are_rejected(raw):
 
 def test_unknown_profile_and_typo_keys_are_rejected(raw):
     with pytest.raises(ParamsError, match="unknown profile 'fast'.*smoke"):
-        resolve_raw(copy.deepcopy(raw), "fast")
+        compose("fast")
     msg = _invalid(raw, lambda r: r["train"].__setitem__("lrr", 1))
     assert "train.lrr" in msg and "unknown key" in msg
 
@@ -83,11 +101,21 @@ def test_missing_or_broken_params_file_names_the_file(tmp_path):
         load_params(bad)
 
 
-def test_profiles_may_not_change_the_dag_shape(raw):
-    raw = copy.deepcopy(raw)
-    raw["profiles"]["smoke"]["ablations"] = {"t_sweep": [1]}
-    with pytest.raises(ParamsError, match="profiles.smoke.ablations.t_sweep"):
-        resolve_raw(raw, "smoke")
+def test_a_profile_shapes_its_own_dag():
+    """Each profile names its Table-1 training sets and backbones (dvc.yaml's matrix reads the composed
+    params.yaml): cpu and smoke keep their shape, paper has the authors' (checked below)."""
+    cpu, smoke, paper = (load_params(profile=p) for p in ("cpu", "smoke", "paper"))
+    assert list(cpu.train_sets) == list(smoke.train_sets) == ["synthetic"]
+    assert cpu.models.backbones == ["mimo_unet", "stripformer", "fftformer", "loformer"]
+    assert smoke.models.backbones == ["mimo_unet"]  # every stage family, Table 1 on the ablation backbone
+    assert list(paper.train_sets) == ["gopro", "realblur_j", "realblur_r"]
+
+
+def test_extra_base_must_match_the_ablation_backbone(raw):
+    msg = _invalid(raw, lambda r: r["ablations"].update(extra_base=["mimo_unet"]))
+    assert "ablations.extra_base must be [] (mimo_unet is a Table-1 backbone" in msg
+    msg = _invalid(raw, lambda r: r["ablations"].update(extra_base=[]), "paper")
+    assert "ablations.extra_base must be ['mimo_unet'] (mimo_unet is not a Table-1 backbone" in msg
 
 
 def test_mlflow_store_of_a_dvc_temp_experiment_is_the_main_repo(tmp_path, monkeypatch):
@@ -146,46 +174,20 @@ def test_training_sets_are_validated_naming_the_key(raw):
     for mutate, key, message in cases:
         msg = _invalid(raw, mutate)
         assert key in msg and message in msg, msg
-    # a profile names test sets the base does not have: the check runs on the profile's own data.test
-    msg = _invalid(raw, lambda r: r["profiles"]["paper"]["data"]["test"].update(synthetic=None), "paper")
-    assert "train_sets.synthetic.test: 'synthetic' is not a test set of this profile" in msg
+    # the paper profile's training sets name its own test sets: without them in data.test the check fails
+    msg = _invalid(raw, lambda r: r["data"].update(test={"synthetic": "data/synthetic/test"}), "paper")
+    assert "train_sets.gopro.test: 'gopro' is not a test set of this profile" in msg
 
 
-def test_profiles_may_change_a_training_set_but_not_its_names(raw):
-    raw = copy.deepcopy(raw)
-    raw["profiles"]["smoke"]["train_sets"] = {"synthetic": {"train": "elsewhere/train"}}
-    smoke = validate(resolve_raw(copy.deepcopy(raw), "smoke"))
-    assert smoke.train_sets["synthetic"].train == "elsewhere/train"
-    assert smoke.train_sets["synthetic"].test == ["synthetic", "gopro_real"]  # the rest from the base
-    for overlay, what in (({"gopro": {"train": "x", "test": ["synthetic"]}}, "add"), ({"synthetic": None}, "remove")):
-        raw["profiles"]["smoke"]["train_sets"] = overlay
-        with pytest.raises(ParamsError, match=f"profiles.smoke.train_sets.*may not {what} a name of train_sets"):
-            resolve_raw(copy.deepcopy(raw), "smoke")
-    raw["profiles"]["smoke"].pop("train_sets")
-    raw["profiles"]["smoke"]["ablations"] = {"train_set": "synthetic"}
-    with pytest.raises(ParamsError, match="profiles.smoke.ablations.train_set"):
-        resolve_raw(raw, "smoke")
-
-
-def _paper_block(repo_root) -> dict:
-    """The commented paper block of params.yaml ("replace the block above by this one"), uncommented."""
-    lines = (repo_root / "params.yaml").read_text().splitlines()
-    start = lines.index("# train_sets:")
-    block = ["train_sets:"]
-    for line in lines[start + 1:]:
-        if not line.startswith("#   "):
-            break
-        block.append(line[1:])
-    return yaml.safe_load("\n".join(block))["train_sets"]
-
-
-def test_the_paper_block_gives_all_four_columns_of_table1(raw, repo_root):
+def test_the_paper_profile_is_the_authors_experiment():
+    """`dvc exp run -S profile=paper` with no hand edit: MIMO-UNet+ in Table 1, default initialisation, the four
+    Table-1 columns from three training sets, the authors' schedule and metrics (spec: shared/spec)."""
     from pipelines.core.layout import scored_columns
 
-    raw = copy.deepcopy(raw)
-    raw["train_sets"] = _paper_block(repo_root)
-    raw["ablations"]["train_set"] = "gopro"
-    paper = validate(resolve_raw(copy.deepcopy(raw), "paper"))
+    paper = load_params(profile="paper")
+    assert paper.models.backbones == ["mimo_unet_plus", "stripformer", "fftformer", "loformer"]
+    assert paper.models.scale == "paper"
+    assert paper.models.zero_init_residual is False and paper.models.standardize_latent is False
     assert {name: s.test for name, s in paper.train_sets.items()} == {
         "gopro": ["gopro", "hide"], "realblur_j": ["realblur_j"], "realblur_r": ["realblur_r"]}
     assert [s.train for s in paper.train_sets.values()] == ["data/gopro/train", "data/realblur_j/train",
@@ -193,5 +195,17 @@ def test_the_paper_block_gives_all_four_columns_of_table1(raw, repo_root):
     assert scored_columns(paper, "realblur_j") == [("realblur_j", "authors"), ("realblur_j", "official")]
     assert scored_columns(paper, "gopro") == [("gopro", None), ("hide", None)]
     assert set(paper.fetch.active) == {"gopro", "hide", "realblur_j", "realblur_r"}
-    with pytest.raises(ParamsError, match="train_sets.gopro.test: 'gopro' is not a test set"):
-        validate(resolve_raw(raw, "cpu"))  # the paper block is the paper study's: cpu has no GoPro test set
+    # the ablations: MIMO-UNet (the paper's ablation baseline, 31.78 dB, is MIMO-UNet's 31.73, not MIMO-UNet+'s
+    # 32.45) on GoPro, trained by the ablation_base stage since it is not a Table-1 backbone here
+    assert paper.models.ablation_backbone == "mimo_unet" and paper.ablations.train_set == "gopro"
+    assert paper.ablations.extra_base == ["mimo_unet"]
+    # the authors' schedule for every backbone: Adam 1e-4 cosine to 1e-6, global batch 20, crop 256,
+    # 600k + 300k + 600k steps, one rate for all stages, no weight average; T = 5; test seed 2023 first
+    for backbone in (*paper.models.backbones, paper.models.ablation_backbone):
+        train = paper.for_backbone(backbone).train
+        assert (train.lr, train.lr_min, train.stage2_lr, train.stage2_ema_decay) == (1e-4, 1e-6, None, None)
+        assert train.batch_size == 20 and (train.crop_size or paper.data.crop_size) == 256
+        assert (train.steps.stage1, train.steps.stage2, train.steps.stage3) == (600_000, 300_000, 600_000)
+        assert (train.charbonnier_eps, train.fft_loss_weight) == (1e-3, 0.1)
+    assert paper.prior.name == "blurdm" and paper.prior.T == 5 and paper.evaluate.eval_seeds[0] == 2023
+    assert paper.data.augment is True

@@ -35,6 +35,7 @@ LoFormer's official tiling at 64x64 (informational goldens ``*.tiled384.out``): 
 from __future__ import annotations
 
 import argparse
+import collections
 import filecmp
 import math
 
@@ -497,3 +498,62 @@ def test_a_different_blending_rule_is_detected():
             norm[top:top + 384, left:left + 384] += weight
     assert float((total / norm - reference).abs().max()) > 1e-3
     assert math.isfinite(float(reference.abs().max()))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# `blurdm-bench import-weights`: the command a user with the published weights runs, and what it feeds
+# ---------------------------------------------------------------------------------------------------------
+def _tiny_test_folder(root, n: int = 2, size: int = 64):
+    """A test folder of ``n`` blurred / sharp pairs (the kit's crop and a shifted copy) in the flat layout."""
+    from PIL import Image
+
+    crop = kit.array("golden/input_crop_uint8.npy")[:size, :size]
+    for sub in ("input", "target"):
+        (root / sub).mkdir(parents=True)
+    for i in range(n):
+        Image.fromarray(np.roll(crop, i, axis=1)).save(root / "input" / f"pair{i}.png")
+        Image.fromarray(crop).save(root / "target" / f"pair{i}.png")
+    return root
+
+
+def test_import_weights_command_feeds_evaluate_deblur_and_profile(tmp_path, capsys):
+    """An official MIMO-UNet+ .pkl through the command line: import, then evaluate, deblur and profile take the
+    model file; the imported model runs on [0, 1] inputs, as chosj95's code feeds it."""
+    from pipelines.cli import main
+
+    source = tmp_path / "MIMO-UNetPlus.pkl"
+    _official_file("mimo_unet_plus", source)
+    out = tmp_path / "mimo_plus.pt"
+    assert main(["import-weights", "--backbone", "mimo_unet_plus", "--checkpoint", str(source), "--out", str(out)]) == 0
+    _, spec = load_deblur_model(out)
+    assert spec["value_range"] == "unit" and spec["scale"] == "paper" and spec["prior_mode"] == "none"
+    data = _tiny_test_folder(tmp_path / "pairs")
+    assert main(["evaluate", "--checkpoint", str(out), "--data", str(data), "--out", str(tmp_path / "eval"),
+                 "--no-lpips"]) == 0
+    summary = (tmp_path / "eval" / "summary.json").read_text()
+    assert '"n_images": 2' in summary.replace("\n", "").replace("  ", " ") or '"n_images":2' in summary
+    assert main(["deblur", str(data / "input"), "-o", str(tmp_path / "restored"), "--checkpoint", str(out)]) == 0
+    assert sorted(p.name for p in (tmp_path / "restored").iterdir()) == ["pair0.png", "pair1.png"]
+    assert main(["profile", "--checkpoint", str(out), "--out", str(tmp_path / "costs.json"), "--profile", "smoke"]) == 0
+    import json
+
+    costs = json.loads((tmp_path / "costs.json").read_text())
+    assert costs["sizes"][0]["params"] == kit.index()["configs"]["mimo_unet_plus"]["n_parameters"]
+
+
+def test_import_weights_command_refuses_a_bad_checkpoint_by_name(tmp_path, capsys):
+    """Keys that do not fit, and a pickle that is not plain tensors: one line naming the file, exit 2."""
+    from pipelines.cli import main
+
+    state = {k: v.float() for k, v in kit.official_state_dicts("mimo_unet")["backbone"].items()}
+    state.pop("Decoder.0.layers.0.main.0.main.0.weight")
+    torch.save({"model": state}, tmp_path / "bad.pkl")
+    code = main(["import-weights", "--backbone", "mimo_unet", "--checkpoint", str(tmp_path / "bad.pkl"),
+                 "--out", str(tmp_path / "m.pt")])
+    err = capsys.readouterr().err
+    assert code == 2 and "bad.pkl" in err and "missing" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "m.pt").exists()
+    torch.save({"model": state, "extra": collections.Counter(a=1)}, tmp_path / "code.pkl")  # a non-plain class
+    assert main(["import-weights", "--backbone", "mimo_unet", "--checkpoint", str(tmp_path / "code.pkl"),
+                 "--out", str(tmp_path / "m.pt")]) == 2
+    assert "code.pkl" in capsys.readouterr().err and not (tmp_path / "m.pt").exists()

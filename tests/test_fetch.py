@@ -848,7 +848,6 @@ def test_broken_archive_is_refused(tmp_path, gopro_files):
 def write_params(tmp_path: Path, datasets: dict, active: list[str], **fetch) -> Path:
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["fetch"] = {"active": active, "datasets": datasets, **fetch}
-    raw["profiles"]["cpu"] = {}
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path

@@ -31,7 +31,8 @@ def _dep(path: str) -> dict:
 
 def _old_lock(raw: dict) -> dict:
     """dvc.lock of a finished one-training-set study (what the code before issue 15 wrote), abridged."""
-    common = {"profile": "smoke", "profiles": copy.deepcopy(raw["profiles"]), "data.crop_size": 64}
+    # the base keys and the whole `profiles` block, as params.yaml held them before it was composed per profile
+    common = {"profile": "smoke", "profiles": {"smoke": {}, "cpu": {}}, "data.crop_size": 64}
     train = {**common, "data.train": "data/synthetic/train"}
     old_test = {"synthetic": "data/synthetic/test", "gopro_real": "pipelines/data/gopro_real_crops"}
     return {"schema": "2.0", "stages": {
@@ -129,7 +130,7 @@ def _read_lock_entry_before(name: str, project: Path) -> dict:
 def test_runs_trained_elsewhere_are_left_to_retrain(project):
     lock = read_lock(project / "dvc.lock")
     recorded = lock["stages"]["train_stage1@mimo_unet"]["params"]["params.yaml"]
-    recorded["profiles"]["smoke"]["data"]["train"] = "data/gopro/train"  # the old paper-like profile
+    recorded["profiles"]["smoke"]["data"] = {"train": "data/gopro/train"}  # the old paper-like profile
     plan = plan_migration(load_target(project, None), lock)
     migrated = plan.lock["stages"]["train_stage1@synthetic-mimo_unet"]["params"]["params.yaml"]
     assert "train_sets.synthetic.train" not in migrated and "data.train" not in migrated
@@ -157,29 +158,35 @@ def test_the_command_refuses_to_accept_what_is_more_than_code(project, capsys):
 
 
 def test_what_step_3_accepts():
-    raw = {**yaml.safe_load((REPO / "params.yaml").read_text()), "profile": "smoke"}
-    recorded = {"profile": "smoke", "profiles": copy.deepcopy(raw["profiles"]), "train": {}, "data.crop_size": 32}
+    from pipelines.core.config import compose
+
+    raw = compose("smoke")  # params.yaml now: composed for one profile
+    # a lock of the old layout: base keys plus the profiles' overlays (the smoke one makes the same effective train)
+    recorded = {"profile": "smoke", "profiles": {"smoke": {"train": copy.deepcopy(raw["train"])},
+                                                 "paper": {"data": {"crop_size": 256}}},
+                "train": {}, "data.crop_size": raw["data"]["crop_size"]}
     code = [{"changed deps": {"pipelines/study.py": "modified", "models": "modified"}}]
     assert why_not_acceptable(code, recorded, raw) == []
+    layout = [{"changed deps": {"params.yaml": {"profiles": "deleted", "train": "modified"}}}]
+    assert why_not_acceptable(layout, recorded, raw) == []  # same effective values: only the layout changed
     other_profile = copy.deepcopy(recorded)
     other_profile["profiles"]["paper"]["data"]["train"] = "data/gopro/train"  # a profile the stage does not run
-    assert why_not_acceptable([{"changed deps": {"params.yaml": {"profiles": "modified"}}}], other_profile, raw) == []
+    assert why_not_acceptable(layout, other_profile, raw) == []
     read_key = copy.deepcopy(recorded)
     read_key["profiles"]["smoke"]["train"]["batch_size"] = 3  # the active profile, a key the stage reads
-    assert why_not_acceptable([{"changed deps": {"params.yaml": {"profiles": "modified"}}}], read_key, raw)
+    assert why_not_acceptable(layout, read_key, raw)
+    base_key = copy.deepcopy(recorded)
+    base_key["data.crop_size"] = 48  # a base key the stage reads
+    assert why_not_acceptable([{"changed deps": {"params.yaml": {"data.crop_size": "modified"}}}], base_key, raw)
     for change in ({"changed deps": {"data": "modified"}}, {"changed outs": {"runs/x": "modified"}},
-                   "changed command", {"changed deps": {"params.yaml": {"train": "modified"}}}):
+                   "changed command", {"changed deps": {"params.yaml": {"seed": "new"}}}):
         assert why_not_acceptable([change], recorded, raw), change
     switched = {**raw, "profile": "cpu"}  # another profile than the runs were made with
-    assert why_not_acceptable([{"changed deps": {"params.yaml": {"profiles": "modified"}}}], recorded, switched)
-    # a lock that recorded the whole block, against stages that now declare the active overlay only
-    relayout = [{"changed deps": {"params.yaml": {"profiles": "deleted", "profiles.smoke": "new"}}}]
-    assert why_not_acceptable(relayout, recorded, raw) == []
-    assert why_not_acceptable(relayout, read_key, raw)
-    # a lock of the new layout: only the active overlay is recorded
-    new_layout = {"profile": "smoke", "profiles.smoke": copy.deepcopy(raw["profiles"]["smoke"]), "train": {},
-                  "data.crop_size": 32}
-    changed = [{"changed deps": {"params.yaml": {"profiles.smoke": "modified"}}}]
-    assert why_not_acceptable(changed, new_layout, raw) == []
-    new_layout["profiles.smoke"]["train"]["batch_size"] = 3
-    assert why_not_acceptable(changed, new_layout, raw)
+    assert why_not_acceptable(layout, recorded, switched)
+    # a lock that declared the active overlay only (profiles.<active>)
+    active_only = {"profile": "smoke", "profiles.smoke": {"train": copy.deepcopy(raw["train"])}, "train": {},
+                   "data.crop_size": raw["data"]["crop_size"]}
+    changed = [{"changed deps": {"params.yaml": {"profiles.smoke": "deleted"}}}]
+    assert why_not_acceptable(changed, active_only, raw) == []
+    active_only["profiles.smoke"]["train"]["batch_size"] = 3
+    assert why_not_acceptable(changed, active_only, raw)

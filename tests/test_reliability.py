@@ -93,11 +93,10 @@ CHAIN_SMOKE = {"synth": {"n_train": 8, "n_test": 3}, "train": {"steps": {"stage1
 
 def _new_root(folder: Path, smoke_overrides: dict | None = None) -> Path:
     """A fresh repo root (``$BLURDM_ROOT``) holding a copy of params.yaml, optionally with a smaller smoke."""
-    from pipelines.core.config import deep_merge
+    from pipelines.core.config import compose, deep_merge
 
     folder.mkdir(parents=True)
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw["profiles"]["smoke"] = deep_merge(raw["profiles"]["smoke"], smoke_overrides or {})
+    raw = deep_merge(compose("smoke"), smoke_overrides or {})
     for name, rel in raw["data"]["test"].items():  # test sets committed in the repo (the real GoPro crops)
         if not rel.startswith("data/"):
             raw["data"]["test"][name] = str(REPO / rel)

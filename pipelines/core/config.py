@@ -46,7 +46,8 @@ from models.names import (
     STAGE_COMBOS,
     STAGES,
 )
-from pipelines.core.errors import InvalidInputError
+from pipelines.core.composition import CONF_DIR, compose  # noqa: F401 (re-exported: the one reader)
+from pipelines.core.errors import ParamsError
 from pipelines.core.limits import DEFAULT_MAX_PIXELS, set_max_pixels
 from pipelines.core.params_view import recording_view
 
@@ -305,6 +306,11 @@ class TrainConfig(Strict):
 
 class AblationConfig(Strict):
     train_set: str | None = None  # the training set of every ablation (None: the first of train_sets)
+    # The ablation backbone's own runs on train_set (stages 1-3 and the baseline, every seed), which every ablation
+    # builds on. [] when the ablation backbone is a Table-1 backbone: its Table-1 runs are reused (cpu, smoke).
+    # [models.ablation_backbone] when it is not (paper: MIMO-UNet): the ablation_base stage trains them, in the
+    # Table-1 layout. A list because it is what dvc.yaml's foreach iterates (checked against the backbones).
+    extra_base: list[Literal[BACKBONE_NAMES]] = []
     priors: list[Literal[DIFFUSION_PRIORS]] = ["ddpm", "rddm"]
     stages: list[Literal[STAGE_COMBO_NAMES]] = ["s3_only", "s1_s2", "s1_s3"]
     t_sweep: list[int] = [1, 3, 5, 8]
@@ -426,6 +432,12 @@ class Params(Strict):
         elif self.ablations.train_set not in self.train_sets:
             raise ValueError(f"ablations.train_set: unknown training set {self.ablations.train_set!r}; "
                              f"allowed: {', '.join(self.train_sets)}")
+        backbone = self.models.ablation_backbone
+        needed = [] if backbone in self.models.backbones else [backbone]
+        if self.ablations.extra_base != needed:
+            why = (f"{backbone} is a Table-1 backbone: the ablations reuse its Table-1 runs" if not needed else
+                   f"{backbone} is not a Table-1 backbone (models.backbones): the ablation_base stage must train it")
+            raise ValueError(f"ablations.extra_base must be {needed} ({why}), got {self.ablations.extra_base}")
         return self
 
     def for_backbone(self, name: str) -> "Params":
@@ -447,10 +459,6 @@ class Params(Strict):
         return p if p.is_absolute() else repo_root() / p
 
 
-class ParamsError(InvalidInputError):
-    """params.yaml is missing, unreadable or invalid (message names the file and the key)."""
-
-
 def deep_merge(base: dict, overlay: dict) -> dict:
     """``overlay`` over ``base``: dicts merge, other values replace, and ``null`` removes the key (its
     schema default then applies; e.g. a profile drops a test set of the base)."""
@@ -470,55 +478,6 @@ def params_path(path: str | os.PathLike | None = None) -> Path:
         return Path(path)
     env = os.environ.get("BLURDM_PARAMS")
     return Path(env) if env else repo_root() / "params.yaml"
-
-
-# Keys that shape the DVC DAG (dvc.yaml's foreach lists read the base block of params.yaml): a
-# profile overlay may not change them, or the pipeline and the tables would disagree.
-DAG_KEYS = (("models", "backbones"), ("models", "ablation_backbone"), ("ablations", "priors"),
-            ("ablations", "stages"), ("ablations", "t_sweep"), ("ablations", "train_set"))
-# Mappings whose NAMES shape the DAG (dvc.yaml's matrix over the training sets): a profile may change an
-# entry's values (a training set's folder or test list) but not add or remove a name.
-DAG_NAMES = ("train_sets",)
-
-
-def resolve_raw(raw: dict, profile: str | None = None, source: str = "params.yaml") -> dict:
-    """Apply the profile overlay to the raw YAML mapping (no validation)."""
-    if not isinstance(raw, dict):
-        raise ParamsError(f"{source}: expected a mapping at the top level")
-    raw = dict(raw)
-    profiles = raw.pop("profiles", {}) or {}
-    name = profile or raw.get("profile", "cpu")
-    if name not in PROFILE_NAMES:
-        raise ParamsError(f"{source}: profile: unknown profile {name!r}; allowed: {', '.join(PROFILE_NAMES)}")
-    if name not in profiles and profiles:
-        raise ParamsError(f"{source}: profiles: no block for profile {name!r}; defined: {', '.join(profiles)}")
-    overlay = profiles.get(name, {}) or {}
-    for section, key in DAG_KEYS:
-        if key in (overlay.get(section) or {}):
-            raise ParamsError(f"{source}: profiles.{name}.{section}.{key}: a profile may not change this key "
-                              f"(it shapes the DVC pipeline); edit {section}.{key} in the base block instead")
-    _check_dag_names(raw, overlay, name, source)
-    resolved = deep_merge(raw, overlay)
-    resolved["profile"] = name
-    return resolved
-
-
-def _check_dag_names(raw: dict, overlay: dict, profile: str, source: str) -> None:
-    """A profile overlay may change the entries of :data:`DAG_NAMES` mappings, not add or remove names."""
-    for section in DAG_NAMES:
-        given = overlay.get(section)
-        if given is None:
-            continue
-        base = raw.get(section) or {}
-        if not isinstance(given, Mapping):
-            raise ParamsError(f"{source}: profiles.{profile}.{section}: expected a mapping of the base block's names "
-                              f"({', '.join(base)})")
-        for key, value in given.items():
-            if key not in base or value is None:
-                what = "add" if key not in base else "remove"
-                raise ParamsError(f"{source}: profiles.{profile}.{section}.{key}: a profile may not {what} a name of "
-                                  f"{section} (the names shape the DVC pipeline: {', '.join(base) or 'none'}); "
-                                  f"edit {section} in the base block instead")
 
 
 # keys that older params files had, and where they went
@@ -545,10 +504,9 @@ def validate(resolved: dict, source: str = "params.yaml") -> Params:
         raise ParamsError(f"{source}: invalid params ({len(lines)} problem(s)):\n" + "\n".join(lines)) from None
 
 
-def load_params(path: str | os.PathLike | None = None, profile: str | None = None,
-                overrides: dict | None = None) -> Params:
-    """Read, overlay the active (or given) profile, apply ``overrides`` (a nested dict), validate."""
-    path = params_path(path)
+def read_params_file(path: str | os.PathLike) -> dict:
+    """The mapping of one params file (a ``params.yaml`` composed for one profile), unvalidated."""
+    path = Path(path)
     try:
         text = path.read_text()
     except OSError as err:
@@ -557,13 +515,39 @@ def load_params(path: str | os.PathLike | None = None, profile: str | None = Non
         raw = yaml.load(text, Loader=UniqueKeyLoader) or {}
     except yaml.YAMLError as err:
         raise ParamsError(f"{path}: not valid YAML: {err}") from None
-    resolved = resolve_raw(raw, profile, source=str(path))
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping at the top level")
+    if "profiles" in raw:
+        raise ParamsError(f"{path}: has a `profiles` block: params files no longer carry the profiles. The base "
+                          f"configuration and the profiles live in pipelines/conf/ (config.yaml, profile/*.yaml); "
+                          f"`dvc exp run -S profile=NAME` or `blurdm-bench params --profile NAME --write` composes "
+                          f"params.yaml from them (README 'Profiles')")
+    return raw
+
+
+def load_params(path: str | os.PathLike | None = None, profile: str | None = None,
+                overrides: dict | None = None) -> Params:
+    """The validated params: the repository's ``params.yaml`` (or ``path``, or ``$BLURDM_PARAMS``), which
+    ``dvc exp run`` composes for one profile. ``profile`` names the profile wanted: when the file was composed
+    for another one, the params are composed afresh from ``pipelines/conf/`` (:func:`compose`) if the file is the
+    repository's params.yaml, and refused for any other file. ``overrides`` (a nested dict) is merged last."""
+    path = params_path(path)
+    # a file other than the repository's params.yaml is never silently replaced by a composition
+    explicit = path.resolve() != (repo_root() / "params.yaml").resolve()
+    raw = read_params_file(path)
+    source = str(path)
+    if profile is not None and raw.get("profile") != profile:
+        if explicit:
+            raise ParamsError(f"{path}: composed for profile {raw.get('profile')!r}, not {profile!r}: pass a params "
+                              f"file of that profile (`blurdm-bench params --profile {profile}` prints one) or leave "
+                              f"out --profile")
+        raw, source = compose(profile), f"pipelines/conf (profile {profile})"
     if overrides:
-        resolved = deep_merge(resolved, overrides)
-    params = validate(resolved, source=str(path))
+        raw = deep_merge(raw, overrides)
+    params = validate(raw, source=source)
     set_max_pixels(params.data.max_pixels)  # every image reader of this process (pipelines/data/image_files.py)
     # $BLURDM_RECORD_READS (the dependency check): a view that records every key the stage reads
-    return recording_view(params, always_read=("profile", f"profiles.{params.profile}", "data.max_pixels"))
+    return recording_view(params, always_read=("profile", "data.max_pixels"))
 
 
 class UniqueKeyLoader(yaml.SafeLoader):

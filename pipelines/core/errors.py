@@ -31,3 +31,8 @@ class NotWritableError(UserError, OSError):
     (``OSError(errno, message, path)``); exit code 1, as the command's inputs were fine."""
 
     exit_code = 1
+
+
+class ParamsError(InvalidInputError):
+    """params.yaml (or its sources in pipelines/conf) is missing, unreadable or invalid (message names the file and
+    the key)."""

@@ -43,6 +43,7 @@ from models.fast_inference import fast_adapter, fast_prior
 from models.inference import pick_device, restore_full, restore_tensor
 from models.names import SIDES
 from models.priors import build_prior
+from pipelines.core.checkpoint_files import load_deblur_model
 from pipelines.core.config import repo_root
 from pipelines.core.errors import InvalidInputError
 
@@ -297,6 +298,33 @@ def measure_latency(backbones: list[str], scale: str, T: int, sizes: list[tuple[
                 "batch 1 under torch.inference_mode; blurdm_module = BE + the whole reverse chain",
         **environment(device),
     }
+
+
+def profile_model_file(path, sizes: list[tuple[int, int]], latency: bool, warmup: int, repeats: int,
+                       device: torch.device, seed: int = 0) -> dict:
+    """Parameters, MACs / FLOPs (at each of ``sizes``) and optionally the latency of the model in one model file
+    (``model.pt`` of a training run, or one written by ``blurdm-bench import-weights``): the whole model as it
+    restores an image (prior + backbone; the sharp encoder of a stage-1 file is not counted)."""
+    model, spec = load_deblur_model(path)
+    if model.prior_mode == "sharp_encoder":
+        raise InvalidInputError(f"{path}: a stage-1 model restores an image only with its sharp image (the oracle): "
+                                f"profile a stage-3, stage-2 or baseline model file")
+    rows = []
+    for h, w in sizes:
+        with torch.device("meta"):  # the counts need no real weights
+            counted = build_deblur_model(spec)
+        entry = {"size": [h, w], **_cost_entry(counted, torch.zeros((1, 3, h, w), device="meta"))}
+        if latency:
+            model = model.to(device).eval()
+            xin = torch.rand((1, 3, h, w), generator=torch.Generator().manual_seed(seed)).to(device)
+
+            def fn(m=model, xin=xin):
+                return restore_tensor(m, xin, generator=torch.Generator().manual_seed(seed))
+
+            with torch.inference_mode():
+                entry["latency"] = summarise_times(time_callable(fn, device, warmup, repeats))
+        rows.append(entry)
+    return {"model_file": str(path), "spec": spec, "sizes": rows, **environment(device)}
 
 
 def measure_fast_latency(backbones: list[str], scale: str, T: int, sizes: list[tuple[int, int]], warmup: int,

@@ -57,8 +57,8 @@ def evaluate_ablations(params: Params) -> None:
     for seed in params.seeds_for(params.models.ablation_backbone):
         for dataset, scoring in scored_columns(params, params.ablations.train_set):
             for variant, where in ablation_variants(params).items():
-                if where["study"] == "table1" and variant != "oracle":
-                    continue  # none / blurdm are evaluated by the table1 stage of the ablation backbone
+                if where["study"] == "table1" and variant != "oracle" and not params.ablations.extra_base:
+                    continue  # none / blurdm: evaluated by the Table-1 stage of the ablation backbone
                 _evaluate(params, train_dir(where["study"], str(where["key"]), where["stage"], seed),
                           eval_dir("ablations", column_key(dataset, scoring), variant, seed=seed), dataset, scoring,
                           oracle=where["oracle"])

@@ -244,6 +244,11 @@ def _is_table1_blurdm(params: Params, variant: str) -> bool:
 
 def _variant_dirs(params: Params, column: str, variant: str) -> list[Path]:
     seeds = params.seeds_for(params.models.ablation_backbone)
+    if params.ablations.extra_base:  # not a Table-1 backbone: evaluate_ablations scored its base runs too
+        base = {"none": "none", "blurdm": "blurdm"}
+        if variant == "none" or _is_table1_blurdm(params, variant):
+            return [eval_dir("ablations", column, base.get(variant, "blurdm"), seed=s) for s in seeds]
+        return [eval_dir("ablations", column, variant, seed=s) for s in seeds]
     if variant == "none":
         return [eval_dir("table1", _ablation_key(params), column, "baseline", seed=s) for s in seeds]
     if _is_table1_blurdm(params, variant):
@@ -256,11 +261,14 @@ def _variant_training(params: Params, variant: str) -> tuple[list[str], str]:
     seeds = params.seeds_for(bb)
     where = ablation_variants(params).get(variant)
     if _is_table1_blurdm(params, variant):
-        return _run_ids("table1", _ablation_key(params), "stage3", seeds), table1_stage("train_stage3", train_set, bb)
+        stage = f"ablation_base@{bb}" if params.ablations.extra_base else table1_stage("train_stage3", train_set, bb)
+        return _run_ids("table1", _ablation_key(params), "stage3", seeds), stage
     if where is None:
         return [], ""
     key = where["key"]
-    name = {"table1": table1_stage(f"train_{where['stage']}", train_set, bb), "ablation-prior": f"ablation_prior@{key}",
+    base_stage = (f"ablation_base@{bb}" if params.ablations.extra_base
+                  else table1_stage(f"train_{where['stage']}", train_set, bb))
+    name = {"table1": base_stage, "ablation-prior": f"ablation_prior@{key}",
             "ablation-stages": f"ablation_stages@{key}", "t-sweep": f"t_sweep@{where.get('T')}"}[where["study"]]
     return _run_ids(where["study"], str(where["key"]), where["stage"], seeds), name
 

@@ -229,19 +229,37 @@ def _overlay(params: dict, profile: str | None) -> dict:
     return params.get(f"profiles.{profile}") or {}
 
 
-def _read_of_profile(overlay: dict, declared: list[str]) -> dict:
-    """The keys of the active profile's overlay that a stage declaring ``declared`` reads (dotted -> value)."""
-    block = _flat(overlay)
-    return {k: v for k, v in block.items() if any(covers(d, k) or covers(k, d) for d in declared)}
+def _at(params: dict, key: str):
+    """The value at dotted ``key`` of a params mapping (a lock entry's keys may themselves be dotted)."""
+    if key in params:
+        return params[key]
+    for split in range(len(key.split(".")) - 1, 0, -1):  # the longest recorded prefix first
+        prefix = ".".join(key.split(".")[:split])
+        if prefix in params and isinstance(params[prefix], dict):
+            return _at(params[prefix], ".".join(key.split(".")[split:]))
+    return None
+
+
+def _effective(recorded: dict, profile: str | None, key: str):
+    """What the old study computed with for ``key``: its base value in the lock with the active profile's overlay
+    merged on (locks from before params.yaml was composed for one profile recorded both)."""
+    def merged(base, over):
+        if isinstance(base, dict) and isinstance(over, dict):
+            return {k: merged(base.get(k), over[k]) if k in over else base[k] for k in {**base, **over}}
+        return over if over is not None else base
+
+    return merged(_at(recorded, key), _at(_overlay(recorded, profile), key))
 
 
 def why_not_acceptable(changes: list, recorded: dict, raw: dict) -> list[str]:
-    """What in a stage's ``dvc status`` entry (``changes``) is more than project code and keys of ``profiles``
-    the stage does not read (``recorded``: its params in dvc.lock; ``raw``: params.yaml now). [] = nothing.
-    A lock that recorded the whole ``profiles`` block and a stage that now declares ``profiles.<active>``
-    differ only in layout: accepted when the overlay keys the stage reads are the same."""
+    """What in a stage's ``dvc status`` entry (``changes``) is more than project code and a change of layout of
+    the params (``recorded``: its params in dvc.lock; ``raw``: params.yaml now, composed for one profile). [] =
+    nothing. Locks written before params.yaml was composed for one profile recorded the base keys plus the
+    profiles' overlays (the whole ``profiles`` block, or ``profiles.<active>``): a params change is accepted when
+    every key the stage declares has the same effective value (base + the active overlay) as params.yaml now."""
     declared = [k for k in recorded if k != "profile" and not covers("profiles", k)]
     profile = recorded.get("profile")
+    same = profile == raw.get("profile") and all(_effective(recorded, profile, k) == _at(raw, k) for k in declared)
     problems = []
     for change in changes:
         if not isinstance(change, dict) or set(change) != {"changed deps"}:
@@ -250,10 +268,8 @@ def why_not_acceptable(changes: list, recorded: dict, raw: dict) -> list[str]:
         for path, status in change["changed deps"].items():
             if path == PARAMS_FILE and isinstance(status, dict):
                 for key in status:
-                    same = covers("profiles", key) and profile == raw.get("profile") and \
-                        _read_of_profile(_overlay(recorded, profile), declared) == \
-                        _read_of_profile(_overlay(raw, profile), declared)
-                    if not same:
+                    layout_only = same and (covers("profiles", key) or key in declared)
+                    if not layout_only:
                         problems.append(f"params {key}: {status[key]}")
             elif not (status in ("modified", "new") and (path.startswith(CODE_DEPS[:2]) or path == CODE_DEPS[2])):
                 problems.append(f"{path}: {status}")

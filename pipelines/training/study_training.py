@@ -9,6 +9,8 @@ seeds of the active profile (no per-seed interpreter start-up) and trains each r
     study train  --study ablation-prior  --prior {ddpm,rddm}           # stage2 + stage3 on models.ablation_backbone
     study train  --study ablation-stages --variant {s3_only,s1_s2,s1_s3}
     study train  --study t-sweep --T N                                  # stage2 + stage3 with T = N
+    study train  --study ablation-base                                  # stages 1-3 + baseline of the ablation
+                                                                        # backbone when it is not in Table 1
 
 Table 1's models of training set S train on its folder; the ablations train on ``ablations.train_set``, from
 the Table-1 stage-1 (and stage-2) runs of the ablation backbone.
@@ -78,15 +80,32 @@ def torchrun_argv(job: TrainJob, gpus: int, params_file: str | None, profile: st
     return argv
 
 
-def _train_table1(params: Params, args, seed: int, common: dict) -> None:
-    if not args.backbone or not args.stage or not args.train_set:
-        raise InvalidInputError("study train --study table1 needs --train-set, --backbone and --stage")
-    key, stage = table1_key(args.train_set, args.backbone), args.stage
+def _train_base_run(params: Params, train_set: str, backbone: str, stage: str, seed: int, common: dict) -> None:
+    """One run of the Table-1 layout (``runs/table1/<train_set>/<backbone>/<stage>/seed<k>``), from the earlier
+    stages' runs of the same seed."""
+    key = table1_key(train_set, backbone)
     prev = {"stage2": dict(stage1=train_dir("table1", key, "stage1", seed)),
             "stage3": dict(stage1=train_dir("table1", key, "stage1", seed),
                            stage2=train_dir("table1", key, "stage2", seed))}.get(stage, {})
-    _train(params, study="table1", backbone=args.backbone, stage=stage, out=train_dir("table1", key, stage, seed),
+    _train(params, study="table1", backbone=backbone, stage=stage, out=train_dir("table1", key, stage, seed),
            group=f"table1/{key}/seed{seed}", **prev, **common)
+
+
+def _train_table1(params: Params, args, seed: int, common: dict) -> None:
+    if not args.backbone or not args.stage or not args.train_set:
+        raise InvalidInputError("study train --study table1 needs --train-set, --backbone and --stage")
+    _train_base_run(params, args.train_set, args.backbone, args.stage, seed, common)
+
+
+def _train_ablation_base(params: Params, seed: int, common: dict) -> None:
+    """The ablation backbone's own runs on the ablations' training set when it is not a Table-1 backbone
+    (``ablations.extra_base``, the paper profile): stage 1, the baseline, stage 2 and stage 3, in the Table-1
+    layout, so every ablation finds them where it finds Table-1 runs."""
+    if not params.ablations.extra_base:
+        raise InvalidInputError(f"study train --study ablation-base: {params.models.ablation_backbone} is a Table-1 "
+                                f"backbone (ablations.extra_base is []): its Table-1 runs are the ablations' base")
+    for stage in ("stage1", "baseline", "stage2", "stage3"):
+        _train_base_run(params, params.ablations.train_set, params.models.ablation_backbone, stage, seed, common)
 
 
 def _train_ablation(params: Params, args, seed: int, common: dict) -> None:
@@ -132,6 +151,8 @@ def train_action(params: Params, args) -> None:
                       source=(args.params, args.profile))
         if table1:
             _train_table1(params, args, seed, common)
+        elif args.study == "ablation-base":
+            _train_ablation_base(params, seed, common)
         else:
             _train_ablation(params, args, seed, common)
 
