@@ -34,6 +34,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prior", default=None)
     parser.add_argument("--variant", default=None)
     parser.add_argument("--T", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=None,
+                        help="train: this training seed only (default: every seed of the profile; on 2+ cores the "
+                             "stage runs each seed in its own process with this flag)")
     parser.add_argument("--profile", default=None, help="params profile (default: params.yaml's)")
     parser.add_argument("--params", default=None, help="params file (default: the repo's params.yaml)")
     parser.add_argument("--dvc-stage", default=None, help="DVC stage name for MLflow tags (default $DVC_STAGE)")
@@ -48,6 +51,8 @@ def stage_params_keys(params, args) -> tuple[str, ...]:
     backbone = args.backbone if table1 else params.models.ablation_backbone
     train_set = args.train_set if table1 else params.ablations.train_set
     own = () if table1 else ("models.ablation_backbone", "ablations.train_set")
+    if args.study == "ablation-base":
+        own += ("ablations.extra_base",)
     if args.action == "train":
         # Lazy, by action: a training stage loads (and declares in dvc.yaml) the trainer, an evaluation stage
         # the evaluator, never the other side (each would add ~1 s of imports: pandas, OpenCV, tqdm...).

@@ -24,6 +24,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 # what this stage reads (dvc.yaml declares them)
 PARAMS_KEYS = ("profile", "train_sets", "data.max_pixels", "evaluate.bootstrap", "evaluate.eval_seeds", "ablations",
+               "controls",
                "prior.T", "models.ablation_backbone", "models.backbones", "models.scale", "train.seeds",
                "backbone_train")
 

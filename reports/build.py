@@ -85,7 +85,7 @@ def build_report(metrics_dir: Path, out_dir: Path, root: Path | None = None, par
                       mlflow_ui=mlflow_ui.rstrip("/"), run_experiments=load_run_experiments(metrics_dir),
                       configured_backbones=list(params.models.backbones) if params else [],
                       configured_columns=configured_columns(params) if params else {},
-                      params_profile=params.profile if params else None)
+                      params_profile=params.profile if params else None, controls=parsed.get("controls"))
         html = render_page(page_sections(ctx, parsed), "BlurDM reproduction report", published_path)
         (tmp / "index.html").write_text(html, encoding="utf-8")
     return Path(out_dir) / "index.html"

@@ -2,14 +2,20 @@
 
 A verdict is "reproduced" only when our confidence intervals support the claim, "not reproduced" when
 they do not (BlurDM not beating the baseline included: a finding, reported with its numbers), "not
-run" when the experiment is missing or not comparable.
+run" when the experiment is missing or not comparable, and "inconclusive" when a positive control the
+claim depends on failed (``metrics/controls.json``, :mod:`pipelines.results.controls`): the models it
+compares do not beat the blurred input, or even the oracle prior shows no gain on that test set, so the
+study could not have detected the effect the claim is about. The evidence then names the control and its
+numbers. Every claim of a pipeline check (the smoke profile) is inconclusive: its numbers are not findings.
+:func:`gate` applies the controls to a claim computed from the gains alone.
 """
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
 
-from pipelines.results.metric_schemas import CostsFile, Gain, Table1File, TSweepFile
+from models.names import column_key
+from pipelines.results.metric_schemas import Control, ControlsFile, CostsFile, Gain, Table1File, TSweepFile
 from reports.inputs import PAPER_VARIANT_KEY, Published
 from reports.page import (
     NOT_RUN,
@@ -24,7 +30,7 @@ from reports.page import (
     variant_label,
 )
 
-REPRODUCED, NOT_REPRODUCED = "reproduced", "not reproduced"
+REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
 APPROX_TOLERANCE = 0.25  # "~4 GMACs": within 25 % of the paper's figure
 
 
@@ -164,3 +170,87 @@ def claim_overhead(costs: CostsFile | None, published: Published, anchor: str = 
     size_ok = abs(module_thop - claim.gflops) <= APPROX_TOLERANCE * claim.gflops
     evidence.append(f"'~' read as within {APPROX_TOLERANCE:.0%} of the paper's figure")
     return Claim("overhead", statement, REPRODUCED if share_ok and size_ok else NOT_REPRODUCED, evidence, anchor)
+
+
+# --- the positive controls ------------------------------------------------------------------
+def control_text(c: Control) -> str:
+    """One control and its numbers, for a claim's evidence."""
+    what = ("the oracle prior over the no-prior baseline" if c.control == "sensitivity"
+            else f"{variant_label(c.model) if c.study == 'ablations' else c.model} over the blurred input")
+    who = backbone_label(c.backbone)
+    numbers = "not evaluated" if c.gain is None else (
+        f"{c.gain.mean:+.2f} dB [{c.gain.ci_low:+.2f}, {c.gain.ci_high:+.2f}]")
+    verdict = "passes" if c.passed else "fails"
+    return (f"{c.control} control on {column_label(c.column)}, {who}: {what} {numbers}, {verdict} "
+            f"(CI low end must exceed {c.threshold_db:+.2f} dB)")
+
+
+def gate(claim: Claim, controls: ControlsFile | None, needed: list[Control], not_measured: list[str] = ()) -> Claim:
+    """``claim`` with its verdict gated by the controls it depends on (``needed``): a pipeline check, a missing
+    controls file or a failed control makes a reproduced / not reproduced verdict inconclusive, with the
+    reason in the evidence. "not run" stays; ``not_measured`` names controls the study has no numbers for."""
+    if claim.verdict == NOT_RUN:
+        return claim
+    evidence = list(claim.evidence)
+    if controls is None:
+        evidence.append("no positive controls were computed (metrics/controls.json absent): the study cannot show "
+                        "it could have detected the effect")
+        return Claim(claim.key, claim.statement, INCONCLUSIVE, evidence, claim.anchor, claim.kind)
+    if controls.pipeline_check:
+        evidence.insert(0, "a pipeline check (smoke profile: models trained for a few steps): not a finding")
+        return Claim(claim.key, claim.statement, INCONCLUSIVE, evidence, claim.anchor, claim.kind)
+    failed = [c for c in needed if not c.passed]
+    evidence += [f"not measured: {what}" for what in not_measured]
+    if failed:
+        evidence = [control_text(c) for c in failed] + evidence
+        return Claim(claim.key, claim.statement, INCONCLUSIVE, evidence, claim.anchor, claim.kind)
+    if needed:
+        evidence.append(f"its {len(needed)} positive control(s) pass")
+    return Claim(claim.key, claim.statement, claim.verdict, evidence, claim.anchor, claim.kind)
+
+
+def gate_every_backbone(claim: Claim, table1: Table1File | None, controls: ControlsFile | None) -> Claim:
+    """Table 1: a row (column x backbone) counts only when both its models pass the deblurring control and its
+    column passes the sensitivity control (where the oracle was measured). The verdict is then taken over the
+    valid rows: a valid row that does not support the claim makes it "not reproduced"; otherwise any invalid row
+    makes it inconclusive."""
+    if claim.verdict == NOT_RUN or table1 is None or controls is None or controls.pipeline_check:
+        return gate(claim, controls, [])
+    invalid: dict[tuple[str, str], list[Control]] = {}
+    unmeasured = set()
+    for row in table1.rows:
+        column = column_key(row.dataset, row.scoring)
+        needed = [c for c in controls.deblurring
+                  if c.study == "table1" and c.column == column and c.backbone == row.backbone]
+        sensitivity = controls.of("sensitivity", column)
+        if not sensitivity:
+            unmeasured.add(column_label(column))
+        failed = [c for c in needed + sensitivity if not c.passed]
+        if failed:
+            invalid[(column, row.backbone)] = failed
+    valid_rows = [r for r in table1.rows if (column_key(r.dataset, r.scoring), r.backbone) not in invalid]
+    evidence = list(claim.evidence)
+    evidence += [f"the oracle was not measured on {c} (the ablations' test sets only): no sensitivity control there"
+                 for c in sorted(unmeasured)]
+    failed_text = [control_text(c) for cs in invalid.values() for c in cs]
+    if any(r.gain["psnr"].ci_low <= 0 for r in valid_rows):
+        verdict = NOT_REPRODUCED
+    elif invalid:
+        verdict = INCONCLUSIVE
+    else:
+        verdict = claim.verdict
+    if invalid:
+        evidence = failed_text + [f"{len(valid_rows)} of {len(table1.rows)} rows pass their controls"] + evidence
+    else:
+        evidence.append("every row passes its positive controls")
+    return Claim(claim.key, claim.statement, verdict, evidence, claim.anchor, claim.kind)
+
+
+def ablation_controls(controls: ControlsFile | None, column: str, variants: list[str]) -> list[Control]:
+    """What an ablation claim on ``column`` depends on: the sensitivity control there and the deblurring control
+    of the no-prior baseline and of every variant it compares."""
+    if controls is None:
+        return []
+    models = {"none", *variants}
+    return controls.of("sensitivity", column) + [c for c in controls.of("deblurring", column)
+                                                 if c.study == "ablations" and c.model in models]

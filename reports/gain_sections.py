@@ -22,9 +22,12 @@ from pipelines.results.metric_schemas import (
 from pipelines.tracking.store import public_text  # no path of the producing machine on the page
 from reports.claims import (
     Claim,
+    ablation_controls,
     claim_best_t,
     claim_every_backbone,
     claim_ordering,
+    gate,
+    gate_every_backbone,
     paper_order,
 )
 from reports.inputs import (
@@ -78,7 +81,7 @@ def table1_columns(ctx: Context, t1: Table1File | None) -> list[str]:
 
 def table1_section(ctx: Context, t1: Table1File | None) -> tuple[Section, Claim]:
     pub = ctx.published
-    claim = claim_every_backbone(t1, pub)
+    claim = gate_every_backbone(claim_every_backbone(t1, pub), t1, ctx.controls)
     rows = t1.rows if t1 else []
     ours = t1.columns() if t1 else []
     blocks: list = [claim]
@@ -259,6 +262,8 @@ def ablation_section(ctx: Context, key: str, ablation: AblationFile | None) -> t
     by_variant = ablation.by_variant() if ablation else {}
     claim = claim_ordering("prior_order" if prior else "stage_order", statement, order,
                            {v: r.gain for v, r in by_variant.items()}, anchor)
+    if ablation:
+        claim = gate(claim, ctx.controls, ablation_controls(ctx.controls, ablation.dataset, order))
     blocks: list = [claim]
     if ablation:
         blocks.append(Paragraph(
@@ -352,6 +357,8 @@ def t_sweep_section(ctx: Context, sweep: TSweepFile | None) -> tuple[Section, Cl
     pub = ctx.published
     best_t = pub.t_sweep.best_T
     claim = claim_best_t(sweep, best_t)
+    if sweep is not None and sweep.rows:
+        claim = gate(claim, ctx.controls, ablation_controls(ctx.controls, sweep.dataset, [r.variant for r in sweep.rows]))
     blocks: list = [claim]
     if sweep is None or not sweep.rows:
         blocks.append(Paragraph(f"Not run. The paper reports T={best_t} as best (no per-T table is published)."))

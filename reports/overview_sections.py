@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pipelines.results.run_info import NOT_RECORDED
 from pipelines.results.metric_schemas import Meta
-from reports.claims import Claim
+from reports.claims import Claim, control_text
 from reports.inputs import METRIC_FILES
 from reports.page import (
     NOT_RUN,
@@ -30,10 +30,13 @@ def date_text(meta: Meta) -> str:
 
 
 def summary_section(ctx: Context, parsed: dict, claims: list[Claim]) -> Section:
-    blocks: list = [Paragraph("Verdicts: 'reproduced' only when our confidence intervals support the claim; "
+    controls = parsed.get("controls")
+    blocks: list = [*controls_banner(controls), controls_table(controls),
+                    Paragraph("Verdicts: 'reproduced' only when our confidence intervals support the claim; "
                               "'not reproduced' when they do not (including when BlurDM does not beat the baseline "
-                              "in our runs: a finding, reported with its numbers); 'not run' when the experiment "
-                              "is missing or not comparable."),
+                              "in our runs: a finding, reported with its numbers); 'inconclusive' when a positive "
+                              "control the claim depends on failed (the table above: the study could not have "
+                              "detected the effect); 'not run' when the experiment is missing or not comparable."),
                     claims_table(claims)]
     metas = [(key, p.meta) for key, p in parsed.items() if p is not None and hasattr(p, "meta")]
     if metas:
@@ -122,3 +125,56 @@ def runs_section(ctx: Context) -> Section:
     else:
         blocks.append(Paragraph("No runs: no metric file was found."))
     return Section("runs", "Runs", "ok" if body else NOT_RUN, ["the metric files above"], blocks)
+
+
+# --- can this study answer? ------------------------------------------------------------------
+def controls_banner(controls) -> list[Paragraph]:
+    """What the page says at the top when its numbers are not findings."""
+    if controls is None:
+        return [Paragraph("No positive controls were computed (metrics/controls.json is absent): nothing below "
+                          "shows that this study could have detected the effects it reports on, so every claim "
+                          "is inconclusive.", css="banner")]
+    if controls.pipeline_check:
+        return [Paragraph(f"A pipeline check, not findings: these numbers come from the '{controls.meta.profile}' "
+                          "profile, whose models train for a few steps on a tiny dataset. They show that every stage "
+                          "of the pipeline runs; no number below says anything about BlurDM.", css="banner")]
+    failed = [c for kind in ("deblurring", "sensitivity") for c in getattr(controls, kind) if not c.passed]
+    if failed:
+        return [Paragraph(f"{len(failed)} positive control(s) failed (below): the claims that depend on them are "
+                          "inconclusive, and the numbers those claims rest on are a check of the pipeline, not "
+                          "findings.", css="banner")]
+    return []
+
+
+def controls_table(controls) -> Table:
+    """"Can this study answer?": each control on each test set, passed or not, with the worst case's numbers."""
+    head = [head_row([("control", "Control"), ("column", "Test set"), ("result", "Result"),
+                      ("passed", "Passed"), ("worst", "Weakest case (PSNR, 95% CI)")])]
+    rows: list[Row] = []
+    what = {"deblurring": "every model beats the blurred input",
+            "sensitivity": "the oracle prior beats the no-prior baseline"}
+    for kind in ("deblurring", "sensitivity"):
+        entries = getattr(controls, kind) if controls else []
+        for column in dict.fromkeys(c.column for c in entries):
+            of_column = [c for c in entries if c.column == column]
+            measured = [c for c in of_column if c.gain is not None]
+            worst = min(measured, key=lambda c: c.gain.ci_low - c.threshold_db, default=None)
+            passed = all(c.passed for c in of_column)
+            rows.append(Row([Cell(f"{kind}: {what[kind]}", col="control", header=True),
+                             Cell(column_label(column), col="column"),
+                             Cell("passed" if passed else "failed", col="result",
+                                  css="badge control-" + ("passed" if passed else "failed")),
+                             Cell(f"{sum(c.passed for c in of_column)} of {len(of_column)}", col="passed"),
+                             Cell(control_text(worst) if worst else "not evaluated", col="worst")],
+                            key=f"{kind}-{column}"))
+    notes = []
+    if controls:
+        t = controls.thresholds
+        notes.append(f"Thresholds (params controls): a model's gain over the blurred input must have its CI low end "
+                     f"above {t['deblurring_min_gain_db']:+.2f} dB; the oracle's gain over no prior above "
+                     f"{t['sensitivity_min_gain_db']:+.2f} dB (paired bootstrap over images, "
+                     f"{t['confidence']:.0%} CI).")
+    else:
+        notes.append("metrics/controls.json is absent: run the tables stage.")
+    return Table(id="table-controls", caption="Can this study answer? The positive controls", head=head, rows=rows,
+                 notes=notes)

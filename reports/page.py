@@ -231,6 +231,7 @@ class Context:
     params_profile: str | None
     run_groups: list[RunGroup] = field(default_factory=list)
     run_experiments: dict[str, str] = field(default_factory=dict)  # MLflow run id -> experiment id
+    controls: object | None = None  # the study's positive controls (ControlsFile; None: not computed)
 
     def href(self, run_ids: list[str]) -> str | None:
         """The MLflow UI page of these runs (one run; several training seeds: the compare page)."""

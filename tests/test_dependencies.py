@@ -175,3 +175,34 @@ def test_a_folder_covers_its_files_and_only_a_docstring_init_needs_no_declaratio
     assert undeclared({"params": [], "deps": ["pkg/sub/a.py"]}, record, tmp_path) == ["deps: pkg/sub/__init__.py"]
     assert undeclared({"params": [], "deps": ["pkg/su"]}, record, tmp_path) == [  # a prefix is not a folder
         "deps: pkg/sub/__init__.py", "deps: pkg/sub/a.py"]
+
+
+def test_the_ablation_base_stage_declares_what_it_reads(tmp_path, monkeypatch):
+    """The stage that exists only when the ablation backbone is not a Table-1 backbone (the paper profile), as DVC
+    resolves it for such params, run once on a reduced smoke root: what it reads is declared."""
+    from dvc.repo import Repo
+
+    dag = {"models": {"backbones": ["stripformer"]}, "ablations": {"extra_base": ["mimo_unet"]}}
+    root = reduced_smoke_root(tmp_path / "root", SMOKE, active=True, base_overrides=dag)
+    (root / "dvc.yaml").write_text((REPO / "dvc.yaml").read_text())
+    Repo.init(str(root), no_scm=True).close()
+    assert not any(n.startswith("ablation_base@") for n in dvc_stages())  # the repo's cpu params: no such stage
+    monkeypatch.chdir(root)  # DVC names the stages relative to the working directory
+    stages = dvc_stages(root)
+    name = "ablation_base@mimo_unet"
+    assert name in stages
+    env = {**os.environ, "BLURDM_ROOT": str(root), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
+           "PYTHONHASHSEED": "0", "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
+    env.pop("DVC_EXP_NAME", None)
+    subprocess.run([sys.executable, "-m", "pipelines.cli", "synth"], cwd=root, env=env, check=True,
+                   capture_output=True, timeout=600)
+    record = root / "reads.json"
+    argv = shlex.split(stages[name]["cmd"])
+    done = subprocess.run([sys.executable, "-m", "pipelines.cli", *argv[1:]], cwd=root,
+                          env={**env, "BLURDM_RECORD_READS": str(record), "DVC_STAGE": name},
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    reads = json.loads(record.read_text())
+    assert undeclared(stages[name], reads, REPO) == []
+    for stage in ("stage1", "baseline", "stage2", "stage3"):  # in the Table-1 layout, where the ablations look
+        assert (root / "runs" / "table1" / "synthetic" / "mimo_unet" / stage / "seed0" / "model.pt").is_file()

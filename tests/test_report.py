@@ -503,3 +503,112 @@ def test_same_inputs_give_the_same_bytes(page, tmp_path):
     assert first == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
     for rel in first:
         assert (index.parent / rel).read_bytes() == (again / rel).read_bytes(), rel
+
+
+# --- the positive controls gate the verdicts (issue 27) -----------------------------------------------------
+def _edit_controls(fixture_copy, edit) -> Path:
+    path = fixture_copy / "metrics" / "controls.json"
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+    return fixture_copy / "metrics"
+
+
+def _fail(entry, mean=-0.05, low=-0.2, high=0.1):
+    entry["gain"].update(mean=mean, ci_low=low, ci_high=high)
+    entry["passed"] = False
+
+
+def _verdicts(html) -> dict:
+    return {k: " ".join(r["verdict"]["text"].split()) for k, r in html.tables["table-claims"].items()}
+
+
+def test_the_summary_opens_with_the_controls_table(page):
+    html, _ = page
+    rows = html.tables["table-controls"]
+    assert set(rows) == {"deblurring-synthetic", "sensitivity-synthetic"}
+    assert " ".join(rows["sensitivity-synthetic"]["result"]["text"].split()) == "passed"
+    assert " ".join(rows["deblurring-synthetic"]["passed"]["text"].split()) == "17 of 17"
+    summary = " ".join(html.section_text["summary"])
+    assert summary.index("Can this study answer?") < summary.index("The paper's claims")
+    assert "A pipeline check" not in summary and "positive control(s) failed" not in summary
+
+
+def test_a_failed_sensitivity_control_makes_the_ablation_claims_inconclusive(fixture_copy, tmp_path):
+    def edit(data):
+        _fail(data["sensitivity"][0], -0.01, -0.04, 0.02)
+
+    html = parse(build(_edit_controls(fixture_copy, edit), tmp_path / "site", root=fixture_copy))
+    verdicts = _verdicts(html)
+    # the prior ordering was reproduced and the stage ordering / T sweep not: all rest on the oracle's control
+    assert verdicts["prior_order"] == verdicts["stage_order"] == verdicts["best_t"] == "inconclusive"
+    assert verdicts["overhead"] == "not run"  # counts, not a comparison: no control applies (tiny-scale fixture)
+    evidence = " ".join(html.tables["table-claims"]["prior_order"]["evidence"]["text"].split())
+    assert "sensitivity control on synthetic (embedded)" in evidence and "-0.01 dB [-0.04, +0.02], fails" in evidence
+    summary = " ".join(html.section_text["summary"])
+    assert "1 positive control(s) failed" in summary
+    assert " ".join(html.tables["table-controls"]["sensitivity-synthetic"]["result"]["text"].split()) == "failed"
+
+
+def test_a_failed_deblurring_control_excludes_its_table1_row(fixture_copy, tmp_path):
+    """Table 1: stripformer's gain CI contains 0 in the fixture ("not reproduced"). When stripformer's models do not
+    beat the blurred input, that row cannot speak: the remaining valid rows support the claim, so it becomes
+    inconclusive (not reproduced, not reproduced-by-default); a valid row against the claim keeps "not reproduced"."""
+    def edit(data):
+        for entry in data["deblurring"]:
+            if entry["study"] == "table1" and entry["backbone"] == "stripformer" and entry["model"] == "baseline":
+                _fail(entry)
+
+    html = parse(build(_edit_controls(fixture_copy, edit), tmp_path / "site", root=fixture_copy))
+    assert _verdicts(html)["every_backbone"] == "inconclusive"
+    evidence = " ".join(html.tables["table-claims"]["every_backbone"]["evidence"]["text"].split())
+    assert "deblurring control on synthetic (embedded), Stripformer: baseline over the blurred input -0.05 dB" in evidence
+    assert "1 of 2 rows pass their controls" in evidence
+
+    def edit_mimo(data):
+        for entry in data["deblurring"]:
+            if entry["study"] == "table1":
+                if entry["backbone"] == "mimo_unet":
+                    _fail(entry)
+                else:
+                    entry["passed"] = True  # undo the edit above: stripformer's models deblur again
+
+    html = parse(build(_edit_controls(fixture_copy, edit_mimo), tmp_path / "site2", root=fixture_copy))
+    assert _verdicts(html)["every_backbone"] == "not reproduced"  # stripformer's valid row: CI contains 0
+
+
+def test_a_pipeline_check_says_so_and_gives_no_statistical_verdict(fixture_copy, tmp_path):
+    def edit(data):
+        data["pipeline_check"] = True
+        data["meta"]["profile"] = "smoke"
+
+    html = parse(build(_edit_controls(fixture_copy, edit), tmp_path / "site", root=fixture_copy))
+    summary = " ".join(" ".join(html.section_text["summary"]).split())
+    assert summary.startswith("Summary A pipeline check, not findings") or "A pipeline check, not findings" in \
+        summary[:200]
+    verdicts = _verdicts(html)
+    assert "not reproduced" not in verdicts.values()
+    assert verdicts["every_backbone"] == verdicts["prior_order"] == verdicts["best_t"] == "inconclusive"
+
+
+def test_without_a_controls_file_every_comparison_is_inconclusive(fixture_copy, tmp_path):
+    (fixture_copy / "metrics" / "controls.json").unlink()
+    html = parse(build(fixture_copy / "metrics", tmp_path / "site", root=fixture_copy))
+    verdicts = _verdicts(html)
+    assert verdicts["prior_order"] == verdicts["every_backbone"] == "inconclusive"
+    assert "No positive controls were computed" in " ".join(html.section_text["summary"])
+
+
+def test_gate_lets_the_claims_own_ci_decide_when_the_controls_pass():
+    from pipelines.results.metric_schemas import ControlsFile
+    from reports.claims import INCONCLUSIVE, NOT_REPRODUCED, NOT_RUN, REPRODUCED, Claim, gate
+
+    controls = ControlsFile.model_validate(fixture_json("controls.json"))
+    needed = controls.of("sensitivity", "synthetic")
+    for verdict in (REPRODUCED, NOT_REPRODUCED, NOT_RUN):
+        assert gate(Claim("k", "s", verdict, [], "a"), controls, needed).verdict == verdict
+    failed = controls.model_copy(deep=True)
+    failed.sensitivity[0].passed = False
+    assert gate(Claim("k", "s", REPRODUCED, [], "a"), failed, failed.of("sensitivity", "synthetic")).verdict == \
+        INCONCLUSIVE
+    assert gate(Claim("k", "s", NOT_RUN, [], "a"), failed, failed.sensitivity).verdict == NOT_RUN

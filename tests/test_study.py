@@ -84,3 +84,33 @@ def test_table1_layout_and_stage_names_have_the_training_set():
     assert "train_sets.synthetic.test" in keys and "train_sets.synthetic.train" not in keys
     ablation = SimpleNamespace(study="t-sweep", action="train", train_set=None, backbone=None, stage=None)
     assert {"train_sets.synthetic.train", "ablations.train_set"} <= set(stage_params_keys(params, ablation))
+
+
+def test_seeds_run_side_by_side_on_two_cores_or_more(monkeypatch):
+    """The ablation backbone's three seeds run as three one-thread processes on 2 cores (the tiny models train
+    faster in total that way); one seed, GPUs or a single core keep one process."""
+    from pipelines.training import study_training
+
+    params = load_params(profile="cpu")
+    monkeypatch.delenv("BLURDM_WORKERS", raising=False)
+    monkeypatch.setattr(study_training, "plan_threads", lambda configured: type("P", (), {"threads": 2})())
+    assert study_training.seed_workers(params, "mimo_unet", 3) == 3
+    assert study_training.seed_workers(params, "mimo_unet", 1) == 1
+    monkeypatch.setattr(study_training, "plan_threads", lambda configured: type("P", (), {"threads": 8})())
+    assert study_training.seed_workers(params, "mimo_unet", 3) == 3
+    monkeypatch.setattr(study_training, "plan_threads", lambda configured: type("P", (), {"threads": 1})())
+    assert study_training.seed_workers(params, "mimo_unet", 3) == 1
+    paper = load_params(profile="paper")  # train.gpus 1: the GPU runs one job at a time
+    monkeypatch.setattr(study_training, "plan_threads", lambda configured: type("P", (), {"threads": 16})())
+    assert study_training.seed_workers(paper, "mimo_unet", 3) == 1
+
+
+def test_the_paper_ablations_train_their_own_base_in_the_table1_layout():
+    """MIMO-UNet is not a Table-1 backbone of the paper profile: the ablation_base stage trains its four runs into
+    runs/table1/gopro/mimo_unet/, where the ablations and the evaluation find them."""
+    from pipelines.core.layout import table1_key
+
+    paper = load_params(profile="paper")
+    variants = ablation_variants(paper)
+    assert paper.models.ablation_backbone not in paper.models.backbones
+    assert variants["none"]["key"] == variants["oracle"]["key"] == table1_key("gopro", "mimo_unet")

@@ -341,6 +341,12 @@ class EvaluateConfig(Strict):
     fast: bool = True  # CUDA graphs at a fixed shape on CUDA (models/fast_inference.py); the CPU is always eager
 
 
+class ControlsConfig(Strict):
+    """The study's positive controls (pipelines/results/controls.py): the CI low end each must clear, in dB."""
+    deblurring_min_gain_db: float = 0.0  # every compared model over the blurred input
+    sensitivity_min_gain_db: float = 0.0  # the oracle prior over the no-prior baseline
+
+
 class CostConfig(Strict):
     warmup: int = Field(3, ge=0)
     repeats: int = Field(10, ge=1)
@@ -395,6 +401,7 @@ class Params(Strict):
     train: TrainConfig
     ablations: AblationConfig = AblationConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    controls: ControlsConfig = ControlsConfig()
     cost: CostConfig = CostConfig()
     fetch: FetchConfig = FetchConfig()
     # per-backbone overrides of `train` (deep-merged); each is its own DVC params dependency, so

@@ -11,7 +11,9 @@ files, and the input of the report and of ``blurdm-bench check``):
   (params ``train_sets``); each row names its ``train_set`` and ``scoring``;
 * ``ablation_prior.json``, ``ablation_stages.json``, ``t_sweep.json``: one row per variant, with its
   PSNR gain over the no-prior baseline of the same backbone, paired on the same images, on the test sets of
-  the ablations' training set (``ablations.train_set``).
+  the ablations' training set (``ablations.train_set``);
+* ``controls.json``: the study's positive controls, computed from the tables above
+  (:mod:`pipelines.results.controls`).
 
 Beside them, for DVC (:mod:`pipelines.results.plots_data`): ``plots/t_sweep.csv``, ``plots/ablation_prior.csv``,
 ``plots/ablation_stages.csv`` (``dvc plots``) and ``headline.json`` (the headline gains, ``dvc exp show``).
@@ -48,6 +50,7 @@ from pipelines.evaluation.score_files import (
     per_image,
     read_scores,
 )
+from pipelines.results.controls import build_controls
 from pipelines.results.metric_schemas import SCHEMAS, validated_json
 from pipelines.results.plots_data import write_plot_data
 from pipelines.results.run_info import split_table, write_tracked
@@ -343,4 +346,7 @@ def build_tables(params: Params, out_dir: Path) -> dict[str, dict]:
         volatile["experiments"] = _experiments_of(volatile["runs"])  # MLflow UI compare links in the report
         write_tracked(out_dir / f"{name}.json", tracked, volatile)
     write_plot_data(tables, out_dir)  # plots/*.csv for `dvc plots`, headline.json for `dvc exp show`
-    return tables
+    # the positive controls, from the tables just built: can the study answer? (the report gates its verdicts on them)
+    controls = validated_json(SCHEMAS["controls"], build_controls(params, tables))
+    write_tracked(out_dir / "controls.json", controls, {})
+    return {**tables, "controls": controls}

@@ -449,12 +449,61 @@ class CostsFile(Schema):
         return list(dict.fromkeys(tuple(r.size) for r in self.latency.results)) if self.latency else []
 
 
+# --- controls.json -------------------------------------------------------------------------
+class ControlGain(Schema):
+    mean: float
+    ci_low: float
+    ci_high: float
+    seed_std: float | None
+    n_images: int
+    n_seeds: int
+
+
+class Control(Schema):
+    """One positive control (pipelines/results/controls.py): a model's gain over the blurred input
+    (``deblurring``) or the oracle's gain over the no-prior baseline (``sensitivity``), on one column."""
+    control: Literal["deblurring", "sensitivity"]
+    column: str
+    backbone: str
+    model: str  # a Table-1 side (baseline, blurdm) or an ablation variant
+    study: Literal["table1", "ablations"]
+    train_set: str | None
+    gain: ControlGain | None  # null: not evaluated
+    threshold_db: float
+    passed: bool
+
+
+class ControlSummary(Schema):
+    passed: int
+    total: int
+    by_column: dict[str, bool]
+
+
+class ControlsFile(Schema):
+    """Can this study answer? Every positive control, and whether the profile is a pipeline check (smoke)."""
+    meta: Meta
+    pipeline_check: bool
+    thresholds: dict[str, float]
+    deblurring: list[Control]
+    sensitivity: list[Control]
+    summary: dict[Literal["deblurring", "sensitivity"], ControlSummary]
+
+    def failed(self, kind: str, column: str | None = None, models: tuple[str, ...] | None = None) -> list[Control]:
+        """The controls of ``kind`` that failed (on ``column``; of ``models`` only)."""
+        return [c for c in getattr(self, kind) if not c.passed and (column is None or c.column == column)
+                and (models is None or c.model in models)]
+
+    def of(self, kind: str, column: str) -> list[Control]:
+        return [c for c in getattr(self, kind) if c.column == column]
+
+
 SCHEMAS: dict[str, type[Schema]] = {  # metrics/<name>.json
     "table1": Table1File,
     "ablation_prior": AblationFile,
     "ablation_stages": AblationFile,
     "t_sweep": TSweepFile,
     "costs": CostsFile,
+    "controls": ControlsFile,
 }
 
 
