@@ -8,7 +8,8 @@ in evaluation (:func:`models.inference.restore_image`: padding, LoFormer tiles) 
 
 * a file ``IN/photo.jpg`` -> ``OUT/photo.png``; a folder ``IN/`` -> ``OUT/<path inside IN>.png``;
 * two inputs that would give the same output name keep their extension (``photo.jpg.png``);
-* an output never replaces an input file: such an output is named ``<stem>_deblurred.png``.
+* an output never replaces an input file, nor another output: such an output is named
+  ``<stem>_deblurred.png`` (``<stem>_deblurred-2.png`` ... when that is taken too).
 
 A file that cannot be read (corrupt, truncated, not an image) or restored is reported by name and
 skipped; the others are still written. The exit code is 1 when any file failed (the count is
@@ -74,19 +75,26 @@ def collect_inputs(inputs: list[str | os.PathLike], log=None) -> list[tuple[Path
 
 
 def plan_outputs(inputs: list[tuple[Path, Path]], out_dir: str | os.PathLike) -> list[Job]:
-    """Output path of every input (see the module doc for the naming rules)."""
+    """Output path of every input (see the module doc for the naming rules).
+
+    Every output is distinct from every other output and from every input file (compared by real path, so
+    ``-o`` may be the input folder itself): a name that is taken gets ``_deblurred``, then
+    ``_deblurred-2``, ``_deblurred-3`` ... until it is free."""
     out_dir = Path(out_dir)
     plain = [out_dir / rel.with_suffix(".png") for _, rel in inputs]
     counts: dict[Path, int] = {}
     for target in plain:
         counts[target] = counts.get(target, 0) + 1
-    input_files = {src.resolve() for src, _ in inputs}
+    taken = {os.path.realpath(src) for src, _ in inputs}  # inputs, then the outputs given so far
     jobs = []
     for (src, rel), target in zip(inputs, plain):
         if counts[target] > 1:
             target = out_dir / rel.parent / (rel.name + ".png")
-        if target.resolve() in input_files:
-            target = target.with_name(target.stem + "_deblurred.png")
+        stem, number = target.stem, 1
+        while os.path.realpath(target) in taken:
+            target = target.with_name(f"{stem}_deblurred{'' if number == 1 else f'-{number}'}.png")
+            number += 1
+        taken.add(os.path.realpath(target))
         jobs.append(Job(src, target))
     return jobs
 

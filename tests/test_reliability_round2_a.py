@@ -1,0 +1,84 @@
+"""Reliability, issue 26 (round 2, part a): each section is one item of the issue, numbered as there.
+
+Every network test talks to a server on 127.0.0.1 only, with bounded loops; no test sleeps to wait for
+something to happen (a server that trickles bytes sleeps between them, the client is what is measured).
+"""
+from __future__ import annotations
+
+import io
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipelines.cli import main
+from pipelines.data.image_files import write_png
+
+pytestmark = pytest.mark.timeout(120)
+
+REPO = Path(__file__).resolve().parents[1]
+EVAL_ARGS = ["--no-lpips", "--params", str(REPO / "params.yaml")]
+
+
+def _image(seed: int, h: int = 32, w: int = 32) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _pairs(folder: Path, names: list[str], same: bool = False) -> Path:
+    """A flat input/target test set; ``same``: the blurred image is the sharp one."""
+    for i, name in enumerate(names):
+        sharp = _image(i)
+        write_png(folder / "target" / name, sharp)
+        write_png(folder / "input" / name, sharp if same else np.roll(sharp, 1, axis=1))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A tiny MIMO-UNet without prior: the cheapest model deblur and evaluate accept."""
+    from models.deblur_model import build_deblur_model, model_payload
+    from pipelines.core.checkpoint_files import save_checkpoint
+
+    torch.manual_seed(0)
+    model = build_deblur_model({"backbone": "mimo_unet", "scale": "tiny", "prior_mode": "none"})
+    return save_checkpoint(tmp_path_factory.mktemp("model") / "model.pt", model_payload(model))
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# item 1: deblur -o never overwrites an input, and no two inputs share an output ----------------------
+
+def test_deblur_into_the_input_folder_never_overwrites_an_input(tmp_path):
+    from pipelines.evaluation.photo_restoration import collect_inputs, plan_outputs
+
+    photos = tmp_path / "photos"
+    write_png(photos / "a.png", _image(1))
+    write_png(photos / "a_deblurred.png", _image(2))  # e.g. last run's output, now an input too
+    inputs = collect_inputs([photos])
+    targets = [job.target.resolve() for job in plan_outputs(inputs, photos)]
+    assert not set(targets) & {src.resolve() for src, _ in inputs}, targets
+    assert len(set(targets)) == len(targets)
+
+
+def test_deblur_gives_every_input_its_own_output(tmp_path, checkpoint, capsys):
+    photos = tmp_path / "photos"
+    for i, name in enumerate(("a.jpg", "a.png", "a.jpg.png")):
+        photos.mkdir(exist_ok=True)
+        from PIL import Image
+
+        Image.fromarray(_image(i)).save(photos / name, format="JPEG" if name.endswith(".jpg") else "PNG")
+    before = _tree(photos)
+    out = tmp_path / "out"
+    assert main(["deblur", str(photos), "-o", str(out), "--checkpoint", str(checkpoint), "--device", "cpu"]) == 0
+    assert "restored 3 of 3" in capsys.readouterr().out
+    assert len(list(out.iterdir())) == 3, sorted(p.name for p in out.iterdir())
+    assert _tree(photos) == before
+    # the same three into their own folder: three new files, not one input touched
+    assert main(["deblur", str(photos), "-o", str(photos), "--checkpoint", str(checkpoint), "--device", "cpu"]) == 0
+    after = _tree(photos)
+    assert {k: after[k] for k in before} == before and len(after) == 6, sorted(after)
