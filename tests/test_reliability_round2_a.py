@@ -82,3 +82,20 @@ def test_deblur_gives_every_input_its_own_output(tmp_path, checkpoint, capsys):
     assert main(["deblur", str(photos), "-o", str(photos), "--checkpoint", str(checkpoint), "--device", "cpu"]) == 0
     after = _tree(photos)
     assert {k: after[k] for k in before} == before and len(after) == 6, sorted(after)
+
+
+# item 2: a GoPro scene folder linked to another scene is read once --------------------------------------
+
+def test_a_gopro_scene_linked_to_another_is_read_once(tmp_path):
+    from pipelines.data.pairs import find_pairs
+
+    root = tmp_path / "test"
+    for i in range(2):
+        write_png(root / "A" / "blur" / f"{i}.png", _image(i))
+        write_png(root / "A" / "sharp" / f"{i}.png", _image(i + 10))
+    (root / "B").symlink_to("A", target_is_directory=True)  # a second name for scene A
+    write_png(root / "C" / "blur" / "0.png", _image(5))
+    write_png(root / "C" / "sharp" / "0.png", _image(6))
+    with pytest.warns(UserWarning, match=r"B: skipped: symbolic link to a folder already read"):
+        pairs = find_pairs(root)
+    assert [p.name for p in pairs] == ["A/0.png", "A/1.png", "C/0.png"]
