@@ -99,3 +99,51 @@ def test_a_gopro_scene_linked_to_another_is_read_once(tmp_path):
     with pytest.warns(UserWarning, match=r"B: skipped: symbolic link to a folder already read"):
         pairs = find_pairs(root)
     assert [p.name for p in pairs] == ["A/0.png", "A/1.png", "C/0.png"]
+
+
+# item 3: two evaluations into one --out: the second fails at once, the first is left alone --------------
+
+def test_a_second_evaluation_into_the_same_out_fails_at_once(tmp_path, monkeypatch):
+    from models.deblur_model import build_deblur_model
+    from pipelines.core.errors import UserError
+    from pipelines.data.pairs import find_pairs
+    from pipelines.evaluation import evaluator as ev
+
+    data = _pairs(tmp_path / "test", [f"{i}.png" for i in range(4)])
+    out = tmp_path / "eval"
+    model = build_deblur_model({"backbone": "mimo_unet", "scale": "tiny", "prior_mode": "none"})
+    halfway, go_on = threading.Event(), threading.Event()
+    real = ev._evaluate_pair
+
+    def paused(setup, tmp, index, pair, bar):
+        if index == 2 and threading.current_thread().name == "first":
+            halfway.set()
+            assert go_on.wait(60)
+        return real(setup, tmp, index, pair, bar)
+
+    monkeypatch.setattr(ev, "_evaluate_pair", paused)
+    run = dict(dataset="t", data_root=data, save_images=True, crop_images=4, progress=False)
+    failures = []
+
+    def first():
+        try:
+            ev.evaluate_model(model, find_pairs(data), out, **run)
+        except BaseException as err:  # noqa: BLE001 - reported below
+            failures.append(err)
+
+    thread = threading.Thread(target=first, name="first")
+    thread.start()
+    try:
+        assert halfway.wait(60)
+        temporaries = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".eval."))
+        with pytest.raises(UserError, match=f"{out}: another evaluation is writing it"):
+            ev.evaluate_model(model, find_pairs(data), out, **run)
+        assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".eval.")) == temporaries
+    finally:
+        go_on.set()
+        thread.join(60)
+    assert not failures, failures
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_images"] == 4 and len(list((out / "images").iterdir())) == 4
+    assert len(list((out / "crops").iterdir())) == 12
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval", "test"]  # no lock file, no temporary left

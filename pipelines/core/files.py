@@ -13,7 +13,7 @@ usual permissions (``0o666`` / ``0o777`` minus the umask), not the private ``0o6
 A folder is only ever replaced when it is ours: :func:`atomic_dir` with a ``marker`` refuses an existing
 ``--out`` that is not empty and does not hold that marker file (what the command always writes).
 :func:`walk_files` reads a folder tree without looping through folder symlinks, and :class:`FolderLock`
-gives one writer per folder.
+gives one writer per folder (:func:`beside_lock`: per output folder replaced whole, or per file).
 """
 from __future__ import annotations
 
@@ -325,12 +325,19 @@ class FolderLock:
 
     The kernel drops the lock when its holder exits, even on SIGKILL, so a stale lock file never
     blocks a later run; :meth:`release` removes the file. A second writer gets a
-    :class:`FolderLockedError` naming the folder and the holder (pid and host)."""
+    :class:`FolderLockedError` naming the folder and the holder (pid and host).
 
-    def __init__(self, folder: str | os.PathLike, name: str = ".lock", what: str = "run"):
+    ``target``: what the lock guards when that is not ``folder`` itself, e.g. an output folder that is
+    replaced whole (its lock file lives beside it, in ``folder``: :func:`beside_lock`) or a partial
+    download; the error then names ``target``."""
+
+    def __init__(self, folder: str | os.PathLike, name: str = ".lock", what: str = "run",
+                 target: str | os.PathLike | None = None, advice: str = "or use another --out"):
         self.folder = Path(folder)
         self.path = self.folder / name
         self.what = what
+        self.target = Path(target) if target is not None else None
+        self.advice = advice
         self._fd: int | None = None
         self._unlocked = False  # held without a lock (a filesystem that has none)
 
@@ -358,9 +365,10 @@ class FolderLock:
                     holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
                 finally:
                     os.close(fd)
-                raise FolderLockedError(
-                    f"{self.folder}: another {self.what} is writing this folder ({holder}; lock file {self.path}); "
-                    "wait for it to finish, or use another --out") from None
+                what = f"{self.folder}: another {self.what} is writing this folder" if self.target is None \
+                    else f"{self.target}: another {self.what} is writing it"
+                raise FolderLockedError(f"{what} ({holder}; lock file {self.path}); wait for it to finish, "
+                                        f"{self.advice}") from None
             try:
                 same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:
@@ -391,3 +399,10 @@ class FolderLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def beside_lock(path: str | os.PathLike, what: str) -> FolderLock:
+    """The lock of one writer on ``path``, a folder replaced whole (or a file), held on the hidden file
+    ``.<name>.lock`` beside it: the lock outlives the replacement of ``path`` itself."""
+    path = Path(path)
+    return FolderLock(path.parent, f".{path.name}.lock", what, target=path)

@@ -14,7 +14,8 @@ generator seeded with :func:`models.inference.image_seed` ``(s, name)``: it does
 other images are evaluated, their order, or the device.
 
 Outputs (in the output folder, replaced whole and atomically: a run killed mid-way leaves the previous
-results, or nothing, never a partial file):
+results, or nothing, never a partial file; one evaluation at a time per output folder, a second one fails
+at once naming it: the lock file ``.<out>.lock`` beside it):
 
 * ``scores.csv`` and ``input_scores.csv`` (:mod:`pipelines.evaluation.score_files`: one row per image and eval seed).
 * ``summary.json``: means (:func:`pipelines.evaluation.score_files.summarise`), LPIPS availability and reason, dataset,
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 import os
 import platform
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +44,7 @@ from models.inference import (
 from models.names import METRIC_NAMES, SCORINGS, scorings
 from pipelines.core.checkpoint_files import load_deblur_model, model_file
 from pipelines.core.errors import InvalidInputError, UserError
-from pipelines.core.files import atomic_dir, write_json, write_text
+from pipelines.core.files import atomic_dir, beside_lock, write_json, write_text
 from pipelines.data.image_files import read_rgb_uint8, write_png
 from pipelines.data.pairs import check_pairs, find_pairs
 from pipelines.evaluation.alignment import score_realblur
@@ -80,13 +80,6 @@ def centre_crop_box(height: int, width: int, size: int) -> tuple[int, int, int, 
 # ---------------------------------------------------------------------------------------------
 # the output folder
 # ---------------------------------------------------------------------------------------------
-def _remove_stale(out_dir: Path) -> None:
-    """Temporary folders left next to ``out_dir`` by an evaluation that was killed mid-way."""
-    for tmp in out_dir.parent.glob(f".{out_dir.name}.*.tmp"):
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
 def _check_replaceable(out_dir: Path) -> None:
     if out_dir.exists():
         if not out_dir.is_dir():
@@ -280,14 +273,15 @@ def evaluate_model(model, pairs, out_dir: str | os.PathLike, *, dataset: str, da
     out_dir = Path(out_dir)
     pairs = list(pairs)
     _check_inputs(pairs, out_dir, data_root, realblur_mode, save_images, crop_images)
-    _remove_stale(out_dir)
     setup = _setup(model, eval_seeds, lpips, lpips_reason, device, realblur_mode=realblur_mode,
                    save_images=save_images, crop_images=crop_images, crop_size=crop_size, fast=fast,
                    checkpoint=checkpoint)
     rows: list[dict] = []
     input_rows: list[dict] = []
     sizes = set()
-    with atomic_dir(out_dir, marker=SUMMARY_FILE) as tmp:
+    # one writer per --out: a second evaluation fails at once (it never touches the first one's temporary
+    # folder; atomic_dir removes only those of processes that no longer run)
+    with beside_lock(out_dir, "evaluation"), atomic_dir(out_dir, marker=SUMMARY_FILE) as tmp:
         bar = tqdm(total=len(pairs) * len(setup.seeds), desc=f"evaluate {dataset}", unit="img",
                    disable=not progress)
         for index, pair in enumerate(pairs):
