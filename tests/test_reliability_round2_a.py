@@ -147,3 +147,26 @@ def test_a_second_evaluation_into_the_same_out_fails_at_once(tmp_path, monkeypat
     assert summary["n_images"] == 4 and len(list((out / "images").iterdir())) == 4
     assert len(list((out / "crops").iterdir())) == 12
     assert sorted(p.name for p in tmp_path.iterdir()) == ["eval", "test"]  # no lock file, no temporary left
+
+
+# item 4: fetch --if-active replaces only a folder fetch wrote ---------------------------------------------
+
+def test_fetch_if_active_never_replaces_a_folder_it_did_not_write(tmp_path, capsys):
+    out = tmp_path / "mine"
+    (out / "sub").mkdir(parents=True)
+    (out / "thesis.tex").write_text("years of work")
+    (out / "sub" / "data.csv").write_text("1,2")
+    before = _tree(out)
+    argv = ["fetch", "gopro", "--if-active", "--profile", "cpu", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert str(out) in err and "refusing to replace it" in err and "Traceback" not in err
+    assert _tree(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+    # what fetch wrote is replaced: its placeholder, and a dataset it fetched (manifest.json)
+    placeholder = tmp_path / "placeholder"
+    assert main([*argv[:-1], str(placeholder)]) == 0 and main([*argv[:-1], str(placeholder)]) == 0
+    fetched = tmp_path / "fetched"
+    (fetched / "test").mkdir(parents=True)
+    (fetched / "manifest.json").write_text(json.dumps({"dataset": "gopro", "source_kind": "download"}))
+    assert main([*argv[:-1], str(fetched)]) == 0
+    assert sorted(p.name for p in fetched.iterdir()) == ["NOT_FETCHED.txt"]

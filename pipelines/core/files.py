@@ -28,6 +28,7 @@ import shutil
 import socket
 import tempfile
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Self
 
@@ -190,11 +191,16 @@ def _json_default(obj):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def check_replaceable(path: str | os.PathLike, marker: str, signature: bytes | None = None) -> None:
+def check_replaceable(path: str | os.PathLike, marker: str | Mapping[str, bytes | None],
+                      signature: bytes | None = None) -> None:
     """Refuse to replace ``path`` unless it is absent, an empty folder, or a folder holding the file
     ``marker`` (whose content includes ``signature``, when given): what one of our commands wrote. A
-    ``ValueError`` names the folder, so a typo in ``--out`` never deletes someone's files."""
+    ``ValueError`` names the folder, so a typo in ``--out`` never deletes someone's files.
+
+    ``marker`` may also map several marker files to their signatures (None: any content): one of them
+    is enough (e.g. the placeholder of a skipped fetch, or the manifest of a finished one)."""
     path = Path(path)
+    markers = {marker: signature} if isinstance(marker, str) else dict(marker)
     if path.is_symlink():
         raise InvalidInputError(f"{path}: is a symbolic link, not a folder this command wrote: refusing to replace it "
                          "(the output folder is replaced whole); choose another --out")
@@ -204,25 +210,29 @@ def check_replaceable(path: str | os.PathLike, marker: str, signature: bytes | N
         raise InvalidInputError(f"{path}: exists and is not a folder: refusing to replace it; choose another --out")
     if not any(path.iterdir()):
         return
-    mark = path / marker
-    ours = mark.is_file() and not mark.is_symlink()
-    if ours and signature is not None:
-        try:
-            ours = signature in mark.read_bytes()
-        except OSError:
-            ours = False
-    if not ours:
-        what = f"no {marker} written by blurdm-bench" if signature is not None else f"no {marker}"
-        raise InvalidInputError(f"{path}: folder is not empty and holds {what}: refusing to replace it (the output "
-                         "folder is replaced whole, deleting everything in it); choose a new or empty --out")
+    for name, sign in markers.items():
+        mark = path / name
+        ours = mark.is_file() and not mark.is_symlink()
+        if ours and sign is not None:
+            try:
+                ours = sign in mark.read_bytes()
+            except OSError:
+                ours = False
+        if ours:
+            return
+    signed = any(sign is not None for sign in markers.values())
+    what = f"no {' or '.join(markers)}" + (" written by blurdm-bench" if signed else "")
+    raise InvalidInputError(f"{path}: folder is not empty and holds {what}: refusing to replace it (the output "
+                     "folder is replaced whole, deleting everything in it); choose a new or empty --out")
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike, marker: str | None = None, signature: bytes | None = None):
+def atomic_dir(path: str | os.PathLike, marker: str | Mapping[str, bytes | None] | None = None,
+               signature: bytes | None = None):
     """Yield a temporary directory next to ``path``; on success it replaces ``path`` whole.
 
-    With ``marker``, an existing ``path`` must be empty or hold that file (see :func:`check_replaceable`),
-    checked before the work starts and again just before the replacement."""
+    With ``marker``, an existing ``path`` must be empty or hold that file, or one of several (see
+    :func:`check_replaceable`), checked before the work starts and again just before the replacement."""
     path = Path(path)
     if marker is not None:
         check_replaceable(path, marker, signature)
