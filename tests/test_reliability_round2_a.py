@@ -170,3 +170,33 @@ def test_fetch_if_active_never_replaces_a_folder_it_did_not_write(tmp_path, caps
     (fetched / "manifest.json").write_text(json.dumps({"dataset": "gopro", "source_kind": "download"}))
     assert main([*argv[:-1], str(fetched)]) == 0
     assert sorted(p.name for p in fetched.iterdir()) == ["NOT_FETCHED.txt"]
+
+
+# item 5: a folder named .OUT.old beside an output is the user's: never deleted ----------------------------
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_a_users_dot_old_folder_beside_an_output_survives(tmp_path, existing):
+    from pipelines.core.files import atomic_dir
+
+    out = tmp_path / "site"
+    mine = tmp_path / ".site.old"
+    (mine / "sub").mkdir(parents=True)
+    (mine / "sub" / "keep.txt").write_text("my backup")
+    if existing:
+        out.mkdir()
+        (out / "index.html").write_text("previous")
+    with atomic_dir(out, marker="index.html") as tmp:
+        (tmp / "index.html").write_text("new")
+    assert (out / "index.html").read_text() == "new"
+    assert (mine / "sub" / "keep.txt").read_text() == "my backup"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".site.old", "site"]
+
+
+def test_evaluate_leaves_a_users_dot_old_folder_alone(tmp_path, checkpoint):
+    data = _pairs(tmp_path / "test", ["0.png"])
+    (tmp_path / ".eval.old").mkdir()
+    (tmp_path / ".eval.old" / "notes.txt").write_text("mine")
+    for _ in range(2):  # a new output, then one replaced
+        assert main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(data), "--out",
+                     str(tmp_path / "eval"), *EVAL_ARGS]) == 0
+    assert (tmp_path / ".eval.old" / "notes.txt").read_text() == "mine"

@@ -3,9 +3,9 @@
 A reader (or a later DVC stage) therefore sees either the old file or the complete new one, never a
 partial write, even if the process is killed or the disk fills up half-way.
 
-Temporary siblings are named ``.<name>.<host>.<pid>-<random>.tmp``. One left behind by a process of
-this machine that no longer runs (SIGKILL, power loss) is deleted by the next write of the same
-target, so retries of a large fetch or synthesis do not fill the disk. A write that fails because the
+Temporary siblings are named ``.<name>.<host>.<pid>-<random>.tmp`` (and a replaced folder is parked as
+``....old`` for an instant). One left behind by a process of this machine that no longer runs (SIGKILL,
+power loss) is deleted by the next write of the same target, so retries of a large fetch or synthesis do not fill the disk. A write that fails because the
 disk is full, the quota is exhausted or the folder is read-only raises an :class:`OSError` naming the
 destination (:class:`pipelines.core.errors.NotWritableError`: one line, exit code 1). Outputs get the
 usual permissions (``0o666`` / ``0o777`` minus the umask), not the private ``0o600`` / ``0o700`` of :mod:`tempfile`.
@@ -105,7 +105,7 @@ def _pid_alive(pid: int) -> bool:
 def remove_orphaned_temporaries(path: str | os.PathLike) -> list[Path]:
     """Delete temporary siblings of ``path`` whose writer (a process of this machine) no longer runs."""
     path = Path(path)
-    pattern = re.compile(rf"^\.{re.escape(path.name)}\.{re.escape(_host())}\.(\d+)-[A-Za-z0-9_]+\.tmp$")
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.{re.escape(_host())}\.(\d+)-[A-Za-z0-9_]+\.(?:tmp|old)$")
     removed = []
     try:
         siblings = list(path.parent.iterdir())
@@ -242,17 +242,18 @@ def atomic_dir(path: str | os.PathLike, marker: str | Mapping[str, bytes | None]
     try:
         with _body_errors(path, guess_full=False):
             yield tmp
-        old = path.with_name(f".{path.name}.old")
+        # the previous output is parked under a name of this run's own (``.<name>.<host>.<pid>-<random>.old``,
+        # never a folder of the user's such as ``.<name>.old``); one parked by a run killed between the two
+        # renames is an orphan that the next write removes (:func:`remove_orphaned_temporaries`)
+        old = tmp.with_name(tmp.name[:-len(".tmp")] + ".old")
         if marker is not None:
             check_replaceable(path, marker, signature)  # it may have changed while we worked
         with _naming(path):
             os.chmod(tmp, 0o777 & ~_umask())
             if path.exists():
-                if old.exists():
-                    shutil.rmtree(old)
                 os.replace(path, old)
             os.replace(tmp, path)
-        if old.exists():  # the previous output (also one parked by a run killed between the renames)
+        if old.exists():
             shutil.rmtree(old)
     finally:
         if tmp.exists():
