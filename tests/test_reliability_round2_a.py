@@ -200,3 +200,40 @@ def test_evaluate_leaves_a_users_dot_old_folder_alone(tmp_path, checkpoint):
         assert main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(data), "--out",
                      str(tmp_path / "eval"), *EVAL_ARGS]) == 0
     assert (tmp_path / ".eval.old" / "notes.txt").read_text() == "mine"
+
+
+# item 11: a legal long image name (240 bytes) is evaluated and deblurred; a name too long for the ---------
+# outputs is refused before any work (evaluate) or reported as such (deblur)
+
+LONG = "x" * 236 + ".png"  # 240 bytes: legal (NAME_MAX 255), but not with the temporary-name decoration
+
+
+def test_a_long_image_name_is_evaluated_and_deblurred(tmp_path, checkpoint, capsys):
+    data = _pairs(tmp_path / "test", [LONG, "b.png"])
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(data), "--out", str(out),
+                 "--save-images", *EVAL_ARGS]) == 0
+    assert (out / "images" / LONG).is_file() and (out / "crops" / f"{LONG[:-4]}_restored.png").is_file()
+    restored = tmp_path / "restored"
+    assert main(["deblur", str(data / "input"), "-o", str(restored), "--checkpoint", str(checkpoint),
+                 "--device", "cpu"]) == 0
+    assert (restored / LONG).is_file() and "restored 2 of 2" in capsys.readouterr().out
+
+
+def test_an_output_name_over_the_limit_is_named_before_any_work(tmp_path, checkpoint, capsys, monkeypatch):
+    import pipelines.evaluation.evaluator as ev
+
+    name = "y" * 246 + ".png"  # 250 bytes: its crops (<stem>_restored.png) would be 259
+    data = _pairs(tmp_path / "test", [name])
+    monkeypatch.setattr(ev, "restore_image", lambda *a, **k: pytest.fail("inference started"))
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(data), "--out",
+                 str(tmp_path / "eval"), *EVAL_ARGS]) == 2
+    err = capsys.readouterr().err
+    assert str(data / "input" / name) in err and "too long" in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["test"]
+    # deblur into the input folder: <stem>_deblurred.png would be 256 bytes: that file is reported, by name
+    monkeypatch.undo()
+    assert main(["deblur", str(data / "input"), "-o", str(data / "input"), "--checkpoint", str(checkpoint),
+                 "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert str(data / "input" / name) in err and "too long" in err and "restoration failed" not in err

@@ -3,7 +3,8 @@
 A reader (or a later DVC stage) therefore sees either the old file or the complete new one, never a
 partial write, even if the process is killed or the disk fills up half-way.
 
-Temporary siblings are named ``.<name>.<host>.<pid>-<random>.tmp`` (and a replaced folder is parked as
+Temporary siblings are named ``.<name>.<host>.<pid>-<random>.tmp`` (a long ``<name>`` cut and hashed so
+that the whole stays within :data:`NAME_MAX`; and a replaced folder is parked as
 ``....old`` for an instant). One left behind by a process of this machine that no longer runs (SIGKILL,
 power loss) is deleted by the next write of the same target, so retries of a large fetch or synthesis do not fill the disk. A write that fails because the
 disk is full, the quota is exhausted or the folder is read-only raises an :class:`OSError` naming the
@@ -43,6 +44,10 @@ NOT_WRITABLE = FULL_OR_READ_ONLY + (errno.EACCES, errno.EPERM)
 # free bytes below which a failed file write is reported as a full disk: torch.save, for one, turns
 # ENOSPC into a RuntimeError ("unexpected pos ...") that names neither the file nor the cause
 NEARLY_FULL_BYTES = 1 << 20
+NAME_MAX = 255  # bytes in one file name: ext4, xfs, btrfs, tmpfs, NFS
+# bytes a temporary sibling adds to its target's name: "." + ".<host, 24>.<pid, 7>-<random, 8>" + ".tmp"
+# (or a short suffix of atomic_path's): 64 leaves room to spare
+_DECORATION = 64
 
 
 def _umask() -> int:
@@ -59,6 +64,22 @@ def _umask() -> int:
 
 def _host() -> str:
     return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:24] or "host"
+
+
+def name_bytes(name: str) -> int:
+    """The length of a file name as the filesystem counts it (bytes), to compare with :data:`NAME_MAX`."""
+    return len(os.fsencode(name))
+
+
+def _temporary_stem(name: str) -> str:
+    """``name`` as it appears in the names of its temporary siblings: whole when the decorated name fits in
+    :data:`NAME_MAX`, else cut and followed by ``~`` and 12 hex digits of its sha256 (still one per target,
+    so orphans are found again), so that a legal long name (say 240 bytes) can still be written."""
+    raw = os.fsencode(name)
+    if len(raw) <= NAME_MAX - _DECORATION:
+        return name
+    digest = hashlib.sha256(raw).hexdigest()[:12]
+    return os.fsdecode(raw[:NAME_MAX - _DECORATION - 13]) + "~" + digest
 
 
 def _cannot_write(path: Path, err: OSError) -> NotWritableError:
@@ -105,7 +126,8 @@ def _pid_alive(pid: int) -> bool:
 def remove_orphaned_temporaries(path: str | os.PathLike) -> list[Path]:
     """Delete temporary siblings of ``path`` whose writer (a process of this machine) no longer runs."""
     path = Path(path)
-    pattern = re.compile(rf"^\.{re.escape(path.name)}\.{re.escape(_host())}\.(\d+)-[A-Za-z0-9_]+\.(?:tmp|old)$")
+    stem, host = re.escape(_temporary_stem(path.name)), re.escape(_host())
+    pattern = re.compile(rf"^\.{stem}\.{host}\.(\d+)-[A-Za-z0-9_]+\.(?:tmp|old)$")
     removed = []
     try:
         siblings = list(path.parent.iterdir())
@@ -128,7 +150,7 @@ def _prepare(path: Path) -> str:
     with _naming(path):
         path.parent.mkdir(parents=True, exist_ok=True)
     remove_orphaned_temporaries(path)
-    return f".{path.name}.{_host()}.{os.getpid()}-"
+    return f".{_temporary_stem(path.name)}.{_host()}.{os.getpid()}-"
 
 
 @contextlib.contextmanager

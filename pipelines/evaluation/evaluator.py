@@ -44,7 +44,7 @@ from models.inference import (
 from models.names import METRIC_NAMES, SCORINGS, scorings
 from pipelines.core.checkpoint_files import load_deblur_model, model_file
 from pipelines.core.errors import InvalidInputError, UserError
-from pipelines.core.files import atomic_dir, beside_lock, write_json, write_text
+from pipelines.core.files import NAME_MAX, atomic_dir, beside_lock, name_bytes, write_json, write_text
 from pipelines.data.image_files import read_rgb_uint8, write_png
 from pipelines.data.pairs import check_pairs, find_pairs
 from pipelines.evaluation.alignment import score_realblur
@@ -89,6 +89,9 @@ def _check_replaceable(out_dir: Path) -> None:
                              "(the output folder is replaced whole); choose a new --out")
 
 
+CROP_KINDS = ("blur", "restored", "sharp")  # crops/<stem>_<kind>.png
+
+
 def _image_file(name: str) -> str:
     return str(Path(name).with_suffix("")) + ".png"
 
@@ -100,17 +103,27 @@ def _crop_stem(name: str) -> str:
 def check_output_names(pairs, save_images: bool, crop_images: int) -> None:
     """Refuse, before any work, two inputs whose outputs would get the same file name (``dup.png`` and
     ``dup.jpg`` both give ``images/dup.png``; ``a/b.png`` and ``a__b.png`` the same crop names): one
-    would silently overwrite the other."""
+    would silently overwrite the other; and an input whose output name would be longer than a file name
+    may be (:data:`pipelines.core.files.NAME_MAX` bytes: a crop adds ``_restored.png``)."""
     owners: dict[str, object] = {}
-    clashes = []
+    clashes, too_long = [], []
     for index, pair in enumerate(pairs):
         names = [f"images/{_image_file(pair.name)}"] if save_images else []
         if index < crop_images:
             names.append(f"crops/{_crop_stem(pair.name)}_*.png")
+            longest = f"{_crop_stem(pair.name)}_{max(CROP_KINDS, key=len)}.png"
+            if name_bytes(longest) > NAME_MAX:
+                too_long.append(f"{pair.blur} (its crop {longest[:40]}... would be {name_bytes(longest)} bytes)")
+        if save_images and any(name_bytes(part) > NAME_MAX for part in Path(_image_file(pair.name)).parts):
+            too_long.append(f"{pair.blur} (its restored image would be named {_image_file(pair.name)[:40]}...)")
         for name in names:
             first = owners.setdefault(name, pair)
             if first is not pair:
                 clashes.append(f"{first.blur} and {pair.blur} would both be written as {name}")
+    if too_long:
+        raise InvalidInputError(f"output file name too long ({len(too_long)}; a file name has at most {NAME_MAX} "
+                                f"bytes): {'; '.join(too_long[:5])}. Rename the input, or evaluate without crops "
+                                "(evaluate.crop_images: 0) / --save-images")
     if clashes:
         shown = "; ".join(clashes[:5]) + (f"; ... ({len(clashes) - 5} more)" if len(clashes) > 5 else "")
         raise InvalidInputError(f"output name collision ({len(clashes)}): {shown}. Outputs are named after the input "
@@ -199,7 +212,7 @@ def _write_examples(setup: _Setup, tmp: Path, index: int, pair, blur, restored, 
     if index < setup.crop_images:
         top, left, h, w = centre_crop_box(*blur.shape[:2], setup.crop_size)
         stem = _crop_stem(pair.name)
-        for kind, img in (("blur", blur), ("restored", restored), ("sharp", sharp)):
+        for kind, img in zip(CROP_KINDS, (blur, restored, sharp)):
             write_png(tmp / "crops" / f"{stem}_{kind}.png", img[top:top + h, left:left + w])
 
 

@@ -11,8 +11,8 @@ in evaluation (:func:`models.inference.restore_image`: padding, LoFormer tiles) 
 * an output never replaces an input file, nor another output: such an output is named
   ``<stem>_deblurred.png`` (``<stem>_deblurred-2.png`` ... when that is taken too).
 
-A file that cannot be read (corrupt, truncated, not an image) or restored is reported by name and
-skipped; the others are still written. The exit code is 1 when any file failed (the count is
+A file that cannot be read (corrupt, truncated, not an image), restored or written (an output name
+over the filesystem's 255 bytes) is reported by name and skipped; the others are still written. The exit code is 1 when any file failed (the count is
 printed), 0 otherwise. A diffusion prior draws its noise from a CPU generator seeded with ``--seed``
 (the same for every image), so a rerun gives the same pixels.
 """
@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from models.inference import restore_image
 from pipelines.core.errors import MissingFileError
-from pipelines.core.files import walk_files
+from pipelines.core.files import NAME_MAX, name_bytes, walk_files
 from pipelines.data.image_files import (
     IMAGE_EXTENSIONS,
     ImageReadError,
@@ -107,6 +107,12 @@ def deblur_files(model, jobs: list[Job], device: str | torch.device = "cpu", see
     device = torch.device(device)
     model = model.to(device).eval()
     for job in tqdm(jobs, desc="deblur", unit="img", disable=not progress):
+        if name_bytes(job.target.name) > NAME_MAX:  # known before any work: say so, not "restoration failed"
+            problem = (f"{job.source}: output file name too long: {job.target.name[:40]}... would be "
+                       f"{name_bytes(job.target.name)} bytes, a file name has at most {NAME_MAX}; rename the input")
+            failures.append((job.source, problem))
+            log(f"skipped: {problem}")
+            continue
         try:
             image, info = read_image(job.source)
         except ImageReadError as err:
@@ -118,8 +124,13 @@ def deblur_files(model, jobs: list[Job], device: str | torch.device = "cpu", see
         try:
             generator = torch.Generator().manual_seed(int(seed))
             restored, _ = restore_image(model, image, None, generator, device, fast=fast)
-            write_png(job.target, restored)
         except (RuntimeError, ValueError, OSError) as err:  # e.g. out of memory: report, keep going
             failures.append((job.source, f"restoration failed: {type(err).__name__}: {err}"))
             log(f"failed {job.source}: {type(err).__name__}: {err}")
+            continue
+        try:
+            write_png(job.target, restored)
+        except OSError as err:  # the output, not the restoration (its message names the file)
+            failures.append((job.source, f"cannot write {job.target}: {err.strerror or err}"))
+            log(f"failed {job.source}: cannot write {job.target}: {err.strerror or err}")
     return failures
