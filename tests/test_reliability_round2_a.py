@@ -237,3 +237,43 @@ def test_an_output_name_over_the_limit_is_named_before_any_work(tmp_path, checkp
                  "--device", "cpu"]) == 1
     err = capsys.readouterr().err
     assert str(data / "input" / name) in err and "too long" in err and "restoration failed" not in err
+
+
+# item 13: an animated PNG / multi-page TIFF is refused naming the file (deblur: skipped, with the reason) --
+
+def _multi_frame(path: Path, fmt: str) -> Path:
+    from PIL import Image
+
+    frames = [Image.fromarray(_image(i)) for i in range(3)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames[0].save(path, format=fmt, save_all=True, append_images=frames[1:])
+    return path
+
+
+@pytest.mark.parametrize("fmt,name", [("PNG", "anim.png"), ("TIFF", "pages.tif")])
+def test_a_multi_frame_image_is_refused_naming_the_file(tmp_path, checkpoint, capsys, fmt, name):
+    from pipelines.data.image_files import ImageReadError, read_image, read_image_size
+
+    path = _multi_frame(tmp_path / "in" / name, fmt)
+    for reader in (read_image, read_image_size):
+        with pytest.raises(ImageReadError, match=rf"{path}: .*3 frames"):
+            reader(path)
+    write_png(tmp_path / "in" / "single.png", _image(9))
+    out = tmp_path / "out"
+    assert main(["deblur", str(tmp_path / "in"), "-o", str(out), "--checkpoint", str(checkpoint),
+                 "--device", "cpu"]) == 1
+    captured = capsys.readouterr()
+    assert "restored 1 of 2" in captured.out and f"{path}: " in captured.err and "3 frames" in captured.err
+    assert sorted(p.name for p in out.iterdir()) == ["single.png"]
+
+
+def test_a_jpeg_with_embedded_pictures_is_still_read(tmp_path):
+    """Phones write MPO (a JPEG followed by more pictures: a preview, a depth map): the first is the photo."""
+    from PIL import Image
+
+    from pipelines.data.image_files import read_image
+
+    path = tmp_path / "phone.jpg"
+    Image.fromarray(_image(1)).save(path, format="MPO", save_all=True, append_images=[Image.fromarray(_image(2))])
+    image, info = read_image(path)
+    assert image.shape == (32, 32, 3) and info.format == "MPO"

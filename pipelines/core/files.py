@@ -4,9 +4,10 @@ A reader (or a later DVC stage) therefore sees either the old file or the comple
 partial write, even if the process is killed or the disk fills up half-way.
 
 Temporary siblings are named ``.<name>.<host>.<pid>-<random>.tmp`` (a long ``<name>`` cut and hashed so
-that the whole stays within :data:`NAME_MAX`; and a replaced folder is parked as
-``....old`` for an instant). One left behind by a process of this machine that no longer runs (SIGKILL,
-power loss) is deleted by the next write of the same target, so retries of a large fetch or synthesis do not fill the disk. A write that fails because the
+that the whole stays within :data:`NAME_MAX`), and a replaced folder is parked as ``....old`` for an
+instant. One left behind by a process of this machine that no longer runs (SIGKILL, power loss) is
+deleted by the next write of the same target, so retries of a large fetch or synthesis do not fill the
+disk; one of a process that still runs is never touched. A write that fails because the
 disk is full, the quota is exhausted or the folder is read-only raises an :class:`OSError` naming the
 destination (:class:`pipelines.core.errors.NotWritableError`: one line, exit code 1). Outputs get the
 usual permissions (``0o666`` / ``0o777`` minus the umask), not the private ``0o600`` / ``0o700`` of :mod:`tempfile`.
