@@ -277,3 +277,44 @@ def test_a_jpeg_with_embedded_pictures_is_still_read(tmp_path):
     Image.fromarray(_image(1)).save(path, format="MPO", save_all=True, append_images=[Image.fromarray(_image(2))])
     image, info = read_image(path)
     assert image.shape == (32, 32, 3) and info.format == "MPO"
+
+
+# item 12: any image name round-trips through scores.csv; a truncated or malformed file is named ---------
+
+NAMES = ["plain.png", "with\rreturn.png", "with\nnewline.png", 'a,"quoted",name.png', " lead.png", "NA",
+         "ünï cødé.png", "scene/x.png"]
+
+
+def _rows(names, shift: float = 0.0) -> list[dict]:
+    return [{"name": n, "seed": None, "psnr": 20.0 + i + shift, "ssim": 0.5, "ssim3d": 0.4, "lpips": None,
+             "seconds": 0.1} for i, n in enumerate(names)]
+
+
+def test_every_image_name_round_trips_through_the_score_files(tmp_path):
+    from pipelines.evaluation.score_files import compare_runs, read_scores, rows_to_csv
+
+    for side, shift in (("method", 1.0), ("baseline", 0.0)):
+        (tmp_path / side).mkdir()
+        (tmp_path / side / "scores.csv").write_text(rows_to_csv(_rows(NAMES, shift)))
+    frame = read_scores(tmp_path / "method")
+    assert frame["name"].tolist() == NAMES and frame["psnr"].tolist() == [21.0 + i for i in range(len(NAMES))]
+    assert frame["lpips"].isna().all() and frame["seed"].isna().all()
+    result = compare_runs(tmp_path / "method", tmp_path / "baseline", resamples=200)  # what `tables` does
+    assert result["mean_gain"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("damage,line,what", [
+    (lambda text: text[: text.rindex("\n", 0, len(text) - 1) + 12], 4, "expected 7 fields, found"),  # cut mid-row
+    (lambda text: text.replace("21.0", "21.0x"), 2, "psnr"),  # not a number
+    (lambda text: text + '"never closed,NA\n', 5, "quote"),  # an open quote: the file ends inside a name
+    (lambda text: "name,psnr\n" + text.split("\n", 1)[1], 1, "missing columns"),
+])
+def test_a_damaged_scores_file_is_named_with_its_line(tmp_path, damage, line, what):
+    from pipelines.core.errors import UserError
+    from pipelines.evaluation.score_files import read_scores, rows_to_csv
+
+    path = tmp_path / "scores.csv"
+    path.write_text(damage(rows_to_csv(_rows(["a.png", "b.png", "c.png"], 1.0))))
+    with pytest.raises(UserError) as err:
+        read_scores(path)
+    assert f"{path}" in str(err.value) and f"line {line}" in str(err.value) and what in str(err.value), err.value
