@@ -318,3 +318,33 @@ def test_a_damaged_scores_file_is_named_with_its_line(tmp_path, damage, line, wh
     with pytest.raises(UserError) as err:
         read_scores(path)
     assert f"{path}" in str(err.value) and f"line {line}" in str(err.value) and what in str(err.value), err.value
+
+
+# item 29a: an identical pair scores PSNR 100 dB (the cap), summary.json is strict JSON, MLflow gets finite --
+
+def _strict_json(text: str):
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_an_identical_pair_gives_a_finite_capped_psnr_everywhere(tmp_path, checkpoint):
+    from pipelines.evaluation.image_metrics import MAX_PSNR_DB, psnr
+    from pipelines.tracking.evaluation_records import evaluation_metrics
+
+    assert MAX_PSNR_DB == 100.0 and psnr(_image(1), _image(1)) == 100.0
+    data = _pairs(tmp_path / "test", ["0.png", "1.png"], same=True)  # the blurred input is the sharp image
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(data), "--out", str(out),
+                 *EVAL_ARGS]) == 0
+    summary = _strict_json((out / "summary.json").read_text())
+    assert summary["input_metrics"]["psnr"]["mean"] == 100.0
+    assert "inf" not in (out / "input_scores.csv").read_text().lower()
+    logged = evaluation_metrics(summary, "t")
+    assert logged["test/t/psnr_blurred_input"] == 100.0
+    assert all(np.isfinite(v) for v in logged.values())
+    # an older summary.json holding Infinity: MLflow gets nothing for it rather than 1.8e308
+    old = {"metrics": {"psnr": {"mean": float("inf")}}, "input_metrics": {"psnr": {"mean": float("inf")}}}
+    assert "test/t/psnr" not in evaluation_metrics(old, "t") and "test/t/psnr_blurred_input" not in \
+        evaluation_metrics(old, "t")

@@ -197,8 +197,10 @@ def write_text(path, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
-def write_json(path, obj, indent: int = 2) -> None:
-    write_text(path, json.dumps(obj, indent=indent, sort_keys=True, default=_json_default) + "\n")
+def write_json(path, obj, indent: int = 2, allow_nan: bool = True) -> None:
+    """``obj`` as JSON, keys sorted. ``allow_nan=False``: strict JSON, a NaN or infinity is a ValueError (a
+    bug to fix where it was computed) instead of the ``NaN`` / ``Infinity`` no JSON parser but Python's reads."""
+    write_text(path, json.dumps(obj, indent=indent, sort_keys=True, default=_json_default, allow_nan=allow_nan) + "\n")
 
 
 def _json_default(obj):

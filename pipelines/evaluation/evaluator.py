@@ -307,7 +307,7 @@ def evaluate_model(model, pairs, out_dir: str | os.PathLike, *, dataset: str, da
         write_text(tmp / INPUT_SCORES_FILE, rows_to_csv(input_rows))
         summary = _summary(setup, rows, input_rows, sizes, dataset=dataset, data_root=data_root,
                            n_images=len(pairs), spec=spec, oracle=oracle)
-        write_json(tmp / SUMMARY_FILE, summary)
+        write_json(tmp / SUMMARY_FILE, summary, allow_nan=False)  # strict JSON: every value finite (PSNR capped)
     return summary
 
 

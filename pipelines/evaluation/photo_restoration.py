@@ -13,8 +13,9 @@ in evaluation (:func:`models.inference.restore_image`: padding, LoFormer tiles) 
 
 A file that cannot be read (corrupt, truncated, not an image, several frames), restored or written (an
 output name over the filesystem's 255 bytes) is reported by name and skipped; the others are still
-written. The exit code is 1 when any file failed (the count is printed), 0 otherwise. A diffusion prior draws its noise from a CPU generator seeded with ``--seed``
-(the same for every image), so a rerun gives the same pixels.
+written. The exit code is 1 when any file failed (the count is printed), 0 otherwise. A diffusion prior
+draws its noise from a CPU generator seeded with ``--seed`` (the same for every image), so a rerun gives
+the same pixels.
 """
 from __future__ import annotations
 
