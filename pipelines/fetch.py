@@ -45,7 +45,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="where the archive's sha256 is unknown (null): accept it and, once the fetch has "
                              "succeeded (pair counts checked), write its sha256 into the checksums file")
     parser.add_argument("--force", action="store_true", help="replace an existing output folder")
-    parser.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds (default 60)")
+    parser.add_argument("--timeout", type=float, default=60.0,
+                        help="network timeout in seconds (default 60): a connection silent this long, or "
+                             "bringing under 1 KiB/s over this long, is dropped")
     parser.add_argument("--retries", type=int, default=3,
                         help="resume a cut download this many times per URL (default 3; a partial download is "
                              "also kept for the next run)")

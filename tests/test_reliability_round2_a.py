@@ -348,3 +348,195 @@ def test_an_identical_pair_gives_a_finite_capped_psnr_everywhere(tmp_path, check
     old = {"metrics": {"psnr": {"mean": float("inf")}}, "input_metrics": {"psnr": {"mean": float("inf")}}}
     assert "test/t/psnr" not in evaluation_metrics(old, "t") and "test/t/psnr_blurred_input" not in \
         evaluation_metrics(old, "t")
+
+
+# --------------------------------------------------------------------------------------- downloads
+# A server on 127.0.0.1: ``server.routes[path] = fn(handler)`` answers a GET; ``server.stop`` is set at the end
+# of the test so that a handler that trickles or waits returns at once.
+
+@pytest.fixture
+def server():
+    import http.server
+
+    routes: dict = {}
+    stop = threading.Event()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        timeout = 10  # bounds every socket read of the handler
+
+        def do_GET(self):
+            if self.path not in routes:
+                self.send_error(404, "not found")
+                return
+            try:
+                routes[self.path](self)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up: what several tests want
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield type("Server", (), {"base": f"http://127.0.0.1:{httpd.server_address[1]}", "routes": routes,
+                                  "stop": stop})
+    finally:
+        stop.set()
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+
+
+def _send(handler, body: bytes, length: bool = True, status: int = 200) -> None:
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/octet-stream")
+    if length:
+        handler.send_header("Content-Length", str(len(body)))
+    else:
+        handler.close_connection = True  # the body ends when the connection does (HTTP/1.0 style)
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
+# item 8: a redirect is followed to http(s) only, and the error names where it led ------------------------
+
+def test_a_redirect_to_ftp_is_refused_naming_the_target(tmp_path, server):
+    import socket
+
+    from pipelines.core.errors import UserError
+    from pipelines.data.fetching.download import download
+
+    ftp = socket.socket()
+    ftp.bind(("127.0.0.1", 0))
+    ftp.listen(4)
+    target = f"ftp://127.0.0.1:{ftp.getsockname()[1]}/GOPRO_Large.zip"
+
+    def redirect(handler):
+        handler.send_response(302)
+        handler.send_header("Location", target)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    server.routes["/a.zip"] = redirect
+    try:
+        with pytest.raises(UserError) as err:
+            download(f"{server.base}/a.zip", tmp_path / "a.zip", timeout=1, retries=0, log=_quiet)
+        ftp.setblocking(False)
+        with pytest.raises(BlockingIOError):  # nobody ever connected to the ftp "server"
+            ftp.accept()[0].close()
+    finally:
+        ftp.close()
+    assert target in str(err.value) and f"{server.base}/a.zip" in str(err.value) and "http(s)" in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+# item 25: a download is capped; over the cap it stops, clearly, and removes its partial file -------------
+
+@pytest.mark.parametrize("announced", [False, True])
+def test_a_download_over_the_cap_is_stopped_and_its_part_removed(tmp_path, server, announced):
+    from pipelines.core.errors import UserError
+    from pipelines.data.fetching.download import download
+
+    body = bytes(range(256)) * (3 * 4096)  # 3 MiB
+    server.routes["/big.zip"] = lambda handler: _send(handler, body, length=announced)
+    part = tmp_path / ".big.zip.part"
+    with pytest.raises(UserError) as err:
+        download(f"{server.base}/big.zip", tmp_path / "big.zip", timeout=5, part=part, retries=0, log=_quiet,
+                 max_bytes=1_000_000, max_key="params fetch.datasets.x.max_download_gb")
+    message = str(err.value)
+    assert f"{server.base}/big.zip" in message and "1000000" in message and "max_download_gb" in message
+    assert list(tmp_path.iterdir()) == []  # no .part, no .part.json, no lock file
+
+
+# item 26: a trickling server (headers or body) is dropped after about --timeout seconds ----------------
+
+@pytest.mark.parametrize("slow", ["body", "headers"])
+def test_a_trickling_server_is_dropped_after_the_timeout(tmp_path, server, slow):
+    import time
+
+    from pipelines.core.errors import UserError
+    from pipelines.data.fetching.download import download
+
+    def trickle(handler):  # 50 bytes a second, at most 8 s (the server gives up then, whatever happens)
+        if slow == "headers":
+            handler.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            stream = b"X-Padding: " + b"a" * 1000
+        else:
+            handler.send_response(200)
+            handler.send_header("Content-Length", "100000")
+            handler.end_headers()
+            stream = b"b" * 1000
+        for byte in stream[:400]:
+            if server.stop.wait(0.02):
+                return
+            handler.wfile.write(bytes([byte]))
+            handler.wfile.flush()
+        handler.close_connection = True
+
+    server.routes["/slow.zip"] = trickle
+    part = tmp_path / ".slow.zip.part"
+    started = time.monotonic()
+    with pytest.raises(UserError) as err:
+        download(f"{server.base}/slow.zip", tmp_path / "slow.zip", timeout=1, part=part, retries=3,
+                 retry_wait=0.01, log=_quiet)
+    assert time.monotonic() - started < 6, "a trickle must not hold the download for long"
+    assert "too slow" in str(err.value) and f"{server.base}/slow.zip" in str(err.value), err.value
+
+
+# item 28: two fetches of one archive: the second fails at once, the first finishes intact ------------------
+
+def test_a_second_download_of_the_same_archive_fails_at_once(tmp_path, server):
+    import hashlib
+
+    from pipelines.core.errors import UserError
+    from pipelines.data.fetching.download import download_first
+
+    body = bytes(range(256)) * 4096  # 1 MiB
+    halfway, go_on, requests = threading.Event(), threading.Event(), []
+
+    def pausing(handler):
+        requests.append(1)
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body[: len(body) // 2])
+        handler.wfile.flush()
+        if len(requests) == 1:  # the first download waits half-way until the second has been tried
+            halfway.set()
+            go_on.wait(30)
+        handler.wfile.write(body[len(body) // 2:])
+
+    server.routes["/a.zip"] = pausing
+    part = tmp_path / ".a.zip.part"
+    results = []
+
+    def fetch(dest: Path):
+        try:
+            results.append(download_first("a", [f"{server.base}/a.zip"], dest, part, None, timeout=10, retries=0,
+                                          log=_quiet))
+        except BaseException as err:  # noqa: BLE001 - checked below
+            results.append(err)
+
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    first = threading.Thread(target=fetch, args=(tmp_path / "one" / "a.zip",))
+    first.start()
+    try:
+        assert halfway.wait(30)
+        with pytest.raises(UserError, match=rf"{part}: another download is writing it"):
+            download_first("a", [f"{server.base}/a.zip"], tmp_path / "two" / "a.zip", part, None, timeout=10,
+                           retries=0, log=_quiet)
+        assert len(requests) == 1  # the second never asked the server
+    finally:
+        go_on.set()
+        first.join(30)
+    assert results == [(f"{server.base}/a.zip", hashlib.sha256(body).hexdigest())], results
+    assert (tmp_path / "one" / "a.zip").read_bytes() == body
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]  # no part, no lock file left
