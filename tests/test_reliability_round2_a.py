@@ -540,3 +540,78 @@ def test_a_second_download_of_the_same_archive_fails_at_once(tmp_path, server):
     assert results == [(f"{server.base}/a.zip", hashlib.sha256(body).hexdigest())], results
     assert (tmp_path / "one" / "a.zip").read_bytes() == body
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]  # no part, no lock file left
+
+
+# item 29c: caps sized to the real datasets (per dataset, from the registry) and a compression-ratio guard --
+
+def test_each_known_dataset_gets_caps_sized_to_its_real_archive():
+    from pipelines.core.config import DatasetSource, load_params
+
+    fetch = load_params(REPO / "params.yaml", profile="paper").fetch
+    caps = {name: (spec.max_download_gb, spec.max_unpacked_gb) for name, spec in fetch.datasets.items()}
+    assert caps["gopro"] == (14.0, 16.0)  # GOPRO_Large.zip is 9.54 GB of PNG frames
+    assert caps["realblur_j"] == caps["realblur_r"] == (18.0, 22.0)  # RealBlur.tar.gz is 13.1 GB
+    assert all(down and unpacked and unpacked < fetch.max_unpacked_gb for down, unpacked in caps.values())
+    unknown = DatasetSource(url="https://a/x.zip", archive="other.zip", out_dir="d")
+    assert unknown.max_download_gb is None and unknown.max_unpacked_gb is None  # fetch.max_unpacked_gb applies
+    mine = DatasetSource(url="https://a/x.zip", archive="GOPRO_Large.zip", out_dir="d", max_unpacked_gb=40)
+    assert (mine.max_download_gb, mine.max_unpacked_gb) == (14.0, 40.0)  # params win over the registry
+
+
+def _bomb(path: Path, fmt: str, size: int = 80 << 20) -> Path:
+    """An archive of ``size`` zero bytes (one member) and a real image: ratio about 1000."""
+    import tarfile
+    import zipfile
+
+    if fmt == "zip":
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("GOPRO_Large/train/S/sharp/0.png", b"x")
+            with zf.open("GOPRO_Large/train/S/blur/0.png", "w", force_zip64=True) as member:
+                for _ in range(size >> 20):
+                    member.write(bytes(1 << 20))
+    else:
+        with tarfile.open(path, "w:gz", compresslevel=1) as tf:
+            info = tarfile.TarInfo("GOPRO_Large/train/S/sharp/0.png")
+            info.size = 1
+            tf.addfile(info, io.BytesIO(b"x"))
+            info = tarfile.TarInfo("GOPRO_Large/train/S/blur/0.png")
+            info.size = size
+
+            class Zeros(io.RawIOBase):
+                def readable(self):
+                    return True
+
+                def readinto(self, b):
+                    b[:] = bytes(len(b))
+                    return len(b)
+
+            tf.addfile(info, io.BufferedReader(Zeros()))
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["zip", "tar.gz"])
+def test_an_archive_that_expands_far_beyond_png_data_is_refused_before_it_is_written(tmp_path, fmt):
+    from pipelines.core.errors import UserError
+    from pipelines.data.fetching.unpack import unpack_archive
+
+    archive = _bomb(tmp_path / f"bomb.{fmt}", fmt)
+    assert archive.stat().st_size < 1 << 20
+    dest = tmp_path / "raw"
+    with pytest.raises(UserError) as err:
+        unpack_archive(archive, dest)  # the default limits: well under the 200 GB of fetch.max_unpacked_gb
+    assert str(archive) in str(err.value) and "compression ratio" in str(err.value), err.value
+    assert sum(p.stat().st_size for p in dest.rglob("*") if p.is_file()) <= 1  # the bomb member never written
+
+
+def test_the_per_dataset_download_cap_comes_from_params(tmp_path, server):
+    from pipelines.core.config import DatasetSource
+    from pipelines.core.errors import UserError
+    from pipelines.data.fetching.dataset import fetch_dataset
+
+    server.routes["/g.zip"] = lambda handler: _send(handler, bytes(3 << 20), length=False)
+    spec = DatasetSource(url=f"{server.base}/g.zip", archive="GOPRO_Large.zip", out_dir="unused",
+                         max_download_gb=0.001)
+    out = tmp_path / "data" / "gopro"
+    with pytest.raises(UserError, match=r"params fetch\.datasets\.gopro\.max_download_gb"):
+        fetch_dataset("gopro", spec, out, trust_unverified=True, timeout=5, retries=0, log=_quiet)
+    assert not out.exists() and list((tmp_path / "data").iterdir()) == []
