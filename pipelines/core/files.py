@@ -441,4 +441,4 @@ def beside_lock(path: str | os.PathLike, what: str) -> FolderLock:
     """The lock of one writer on ``path``, a folder replaced whole (or a file), held on the hidden file
     ``.<name>.lock`` beside it: the lock outlives the replacement of ``path`` itself."""
     path = Path(path)
-    return FolderLock(path.parent, f".{path.name}.lock", what, target=path)
+    return FolderLock(path.parent, f".{_temporary_stem(path.name)}.lock", what, target=path)  # a long name: cut
