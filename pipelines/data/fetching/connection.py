@@ -47,7 +47,7 @@ class RateGuard:
         since, before = self.marks[0]
         if now - since >= self.window and self.total - before < self.min_rate * self.window:
             raise TooSlowError(f"too slow: {self.total - before} bytes in the last {now - since:.0f} s, under the "
-                           f"minimum of {self.min_rate:g} bytes/s over {self.window:g} s (--timeout)")
+                               f"minimum of {self.min_rate:g} bytes/s over {self.window:g} s (--timeout)")
 
 
 class _GuardedRaw(io.RawIOBase):
@@ -59,6 +59,9 @@ class _GuardedRaw(io.RawIOBase):
 
     def readable(self) -> bool:
         return True
+
+    def fileno(self) -> int:
+        return self.inner.fileno()
 
     def readinto(self, buffer) -> int:
         n = self.inner.readinto1(buffer)  # one receive at most: each is counted as it arrives
@@ -116,13 +119,13 @@ class HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
         if urllib.parse.urlsplit(newurl).scheme.lower() not in ("http", "https"):
             fp.close()
             raise RedirectRefused(f"{req.full_url} redirected (HTTP {code}) to {newurl!r}: only http(s) URLs are "
-                                   "followed; download the archive by hand and pass it with --archive PATH")
+                                  "followed; download the archive by hand and pass it with --archive PATH")
         self.chain.append(newurl)
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
 def make_opener(cookies: http.cookiejar.CookieJar, redirects: HttpOnlyRedirects, min_rate: float,
-            window: float) -> urllib.request.OpenerDirector:
+                window: float) -> urllib.request.OpenerDirector:
     """An opener that speaks http(s) only (proxies from the environment, cookies, the rate guard)."""
     opener = urllib.request.OpenerDirector()
     guard = lambda: RateGuard(min_rate, window)  # noqa: E731 - one guard per connection

@@ -378,10 +378,10 @@ def download(url: str, dest: Path, timeout: float = 60.0, *, part: Path | None =
     part = Path(part) if part is not None else dest.with_name(dest.name + ".part")
     part.parent.mkdir(parents=True, exist_ok=True)
     limits = _Limits(max_bytes, max_key, min_rate)
-    with part_lock(part) if lock else contextlib.nullcontext():
+    with part_lock(part) if lock else contextlib.nullcontext():  # until the partial file is ours no more
         digest = _download_locked(url, part, timeout, retries, retry_wait, log, limits)
-    os.replace(part, dest)
-    part_meta_path(part).unlink(missing_ok=True)
+        os.replace(part, dest)
+        part_meta_path(part).unlink(missing_ok=True)
     return digest
 
 
