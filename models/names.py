@@ -87,7 +87,8 @@ class Metric(NamedTuple):
 
 # Image-quality metrics, in the column order of every scores file and table.
 METRICS: dict[str, Metric] = {
-    "psnr": Metric("PSNR (dB)", True, "RGB uint8, no border crop, peak 255 (BasicSR formula)", 2, 2),
+    "psnr": Metric("PSNR (dB)", True,
+                   "RGB uint8, no border crop, peak 255 (BasicSR formula), capped at 100 dB (identical images)", 2, 2),
     "ssim": Metric("SSIM (per-channel, BasicSR)", True,
                    "BasicSR per-channel Gaussian SSIM (11x11, sigma 1.5), mean over channels", 3, 4),
     "ssim3d": Metric("SSIM (3-D, as the paper)", True,

@@ -3,7 +3,8 @@
 Datasets (``params.yaml`` ``fetch.datasets``): ``gopro``, ``hide``, ``realblur_j``, ``realblur_r``.
 ``blurdm-bench fetch gopro`` fetches one; ``blurdm-bench fetch --all`` fetches the datasets in the
 active profile's ``fetch.active`` (the ``paper`` profile: gopro, hide); ``--if-active`` (the DVC stage)
-writes ``OUT/NOT_FETCHED.txt`` for a dataset that is not. Each dataset is
+writes ``OUT/NOT_FETCHED.txt`` for a dataset that is not (replacing only a folder fetch wrote: such a
+placeholder, or a fetched dataset's ``manifest.json``; any other non-empty folder is refused). Each dataset is
 :func:`pipelines.data.fetching.dataset.fetch_dataset` (the steps, the output and its manifest: see there).
 
 Manual downloads: the RealBlur project page links a sharing page and a Google Drive *folder*, neither
@@ -44,7 +45,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="where the archive's sha256 is unknown (null): accept it and, once the fetch has "
                              "succeeded (pair counts checked), write its sha256 into the checksums file")
     parser.add_argument("--force", action="store_true", help="replace an existing output folder")
-    parser.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds (default 60)")
+    parser.add_argument("--timeout", type=float, default=60.0,
+                        help="network timeout in seconds (default 60): a connection silent this long, or "
+                             "bringing under 1 KiB/s over this long, is dropped")
     parser.add_argument("--retries", type=int, default=3,
                         help="resume a cut download this many times per URL (default 3; a partial download is "
                              "also kept for the next run)")
@@ -57,6 +60,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 PARAMS_KEYS = ("profile", "fetch", "data.max_pixels")  # what this stage reads (dvc.yaml declares them)
+NOT_FETCHED = "NOT_FETCHED.txt"  # the placeholder of a dataset outside fetch.active (--if-active)
+# what marks a folder fetch wrote (marker file -> words it holds): --if-active replaces no other folder
+FETCH_MARKERS = {NOT_FETCHED: b"not in fetch.active", "manifest.json": b'"source_kind"'}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,11 +87,12 @@ def run(args: argparse.Namespace) -> int:
         spec = datasets[name]
         out_dir = args.out if args.out is not None else params.resolve_path(spec.out_dir)
         if getattr(args, "if_active", False) and name not in params.fetch.active:
-            with atomic_dir(out_dir) as tmp:
-                (tmp / "NOT_FETCHED.txt").write_text(
+            # only a folder fetch wrote is replaced: its placeholder, or a dataset it fetched
+            with atomic_dir(out_dir, marker=FETCH_MARKERS) as tmp:
+                (tmp / NOT_FETCHED).write_text(
                     f"{name} is not in fetch.active of profile {params.profile!r}: not downloaded.\n"
                     f"Use the paper profile (dvc exp run -S profile=paper) or add it to fetch.active.\n")
-            print(f"{name}: not active in profile {params.profile!r}; skipped ({out_dir}/NOT_FETCHED.txt)")
+            print(f"{name}: not active in profile {params.profile!r}; skipped ({out_dir}/{NOT_FETCHED})")
             continue
         fetch_dataset(name, spec, out_dir, archive=args.archive, source=args.source,
                       trust_unverified=args.trust_unverified, record=args.record_checksum, force=args.force,

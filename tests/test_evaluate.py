@@ -203,7 +203,11 @@ def test_killed_run_leaves_previous_results(dataset, checkpoints, tmp_path, monk
     assert (out / sc.SCORES_FILE).read_text() == before  # old, complete results; nothing partial
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     monkeypatch.setattr(ev, "score_image", real_score)
-    (tmp_path / ".eval.stale.tmp").mkdir()  # a temporary folder left by a SIGKILLed run
+    # a temporary folder left by a SIGKILLed run of this machine (its pid no longer runs: over pid_max);
+    # one of a live run is never touched (tests/test_reliability_round2_a.py, issue 26 item 3)
+    from pipelines.core.files import _host
+
+    (tmp_path / f".eval.{_host()}.4194305-stale.tmp").mkdir()
     ev.evaluate_model(model, pairs, out, dataset="synth", data_root=dataset, spec=spec, progress=False)
     assert len(sc.read_scores(out)) == 3
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

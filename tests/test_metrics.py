@@ -68,10 +68,13 @@ def test_psnr_known_mse():
     assert metrics.psnr(restored, sharp) == pytest.approx(10 * math.log10(255**2 / 8), abs=1e-12)
 
 
-def test_identical_images_give_inf_psnr_and_unit_ssim(pairs):
-    sharp = pairs[0][1]
-    assert metrics.psnr(sharp, sharp.copy()) == math.inf
-    assert metrics.psnr(sharp, sharp.copy(), y_channel=True) == math.inf
+def test_identical_images_give_the_psnr_cap_and_unit_ssim(pairs):
+    sharp = pairs[0][1]  # PSNR is capped at 100 dB, not inf (issue 26 item 29a)
+    assert metrics.psnr(sharp, sharp.copy()) == metrics.MAX_PSNR_DB == 100.0
+    assert metrics.psnr(sharp, sharp.copy(), y_channel=True) == 100.0
+    nearly = sharp.copy()
+    nearly[0, 0, 0] ^= 1  # one value one level off: 10 log10(255^2 * n) dB, over the cap for n > 15 values
+    assert metrics.psnr(nearly, sharp) == 100.0
     assert metrics.ssim(sharp, sharp.copy()) == pytest.approx(1.0, abs=1e-12)
     assert metrics.ssim3d(sharp, sharp.copy()) == pytest.approx(1.0, abs=1e-12)
 

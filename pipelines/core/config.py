@@ -48,7 +48,7 @@ from models.names import (
 )
 from pipelines.core.composition import CONF_DIR, compose  # noqa: F401 (re-exported: the one reader)
 from pipelines.core.errors import ParamsError
-from pipelines.core.limits import DEFAULT_MAX_PIXELS, set_max_pixels
+from pipelines.core.limits import ARCHIVE_CAPS, DEFAULT_MAX_PIXELS, set_max_pixels
 from pipelines.core.params_view import recording_view
 
 # Literal types of the params schema, from the one registry (models/names.py)
@@ -364,9 +364,16 @@ class DatasetSource(Strict):
     out_dir: str
     lists: dict[Literal["train", "test"], str] = {}  # realblur: split -> list file inside the archive
     expected_pairs: dict[Literal["train", "test"], int] = {}  # checked after unpacking; {} = unchecked
+    # caps (GB) of the download and of the unpacked archive; default: ARCHIVE_CAPS of pipelines/core/limits.py
+    # for a known archive, else none of its own (fetch.max_unpacked_gb caps both)
+    max_download_gb: float | None = Field(None, gt=0)
+    max_unpacked_gb: float | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _one_url_list(self):
+        download, unpacked = ARCHIVE_CAPS.get(self.archive, (None, None))
+        self.max_download_gb = self.max_download_gb or download
+        self.max_unpacked_gb = self.max_unpacked_gb or unpacked
         if self.url is not None and self.urls and self.url != self.urls[0]:
             raise ValueError("give either url (one URL) or urls (a list), not both")
         if not self.urls and self.url is None:
@@ -379,7 +386,7 @@ class DatasetSource(Strict):
 class FetchConfig(Strict):
     datasets: dict[str, DatasetSource] = {}
     active: list[str] = []
-    max_unpacked_gb: float = Field(200.0, gt=0)  # refuse archives declaring more uncompressed bytes (zip bombs)
+    max_unpacked_gb: float = Field(50.0, gt=0)  # any archive's uncompressed cap (zip bombs); datasets: their own
 
     @model_validator(mode="after")
     def _known(self):

@@ -3,9 +3,11 @@
 A reader (or a later DVC stage) therefore sees either the old file or the complete new one, never a
 partial write, even if the process is killed or the disk fills up half-way.
 
-Temporary siblings are named ``.<name>.<host>.<pid>-<random>.tmp``. One left behind by a process of
-this machine that no longer runs (SIGKILL, power loss) is deleted by the next write of the same
-target, so retries of a large fetch or synthesis do not fill the disk. A write that fails because the
+Temporary siblings are named ``.<name>.<host>.<pid>-<random>.tmp`` (a long ``<name>`` cut and hashed so
+that the whole stays within :data:`NAME_MAX`), and a replaced folder is parked as ``....old`` for an
+instant. One left behind by a process of this machine that no longer runs (SIGKILL, power loss) is
+deleted by the next write of the same target, so retries of a large fetch or synthesis do not fill the
+disk; one of a process that still runs is never touched. A write that fails because the
 disk is full, the quota is exhausted or the folder is read-only raises an :class:`OSError` naming the
 destination (:class:`pipelines.core.errors.NotWritableError`: one line, exit code 1). Outputs get the
 usual permissions (``0o666`` / ``0o777`` minus the umask), not the private ``0o600`` / ``0o700`` of :mod:`tempfile`.
@@ -13,7 +15,7 @@ usual permissions (``0o666`` / ``0o777`` minus the umask), not the private ``0o6
 A folder is only ever replaced when it is ours: :func:`atomic_dir` with a ``marker`` refuses an existing
 ``--out`` that is not empty and does not hold that marker file (what the command always writes).
 :func:`walk_files` reads a folder tree without looping through folder symlinks, and :class:`FolderLock`
-gives one writer per folder.
+gives one writer per folder (:func:`beside_lock`: per output folder replaced whole, or per file).
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ import shutil
 import socket
 import tempfile
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Self
 
@@ -42,6 +45,10 @@ NOT_WRITABLE = FULL_OR_READ_ONLY + (errno.EACCES, errno.EPERM)
 # free bytes below which a failed file write is reported as a full disk: torch.save, for one, turns
 # ENOSPC into a RuntimeError ("unexpected pos ...") that names neither the file nor the cause
 NEARLY_FULL_BYTES = 1 << 20
+NAME_MAX = 255  # bytes in one file name: ext4, xfs, btrfs, tmpfs, NFS
+# bytes a temporary sibling adds to its target's name: "." + ".<host, 24>.<pid, 7>-<random, 8>" + ".tmp"
+# (or a short suffix of atomic_path's): 64 leaves room to spare
+_DECORATION = 64
 
 
 def _umask() -> int:
@@ -58,6 +65,22 @@ def _umask() -> int:
 
 def _host() -> str:
     return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:24] or "host"
+
+
+def name_bytes(name: str) -> int:
+    """The length of a file name as the filesystem counts it (bytes), to compare with :data:`NAME_MAX`."""
+    return len(os.fsencode(name))
+
+
+def _temporary_stem(name: str) -> str:
+    """``name`` as it appears in the names of its temporary siblings: whole when the decorated name fits in
+    :data:`NAME_MAX`, else cut and followed by ``~`` and 12 hex digits of its sha256 (still one per target,
+    so orphans are found again), so that a legal long name (say 240 bytes) can still be written."""
+    raw = os.fsencode(name)
+    if len(raw) <= NAME_MAX - _DECORATION:
+        return name
+    digest = hashlib.sha256(raw).hexdigest()[:12]
+    return os.fsdecode(raw[:NAME_MAX - _DECORATION - 13]) + "~" + digest
 
 
 def _cannot_write(path: Path, err: OSError) -> NotWritableError:
@@ -104,7 +127,8 @@ def _pid_alive(pid: int) -> bool:
 def remove_orphaned_temporaries(path: str | os.PathLike) -> list[Path]:
     """Delete temporary siblings of ``path`` whose writer (a process of this machine) no longer runs."""
     path = Path(path)
-    pattern = re.compile(rf"^\.{re.escape(path.name)}\.{re.escape(_host())}\.(\d+)-[A-Za-z0-9_]+\.tmp$")
+    stem, host = re.escape(_temporary_stem(path.name)), re.escape(_host())
+    pattern = re.compile(rf"^\.{stem}\.{host}\.(\d+)-[A-Za-z0-9_]+\.(?:tmp|old)$")
     removed = []
     try:
         siblings = list(path.parent.iterdir())
@@ -127,7 +151,7 @@ def _prepare(path: Path) -> str:
     with _naming(path):
         path.parent.mkdir(parents=True, exist_ok=True)
     remove_orphaned_temporaries(path)
-    return f".{path.name}.{_host()}.{os.getpid()}-"
+    return f".{_temporary_stem(path.name)}.{_host()}.{os.getpid()}-"
 
 
 @contextlib.contextmanager
@@ -173,8 +197,10 @@ def write_text(path, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
-def write_json(path, obj, indent: int = 2) -> None:
-    write_text(path, json.dumps(obj, indent=indent, sort_keys=True, default=_json_default) + "\n")
+def write_json(path, obj, indent: int = 2, allow_nan: bool = True) -> None:
+    """``obj`` as JSON, keys sorted. ``allow_nan=False``: strict JSON, a NaN or infinity is a ValueError (a
+    bug to fix where it was computed) instead of the ``NaN`` / ``Infinity`` no JSON parser but Python's reads."""
+    write_text(path, json.dumps(obj, indent=indent, sort_keys=True, default=_json_default, allow_nan=allow_nan) + "\n")
 
 
 def _json_default(obj):
@@ -190,11 +216,16 @@ def _json_default(obj):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def check_replaceable(path: str | os.PathLike, marker: str, signature: bytes | None = None) -> None:
+def check_replaceable(path: str | os.PathLike, marker: str | Mapping[str, bytes | None],
+                      signature: bytes | None = None) -> None:
     """Refuse to replace ``path`` unless it is absent, an empty folder, or a folder holding the file
     ``marker`` (whose content includes ``signature``, when given): what one of our commands wrote. A
-    ``ValueError`` names the folder, so a typo in ``--out`` never deletes someone's files."""
+    ``ValueError`` names the folder, so a typo in ``--out`` never deletes someone's files.
+
+    ``marker`` may also map several marker files to their signatures (None: any content): one of them
+    is enough (e.g. the placeholder of a skipped fetch, or the manifest of a finished one)."""
     path = Path(path)
+    markers = {marker: signature} if isinstance(marker, str) else dict(marker)
     if path.is_symlink():
         raise InvalidInputError(f"{path}: is a symbolic link, not a folder this command wrote: refusing to replace it "
                          "(the output folder is replaced whole); choose another --out")
@@ -204,25 +235,29 @@ def check_replaceable(path: str | os.PathLike, marker: str, signature: bytes | N
         raise InvalidInputError(f"{path}: exists and is not a folder: refusing to replace it; choose another --out")
     if not any(path.iterdir()):
         return
-    mark = path / marker
-    ours = mark.is_file() and not mark.is_symlink()
-    if ours and signature is not None:
-        try:
-            ours = signature in mark.read_bytes()
-        except OSError:
-            ours = False
-    if not ours:
-        what = f"no {marker} written by blurdm-bench" if signature is not None else f"no {marker}"
-        raise InvalidInputError(f"{path}: folder is not empty and holds {what}: refusing to replace it (the output "
-                         "folder is replaced whole, deleting everything in it); choose a new or empty --out")
+    for name, sign in markers.items():
+        mark = path / name
+        ours = mark.is_file() and not mark.is_symlink()
+        if ours and sign is not None:
+            try:
+                ours = sign in mark.read_bytes()
+            except OSError:
+                ours = False
+        if ours:
+            return
+    signed = any(sign is not None for sign in markers.values())
+    what = f"no {' or '.join(markers)}" + (" written by blurdm-bench" if signed else "")
+    raise InvalidInputError(f"{path}: folder is not empty and holds {what}: refusing to replace it (the output "
+                     "folder is replaced whole, deleting everything in it); choose a new or empty --out")
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike, marker: str | None = None, signature: bytes | None = None):
+def atomic_dir(path: str | os.PathLike, marker: str | Mapping[str, bytes | None] | None = None,
+               signature: bytes | None = None):
     """Yield a temporary directory next to ``path``; on success it replaces ``path`` whole.
 
-    With ``marker``, an existing ``path`` must be empty or hold that file (see :func:`check_replaceable`),
-    checked before the work starts and again just before the replacement."""
+    With ``marker``, an existing ``path`` must be empty or hold that file, or one of several (see
+    :func:`check_replaceable`), checked before the work starts and again just before the replacement."""
     path = Path(path)
     if marker is not None:
         check_replaceable(path, marker, signature)
@@ -232,17 +267,18 @@ def atomic_dir(path: str | os.PathLike, marker: str | None = None, signature: by
     try:
         with _body_errors(path, guess_full=False):
             yield tmp
-        old = path.with_name(f".{path.name}.old")
+        # the previous output is parked under a name of this run's own (``.<name>.<host>.<pid>-<random>.old``,
+        # never a folder of the user's such as ``.<name>.old``); one parked by a run killed between the two
+        # renames is an orphan that the next write removes (:func:`remove_orphaned_temporaries`)
+        old = tmp.with_name(tmp.name[:-len(".tmp")] + ".old")
         if marker is not None:
             check_replaceable(path, marker, signature)  # it may have changed while we worked
         with _naming(path):
             os.chmod(tmp, 0o777 & ~_umask())
             if path.exists():
-                if old.exists():
-                    shutil.rmtree(old)
                 os.replace(path, old)
             os.replace(tmp, path)
-        if old.exists():  # the previous output (also one parked by a run killed between the renames)
+        if old.exists():
             shutil.rmtree(old)
     finally:
         if tmp.exists():
@@ -325,12 +361,19 @@ class FolderLock:
 
     The kernel drops the lock when its holder exits, even on SIGKILL, so a stale lock file never
     blocks a later run; :meth:`release` removes the file. A second writer gets a
-    :class:`FolderLockedError` naming the folder and the holder (pid and host)."""
+    :class:`FolderLockedError` naming the folder and the holder (pid and host).
 
-    def __init__(self, folder: str | os.PathLike, name: str = ".lock", what: str = "run"):
+    ``target``: what the lock guards when that is not ``folder`` itself, e.g. an output folder that is
+    replaced whole (its lock file lives beside it, in ``folder``: :func:`beside_lock`) or a partial
+    download; the error then names ``target``."""
+
+    def __init__(self, folder: str | os.PathLike, name: str = ".lock", what: str = "run",
+                 target: str | os.PathLike | None = None, advice: str = "or use another --out"):
         self.folder = Path(folder)
         self.path = self.folder / name
         self.what = what
+        self.target = Path(target) if target is not None else None
+        self.advice = advice
         self._fd: int | None = None
         self._unlocked = False  # held without a lock (a filesystem that has none)
 
@@ -358,9 +401,10 @@ class FolderLock:
                     holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
                 finally:
                     os.close(fd)
-                raise FolderLockedError(
-                    f"{self.folder}: another {self.what} is writing this folder ({holder}; lock file {self.path}); "
-                    "wait for it to finish, or use another --out") from None
+                what = f"{self.folder}: another {self.what} is writing this folder" if self.target is None \
+                    else f"{self.target}: another {self.what} is writing it"
+                raise FolderLockedError(f"{what} ({holder}; lock file {self.path}); wait for it to finish, "
+                                        f"{self.advice}") from None
             try:
                 same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:
@@ -391,3 +435,10 @@ class FolderLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def beside_lock(path: str | os.PathLike, what: str) -> FolderLock:
+    """The lock of one writer on ``path``, a folder replaced whole (or a file), held on the hidden file
+    ``.<name>.lock`` beside it: the lock outlives the replacement of ``path`` itself."""
+    path = Path(path)
+    return FolderLock(path.parent, f".{_temporary_stem(path.name)}.lock", what, target=path)  # a long name: cut

@@ -10,6 +10,9 @@ Reading always returns an ``(H, W, 3)`` ``uint8`` RGB array, with explicit, docu
 * ``CMYK`` / ``YCbCr`` -> Pillow's conversion to RGB;
 * an EXIF orientation tag (JPEG photos) is applied, so the array is upright as viewers show it.
 
+A file that holds several frames (an animated PNG, GIF or WebP, a multi-page TIFF) is refused, naming
+it and the frame count (a JPEG with embedded pictures, MPO, is read: its first picture is the photo).
+
 A file that is missing, unreadable, truncated, corrupt or not an image raises :class:`ImageReadError`
 (a ``ValueError``) whose message names the file and the problem. An image whose header declares more
 pixels than :func:`pipelines.core.limits.max_pixels` (params ``data.max_pixels``, default 7680 x 4320) is
@@ -58,6 +61,18 @@ def check_pixel_count(name: str, width: int, height: int) -> None:
         default = " (the default: an 8K frame, 7680x4320)" if limit == DEFAULT_MAX_PIXELS else ""
         raise ImageTooLargeError(f"{name}: image is {width}x{height} = {width * height} pixels, over the limit of "
                                  f"{limit} pixels{default} ({MAX_PIXELS_KEY}): refused before decoding")
+
+
+def check_single_frame(image: Image.Image, name: str) -> None:
+    """Refuse an image file holding several frames (an animated PNG / GIF / WebP, a multi-page TIFF):
+    which one is meant is not ours to guess, and reading the first would score or restore it silently.
+    A JPEG with embedded pictures (MPO, as phones write: a preview, a depth map) is read: its first
+    picture is the photo."""
+    frames = getattr(image, "n_frames", 1)
+    if frames > 1 and image.format != "MPO":
+        kind = "multi-page TIFF" if image.format == "TIFF" else f"animated {image.format or 'image'}"
+        raise ImageReadError(f"{name}: image file holds {frames} frames ({kind}); only single images are "
+                             "supported: save the frame you mean as its own file")
 
 
 @contextlib.contextmanager
@@ -118,6 +133,7 @@ def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
             with Image.open(path) as image:
                 width, height = image.size
                 check_pixel_count(str(path), width, height)
+                check_single_frame(image, str(path))
                 try:
                     orientation = image.getexif().get(0x0112, 1)
                 except Exception:  # noqa: BLE001 - a broken EXIF block: read_image ignores it too
@@ -143,6 +159,7 @@ def decode_image(data: bytes, name: str = "<bytes>") -> tuple[np.ndarray, ImageI
             warnings.simplefilter("ignore")
             image = Image.open(io.BytesIO(data))
             check_pixel_count(name, *image.size)  # from the header, before any pixel is decoded
+            check_single_frame(image, name)
             image.load()  # decodes every pixel: truncated / corrupt data fail here
             fmt, mode, (width, height) = image.format or "?", image.mode, image.size
             image, transposed = _apply_exif_orientation(image)

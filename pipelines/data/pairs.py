@@ -3,7 +3,8 @@
 Layouts recognised by :func:`find_pairs` (blurred and sharp images are matched by their relative
 path, never by sort order):
 
-* ``gopro``:    ``<root>/<scene>/{blur,sharp}/*.png``    (GoPro, the embedded synthetic set)
+* ``gopro``:    ``<root>/<scene>/{blur,sharp}/*.png``    (GoPro, the embedded synthetic set; a scene folder
+  that links to one already read is skipped with a warning, as in the other layouts)
 * ``flat``:     ``<root>/{input,target}/*.png``           (HIDE / RealBlur exports, realdata/gopro/dev)
   or        ``<root>/{blur,sharp}/*.png``
 * ``realblur``: ``<root>/{blur,sharp}/<scene>/*.png``
@@ -15,6 +16,7 @@ tensors by :func:`models.inference.from_uint8_image`.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from models.inference import from_uint8_image, value_range_offset
 from pipelines.core.errors import InvalidInputError, MissingFileError
-from pipelines.core.files import walk_files
+from pipelines.core.files import SkippedPathWarning, walk_files
 from pipelines.data.image_files import IMAGE_EXTENSIONS, read_image_size, read_rgb_uint8
 
 PAIR_FOLDERS = (("input", "target"), ("blur", "sharp"))  # (blurred, sharp) folder names
@@ -133,11 +135,19 @@ def find_pairs(root: str | os.PathLike) -> list[Pair]:
         blur_dir, sharp_dir = _pair_folders(root)
         return _match(blur_dir, sharp_dir)
     pairs: list[Pair] = []
+    visited: set[str] = set()  # real paths of the scene folders and their blur/ sharp/ read so far
     for scene in _subfolders(root):
         folders = _pair_folders(scene, SCENE_FOLDERS)
         if folders is None:
             raise InvalidInputError(f"{scene}: scene folder without blur/ and sharp/ subfolders (GoPro layout "
                              f"<root>/<scene>/{{blur,sharp}}/ detected in {root})")
+        reals = [os.path.realpath(p) for p in (scene, *folders)]
+        read = next((real for real in reals if real in visited), None)
+        if read is not None:  # a link to a scene already read (as walk_files treats a linked folder)
+            warnings.warn(f"{scene}: skipped: symbolic link to a folder already read ({read}); a folder is read "
+                          "once", SkippedPathWarning, stacklevel=2)
+            continue
+        visited.update(reals)
         pairs += _match(*folders, prefix=f"{scene.name}/")
     return pairs
 

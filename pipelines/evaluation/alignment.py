@@ -12,8 +12,6 @@ Like the official script, the official mode works on float32 images in [0, 1] (d
 """
 from __future__ import annotations
 
-import math
-
 import cv2
 import numpy as np
 
@@ -105,15 +103,13 @@ def _broadcast_mask(mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def masked_psnr(x: np.ndarray, y: np.ndarray, mask: np.ndarray, data_range: float = 1.0) -> float:
-    """PSNR over the valid pixels only: sum of squared errors on the mask / number of masked values."""
+    """PSNR over the valid pixels only: sum of squared errors on the mask / number of masked values; capped
+    at :data:`pipelines.evaluation.image_metrics.MAX_PSNR_DB` like :func:`~pipelines.evaluation.image_metrics.psnr`."""
     if x.shape != y.shape:
         raise ValueError(f"image shapes differ: {x.shape} vs {y.shape}")
     m = _broadcast_mask(mask, x.shape)
     diff = (x.astype(np.float64) - y.astype(np.float64))[m]
-    err = float(np.mean(diff**2))
-    if err == 0.0:
-        return float("inf")
-    return 10.0 * math.log10(data_range**2 / err)
+    return image_metrics.capped_psnr(float(np.mean(diff**2)), data_range)  # at most MAX_PSNR_DB, as psnr
 
 
 def masked_ssim(x: np.ndarray, y: np.ndarray, mask: np.ndarray, data_range: float = 1.0) -> float:

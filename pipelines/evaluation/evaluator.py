@@ -14,7 +14,8 @@ generator seeded with :func:`models.inference.image_seed` ``(s, name)``: it does
 other images are evaluated, their order, or the device.
 
 Outputs (in the output folder, replaced whole and atomically: a run killed mid-way leaves the previous
-results, or nothing, never a partial file):
+results, or nothing, never a partial file; one evaluation at a time per output folder, a second one fails
+at once naming it: the lock file ``.<out>.lock`` beside it):
 
 * ``scores.csv`` and ``input_scores.csv`` (:mod:`pipelines.evaluation.score_files`: one row per image and eval seed).
 * ``summary.json``: means (:func:`pipelines.evaluation.score_files.summarise`), LPIPS availability and reason, dataset,
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 import os
 import platform
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +44,7 @@ from models.inference import (
 from models.names import METRIC_NAMES, SCORINGS, scorings
 from pipelines.core.checkpoint_files import load_deblur_model, model_file
 from pipelines.core.errors import InvalidInputError, UserError
-from pipelines.core.files import atomic_dir, write_json, write_text
+from pipelines.core.files import NAME_MAX, atomic_dir, beside_lock, name_bytes, write_json, write_text
 from pipelines.data.image_files import read_rgb_uint8, write_png
 from pipelines.data.pairs import check_pairs, find_pairs
 from pipelines.evaluation.alignment import score_realblur
@@ -80,13 +80,6 @@ def centre_crop_box(height: int, width: int, size: int) -> tuple[int, int, int, 
 # ---------------------------------------------------------------------------------------------
 # the output folder
 # ---------------------------------------------------------------------------------------------
-def _remove_stale(out_dir: Path) -> None:
-    """Temporary folders left next to ``out_dir`` by an evaluation that was killed mid-way."""
-    for tmp in out_dir.parent.glob(f".{out_dir.name}.*.tmp"):
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
 def _check_replaceable(out_dir: Path) -> None:
     if out_dir.exists():
         if not out_dir.is_dir():
@@ -94,6 +87,9 @@ def _check_replaceable(out_dir: Path) -> None:
         if any(out_dir.iterdir()) and not (out_dir / SUMMARY_FILE).is_file():
             raise InvalidInputError(f"{out_dir}: folder is not empty and holds no {SUMMARY_FILE}: refusing to replace it "
                              "(the output folder is replaced whole); choose a new --out")
+
+
+CROP_KINDS = ("blur", "restored", "sharp")  # crops/<stem>_<kind>.png
 
 
 def _image_file(name: str) -> str:
@@ -107,17 +103,27 @@ def _crop_stem(name: str) -> str:
 def check_output_names(pairs, save_images: bool, crop_images: int) -> None:
     """Refuse, before any work, two inputs whose outputs would get the same file name (``dup.png`` and
     ``dup.jpg`` both give ``images/dup.png``; ``a/b.png`` and ``a__b.png`` the same crop names): one
-    would silently overwrite the other."""
+    would silently overwrite the other; and an input whose output name would be longer than a file name
+    may be (:data:`pipelines.core.files.NAME_MAX` bytes: a crop adds ``_restored.png``)."""
     owners: dict[str, object] = {}
-    clashes = []
+    clashes, too_long = [], []
     for index, pair in enumerate(pairs):
         names = [f"images/{_image_file(pair.name)}"] if save_images else []
         if index < crop_images:
             names.append(f"crops/{_crop_stem(pair.name)}_*.png")
+            longest = f"{_crop_stem(pair.name)}_{max(CROP_KINDS, key=len)}.png"
+            if name_bytes(longest) > NAME_MAX:
+                too_long.append(f"{pair.blur} (its crop {longest[:40]}... would be {name_bytes(longest)} bytes)")
+        if save_images and any(name_bytes(part) > NAME_MAX for part in Path(_image_file(pair.name)).parts):
+            too_long.append(f"{pair.blur} (its restored image would be named {_image_file(pair.name)[:40]}...)")
         for name in names:
             first = owners.setdefault(name, pair)
             if first is not pair:
                 clashes.append(f"{first.blur} and {pair.blur} would both be written as {name}")
+    if too_long:
+        raise InvalidInputError(f"output file name too long ({len(too_long)}; a file name has at most {NAME_MAX} "
+                                f"bytes): {'; '.join(too_long[:5])}. Rename the input, or evaluate without crops "
+                                "(evaluate.crop_images: 0) / --save-images")
     if clashes:
         shown = "; ".join(clashes[:5]) + (f"; ... ({len(clashes) - 5} more)" if len(clashes) > 5 else "")
         raise InvalidInputError(f"output name collision ({len(clashes)}): {shown}. Outputs are named after the input "
@@ -206,7 +212,7 @@ def _write_examples(setup: _Setup, tmp: Path, index: int, pair, blur, restored, 
     if index < setup.crop_images:
         top, left, h, w = centre_crop_box(*blur.shape[:2], setup.crop_size)
         stem = _crop_stem(pair.name)
-        for kind, img in (("blur", blur), ("restored", restored), ("sharp", sharp)):
+        for kind, img in zip(CROP_KINDS, (blur, restored, sharp)):
             write_png(tmp / "crops" / f"{stem}_{kind}.png", img[top:top + h, left:left + w])
 
 
@@ -280,14 +286,15 @@ def evaluate_model(model, pairs, out_dir: str | os.PathLike, *, dataset: str, da
     out_dir = Path(out_dir)
     pairs = list(pairs)
     _check_inputs(pairs, out_dir, data_root, realblur_mode, save_images, crop_images)
-    _remove_stale(out_dir)
     setup = _setup(model, eval_seeds, lpips, lpips_reason, device, realblur_mode=realblur_mode,
                    save_images=save_images, crop_images=crop_images, crop_size=crop_size, fast=fast,
                    checkpoint=checkpoint)
     rows: list[dict] = []
     input_rows: list[dict] = []
     sizes = set()
-    with atomic_dir(out_dir, marker=SUMMARY_FILE) as tmp:
+    # one writer per --out: a second evaluation fails at once (it never touches the first one's temporary
+    # folder; atomic_dir removes only those of processes that no longer run)
+    with beside_lock(out_dir, "evaluation"), atomic_dir(out_dir, marker=SUMMARY_FILE) as tmp:
         bar = tqdm(total=len(pairs) * len(setup.seeds), desc=f"evaluate {dataset}", unit="img",
                    disable=not progress)
         for index, pair in enumerate(pairs):
@@ -300,7 +307,7 @@ def evaluate_model(model, pairs, out_dir: str | os.PathLike, *, dataset: str, da
         write_text(tmp / INPUT_SCORES_FILE, rows_to_csv(input_rows))
         summary = _summary(setup, rows, input_rows, sizes, dataset=dataset, data_root=data_root,
                            n_images=len(pairs), spec=spec, oracle=oracle)
-        write_json(tmp / SUMMARY_FILE, summary)
+        write_json(tmp / SUMMARY_FILE, summary, allow_nan=False)  # strict JSON: every value finite (PSNR capped)
     return summary
 
 

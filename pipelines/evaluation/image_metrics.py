@@ -3,7 +3,8 @@
 Every function takes a pair of HxWx3 ``uint8`` RGB arrays ``(restored, sharp)``: evaluation clamps
 and rounds network outputs to 8 bit before scoring, as the authors do.
 
-- :func:`psnr`: BasicSR formula, RGB, no border crop, peak 255 (optionally BasicSR's Y channel).
+- :func:`psnr`: BasicSR formula, RGB, no border crop, peak 255 (optionally BasicSR's Y channel), capped at
+  :data:`MAX_PSNR_DB` = 100 dB (identical images).
 - :func:`ssim`: BasicSR per-channel Gaussian SSIM ('valid' 11x11 window), mean over channels.
 - :func:`ssim3d`: the authors' 3-D Gaussian SSIM (one 11x11x11 window over H, W and channels, replicate padding
   on all three axes), matching their official values (tests/test_metrics.py).
@@ -32,6 +33,11 @@ WINDOW_SIZE = 11
 WINDOW_SIGMA = 1.5
 K1, K2 = 0.01, 0.03
 PEAK = 255.0
+# PSNR of identical images is infinite; scores are capped at this value (the convention of many deblurring
+# and super-resolution codes: `if mse == 0: return 100`), so score files, summary.json and MLflow hold finite
+# numbers. For 8-bit images only a near-perfect restoration comes close: one grey level off in one value of
+# a 1280x720 RGB image is 112 dB, one level off everywhere 48 dB.
+MAX_PSNR_DB = 100.0
 
 # BasicSR's bgr2ycbcr(y_only=True) weights (ITU-R BT.601, MATLAB rgb2ycbcr), written in RGB order.
 _Y_WEIGHTS_RGB = np.array([65.481, 128.553, 24.966], dtype=np.float64)
@@ -74,7 +80,7 @@ def psnr(restored: np.ndarray, sharp: np.ndarray, y_channel: bool = False) -> fl
     """PSNR in dB, BasicSR formula: 20*log10(255/sqrt(MSE)) in float64, no border crop.
 
     ``y_channel=True`` scores BasicSR's Y channel (:func:`rgb_to_y`) instead of RGB.
-    Identical images give ``inf``.
+    Capped at :data:`MAX_PSNR_DB` (identical images: 100 dB, not ``inf``).
     """
     check_image_pair(restored, sharp)
     if y_channel:
@@ -82,9 +88,14 @@ def psnr(restored: np.ndarray, sharp: np.ndarray, y_channel: bool = False) -> fl
     else:
         a, b = restored.astype(np.float64), sharp.astype(np.float64)
     mse = float(np.mean((a - b) ** 2))
-    if mse == 0.0:
-        return float("inf")
-    return 20.0 * math.log10(PEAK / math.sqrt(mse))
+    return capped_psnr(mse, PEAK)
+
+
+def capped_psnr(mse: float, peak: float) -> float:
+    """``10 log10(peak^2 / mse)`` in dB, at most :data:`MAX_PSNR_DB` (also for ``mse == 0``)."""
+    if mse <= 0.0:
+        return MAX_PSNR_DB
+    return min(20.0 * math.log10(peak / math.sqrt(mse)), MAX_PSNR_DB)
 
 
 # --------------------------------------------------------------------------------------------

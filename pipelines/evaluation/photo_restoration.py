@@ -8,12 +8,14 @@ in evaluation (:func:`models.inference.restore_image`: padding, LoFormer tiles) 
 
 * a file ``IN/photo.jpg`` -> ``OUT/photo.png``; a folder ``IN/`` -> ``OUT/<path inside IN>.png``;
 * two inputs that would give the same output name keep their extension (``photo.jpg.png``);
-* an output never replaces an input file: such an output is named ``<stem>_deblurred.png``.
+* an output never replaces an input file, nor another output: such an output is named
+  ``<stem>_deblurred.png`` (``<stem>_deblurred-2.png`` ... when that is taken too).
 
-A file that cannot be read (corrupt, truncated, not an image) or restored is reported by name and
-skipped; the others are still written. The exit code is 1 when any file failed (the count is
-printed), 0 otherwise. A diffusion prior draws its noise from a CPU generator seeded with ``--seed``
-(the same for every image), so a rerun gives the same pixels.
+A file that cannot be read (corrupt, truncated, not an image, several frames), restored or written (an
+output name over the filesystem's 255 bytes) is reported by name and skipped; the others are still
+written. The exit code is 1 when any file failed (the count is printed), 0 otherwise. A diffusion prior
+draws its noise from a CPU generator seeded with ``--seed`` (the same for every image), so a rerun gives
+the same pixels.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from tqdm import tqdm
 
 from models.inference import restore_image
 from pipelines.core.errors import MissingFileError
-from pipelines.core.files import walk_files
+from pipelines.core.files import NAME_MAX, name_bytes, walk_files
 from pipelines.data.image_files import (
     IMAGE_EXTENSIONS,
     ImageReadError,
@@ -74,19 +76,26 @@ def collect_inputs(inputs: list[str | os.PathLike], log=None) -> list[tuple[Path
 
 
 def plan_outputs(inputs: list[tuple[Path, Path]], out_dir: str | os.PathLike) -> list[Job]:
-    """Output path of every input (see the module doc for the naming rules)."""
+    """Output path of every input (see the module doc for the naming rules).
+
+    Every output is distinct from every other output and from every input file (compared by real path, so
+    ``-o`` may be the input folder itself): a name that is taken gets ``_deblurred``, then
+    ``_deblurred-2``, ``_deblurred-3`` ... until it is free."""
     out_dir = Path(out_dir)
     plain = [out_dir / rel.with_suffix(".png") for _, rel in inputs]
     counts: dict[Path, int] = {}
     for target in plain:
         counts[target] = counts.get(target, 0) + 1
-    input_files = {src.resolve() for src, _ in inputs}
+    taken = {os.path.realpath(src) for src, _ in inputs}  # inputs, then the outputs given so far
     jobs = []
     for (src, rel), target in zip(inputs, plain):
         if counts[target] > 1:
             target = out_dir / rel.parent / (rel.name + ".png")
-        if target.resolve() in input_files:
-            target = target.with_name(target.stem + "_deblurred.png")
+        stem, number = target.stem, 1
+        while os.path.realpath(target) in taken:
+            target = target.with_name(f"{stem}_deblurred{'' if number == 1 else f'-{number}'}.png")
+            number += 1
+        taken.add(os.path.realpath(target))
         jobs.append(Job(src, target))
     return jobs
 
@@ -99,6 +108,12 @@ def deblur_files(model, jobs: list[Job], device: str | torch.device = "cpu", see
     device = torch.device(device)
     model = model.to(device).eval()
     for job in tqdm(jobs, desc="deblur", unit="img", disable=not progress):
+        if name_bytes(job.target.name) > NAME_MAX:  # known before any work: say so, not "restoration failed"
+            problem = (f"{job.source}: output file name too long: {job.target.name[:40]}... would be "
+                       f"{name_bytes(job.target.name)} bytes, a file name has at most {NAME_MAX}; rename the input")
+            failures.append((job.source, problem))
+            log(f"skipped: {problem}")
+            continue
         try:
             image, info = read_image(job.source)
         except ImageReadError as err:
@@ -110,8 +125,13 @@ def deblur_files(model, jobs: list[Job], device: str | torch.device = "cpu", see
         try:
             generator = torch.Generator().manual_seed(int(seed))
             restored, _ = restore_image(model, image, None, generator, device, fast=fast)
-            write_png(job.target, restored)
         except (RuntimeError, ValueError, OSError) as err:  # e.g. out of memory: report, keep going
             failures.append((job.source, f"restoration failed: {type(err).__name__}: {err}"))
             log(f"failed {job.source}: {type(err).__name__}: {err}")
+            continue
+        try:
+            write_png(job.target, restored)
+        except OSError as err:  # the output, not the restoration (its message names the file)
+            failures.append((job.source, f"cannot write {job.target}: {err.strerror or err}"))
+            log(f"failed {job.source}: cannot write {job.target}: {err.strerror or err}")
     return failures

@@ -14,6 +14,8 @@ Written by :mod:`pipelines.evaluation.evaluator`; read by the tables stage and t
 """
 from __future__ import annotations
 
+import csv
+import io
 import math
 import os
 from collections.abc import Sequence
@@ -49,19 +51,22 @@ def _fmt(value) -> str:
     return str(value)
 
 
+def _csv_line(cells: list[str]) -> str:
+    """One line of a scores file, quoted by the csv module wherever a cell needs it (a comma, a quote, a
+    line break or a lone carriage return in an image name), ended by ``\n``."""
+    buf = io.StringIO()
+    # "\r\n" as the writer's terminator: the csv module quotes a cell holding a lone "\r" only when "\r" is
+    # part of it (Python 3.11); the file still ends its lines with "\n" (a name's own line breaks are quoted)
+    csv.writer(buf, lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL).writerow(cells)
+    return buf.getvalue()[:-2] + "\n"
+
+
 def rows_to_csv(rows: list[dict]) -> str:
     """The text of a scores file: a header of :data:`CSV_COLUMNS`, then one line per row (``None`` / NaN
-    written as ``NA``, floats at full precision, names quoted when they hold a comma, quote or newline)."""
-    lines = [",".join(CSV_COLUMNS)]
-    for row in rows:
-        cells = []
-        for col in CSV_COLUMNS:
-            cell = _fmt(row.get(col))
-            if col == "name" and any(ch in cell for ch in ',"\n'):
-                cell = '"' + cell.replace('"', '""') + '"'
-            cells.append(cell)
-        lines.append(",".join(cells))
-    return "\n".join(lines) + "\n"
+    written as ``NA``, floats at full precision, names quoted by the csv module where they need it, so
+    any name reads back as it was: :func:`read_scores`)."""
+    return "".join([_csv_line(list(CSV_COLUMNS)),
+                    *(_csv_line([_fmt(row.get(col)) for col in CSV_COLUMNS]) for row in rows)])
 
 
 def _mean_or_na(values: Sequence) -> float | str:
@@ -98,17 +103,55 @@ def summarise(rows: list[dict], seeds: list[int | None]) -> dict:
 # ---------------------------------------------------------------------------------------------
 # reading and comparing
 # ---------------------------------------------------------------------------------------------
+def _number(text: str, column: str, where: str) -> float:
+    if text == NA:
+        return math.nan
+    try:
+        value = float(text)
+    except ValueError:
+        raise InvalidInputError(f"{where}: {column} is {text[:40]!r}, not a number or {NA}: a damaged scores "
+                                "file") from None
+    if column == "seed" and not value.is_integer():
+        raise InvalidInputError(f"{where}: seed is {text[:40]!r}, not an integer or {NA}: a damaged scores file")
+    return value
+
+
 def read_scores(path: str | os.PathLike) -> pd.DataFrame:
-    """A ``scores.csv`` (or the folder holding it) as a DataFrame; ``NA`` cells become NaN."""
+    """A ``scores.csv`` (or the folder holding it) as a DataFrame; ``NA`` cells become NaN (an image name
+    is taken as it is, ``NA`` included).
+
+    The file is checked line by line: a row with too few or too many cells (a truncated or damaged file),
+    a value that is not a number, a quote never closed, or a missing column raises
+    :class:`~pipelines.core.errors.InvalidInputError` naming the file and the line."""
     path = Path(path)
     if path.is_dir():
         path = path / SCORES_FILE
     if not path.is_file():
         raise MissingFileError(f"{path}: scores file not found")
-    frame = pd.read_csv(path, na_values=[NA], keep_default_na=False, dtype={"name": str})
-    missing = [c for c in CSV_COLUMNS if c not in frame.columns]
-    if missing:
-        raise InvalidInputError(f"{path}: not a scores file, missing columns {missing}")
+    records: list[list] = []
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh, strict=True)
+            header = next(reader, None) or []
+            missing = [c for c in CSV_COLUMNS if c not in header]
+            if missing:
+                raise InvalidInputError(f"{path}: line 1: not a scores file, missing columns {missing}")
+            for row in reader:
+                where = f"{path}: line {reader.line_num}"
+                if len(row) != len(header):
+                    raise InvalidInputError(f"{where}: expected {len(header)} fields, found {len(row)} (a truncated "
+                                            "or damaged scores file)")
+                records.append([cell if column == "name" else _number(cell, column, where)
+                                for column, cell in zip(header, row)])
+    except csv.Error as err:
+        raise InvalidInputError(f"{path}: line {reader.line_num}: {err} (a quote that is never closed, or a damaged "
+                                "file)") from None
+    except UnicodeDecodeError as err:
+        raise InvalidInputError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    frame = pd.DataFrame(records, columns=header)
+    frame["name"] = frame["name"].astype(str)
+    if len(frame) and frame["seed"].notna().all():
+        frame["seed"] = frame["seed"].astype("int64")  # integers, as pandas reads a column without NA
     frame.attrs["path"] = str(path)
     return frame
 

@@ -8,6 +8,7 @@ downloads a run's ``model/`` artifact and loads it.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import warnings
@@ -43,20 +44,25 @@ def load_logged_model(run_id: str, uri: str | None = None, dst: str | os.PathLik
 # --------------------------------------------------------------------------------------------------
 # evaluation results onto the training run
 
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def evaluation_metrics(summary: dict, dataset: str, oracle: bool = False) -> dict[str, float]:
     """``{"test/<dataset>/<metric>": mean, ".../<metric>_seed_std": spread over sampling seeds, ...}``
-    of an evaluation's ``summary.json`` (``oracle_test/...`` for the oracle); NA metrics are left out."""
+    of an evaluation's ``summary.json`` (``oracle_test/...`` for the oracle); NA metrics are left out, and
+    so is a non-finite value (an older summary's infinite PSNR: MLflow would store it as 1.8e308)."""
     prefix = f"{ORACLE_PREFIX if oracle else TEST_PREFIX}/{dataset}"
     out: dict[str, float] = {}
     for metric in METRIC_NAMES:
         entry = (summary.get("metrics") or {}).get(metric) or {}
         mean = entry.get("mean")
-        if isinstance(mean, (int, float)) and not isinstance(mean, bool):
+        if _finite(mean):
             out[f"{prefix}/{metric}"] = float(mean)
-            if isinstance(entry.get("std"), (int, float)):
+            if _finite(entry.get("std")):
                 out[f"{prefix}/{metric}_seed_std"] = float(entry["std"])
         inp = ((summary.get("input_metrics") or {}).get(metric) or {}).get("mean")
-        if isinstance(mean, (int, float)) and isinstance(inp, (int, float)) and not isinstance(inp, bool):
+        if _finite(mean) and _finite(inp):
             out[f"{prefix}/{metric}_blurred_input"] = float(inp)
     if summary.get("n_images") is not None:
         out[f"{prefix}/n_images"] = float(summary["n_images"])

@@ -35,7 +35,10 @@ download kept for resuming (step 1):
    checked to resolve inside the target; every symlink and hard link (wherever it points: chains of
    harmless-looking links escape, CVE-2025-4517), device and special file is refused, as are absolute
    paths and ``..`` components, naming the archive and member; an archive whose declared uncompressed
-   size passes ``fetch.max_unpacked_gb`` (params, default 200) is refused (zip bombs);
+   size passes its cap is refused, as is one that expands further than image data can (zip bombs). The
+   caps: ``fetch.datasets.<name>.max_download_gb`` (the download) and ``max_unpacked_gb`` (the unpacked
+   archive, at most ``fetch.max_unpacked_gb``), by default sized to the real archive
+   (:data:`pipelines.core.limits.ARCHIVE_CAPS`); a dataset without its own gets ``fetch.max_unpacked_gb``;
 4. normalise into the layouts ``pipelines.data.pairs.find_pairs`` reads:
    GoPro    -> ``<out>/{train,test}/<scene>/{blur,sharp}/*.png`` (the ``blur_gamma`` copies are left out);
    HIDE     -> ``<out>/test/{input,target}/*.png`` (official ``GT/`` + ``test/**`` or an ``{input,target}`` copy);
@@ -149,6 +152,19 @@ def _verified_archive(name: str, spec: DatasetSource, work: Path, archive: Path 
     return archive_path, origin, kind, digest
 
 
+def _caps(name: str, spec: DatasetSource, max_unpacked_gb: float) -> tuple[tuple[int, str], tuple[int, str]]:
+    """``((download cap, its params key), (unpacked cap, its params key))`` in bytes: the dataset's own caps
+    (params ``fetch.datasets.<name>.max_download_gb`` / ``max_unpacked_gb``, by default sized to its real
+    archive), the unpacked one never over ``fetch.max_unpacked_gb``; a dataset without caps of its own gets
+    that for both."""
+    unpacked = (max_unpacked_gb, "params fetch.max_unpacked_gb")
+    if spec.max_unpacked_gb is not None and spec.max_unpacked_gb < max_unpacked_gb:
+        unpacked = (spec.max_unpacked_gb, f"params fetch.datasets.{name}.max_unpacked_gb")
+    download = unpacked if spec.max_download_gb is None else \
+        (spec.max_download_gb, f"params fetch.datasets.{name}.max_download_gb")
+    return (int(download[0] * 1e9), download[1]), (int(unpacked[0] * 1e9), unpacked[1])
+
+
 def _obtain(name: str, spec: DatasetSource, work: Path, archive: Path | None, source: Path | None, part: Path,
             expected_sha: str | None, record: bool, checksums_path: Path, max_unpacked_gb: float,
             log: Callable[[str], None], **download_options) -> _Raw:
@@ -158,11 +174,13 @@ def _obtain(name: str, spec: DatasetSource, work: Path, archive: Path | None, so
         raw = _Raw(source, False, str(source.resolve()), "source", None)
         log(f"{name}: WARNING: using the unverified unpacked copy {source} (--trust-unverified)")
         return raw
+    (max_download, download_key), (max_unpacked, unpacked_key) = _caps(name, spec, max_unpacked_gb)
     archive_path, origin, kind, digest = _verified_archive(name, spec, work, archive, part, expected_sha, record,
-                                                           checksums_path, log, **download_options)
+                                                           checksums_path, log, max_bytes=max_download,
+                                                           max_key=download_key, **download_options)
     raw = work / "raw"
     raw.mkdir()
-    unpack_archive(archive_path, raw, max_bytes=int(max_unpacked_gb * 1e9))
+    unpack_archive(archive_path, raw, max_bytes=max_unpacked, limit_key=unpacked_key)
     if archive is None:
         archive_path.unlink()  # free the space before normalising
     return _Raw(raw, True, origin, kind, digest)

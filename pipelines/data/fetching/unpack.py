@@ -4,8 +4,9 @@ No ``tarfile``/``zipfile`` ``extract``, no reliance on ``filter="data"``, so the
 matter: only regular files and folders are written, each to a path computed from its normalised name and
 checked to resolve inside the target; every symlink and hard link (wherever it points: chains of
 harmless-looking links escape, CVE-2025-4517), device and special file is refused, as are absolute paths and
-``..`` components, naming the archive and member; an archive whose declared uncompressed size passes
-``fetch.max_unpacked_gb`` (params, default 200) is refused (zip bombs).
+``..`` components, naming the archive and member; an archive whose declared uncompressed size passes its
+cap (params ``fetch.datasets.<name>.max_unpacked_gb``, default sized to the real archive, and
+``fetch.max_unpacked_gb``) is refused, as is a compression ratio no image data reaches (zip bombs).
 """
 from __future__ import annotations
 
@@ -33,7 +34,12 @@ CHUNK = 1 << 20
 # lead outside through a chain of other links (CVE-2025-4517 defeats tarfile's filter="data" that way on
 # unpatched Pythons, 3.11.7 included). Nothing here relies on tarfile's / zipfile's own extraction: each
 # regular member's bytes are copied to a path this module computed from the member name and checked.
-DEFAULT_MAX_UNPACKED_GB = 200.0  # params fetch.max_unpacked_gb
+DEFAULT_MAX_UNPACKED_GB = 50.0  # params fetch.max_unpacked_gb (the largest dataset cap is 35 GB)
+# Compression-ratio guard (bombs under the size cap). Dataset archives hold PNG / JPEG images, which zip and
+# gzip barely compress (ratio ~1); a member or an archive that expands much further is not a dataset.
+MAX_MEMBER_RATIO = 100  # a zip member over 1 MiB may not expand more than this (its sizes are in the archive)
+MAX_TOTAL_RATIO = 10  # all members together: at most this times the archive's size ...
+RATIO_FLOOR = 64 << 20  # ... once past 64 MiB (small archives of tiny files carry much header padding)
 
 
 def member_name_problem(name: str) -> str | None:
@@ -120,23 +126,35 @@ class _Extractor:
     ``dest``: no component on the way may be a link or a file (this module never creates links, so one
     can only come from a race or a bug), and the final ``open`` uses ``O_EXCL | O_NOFOLLOW``."""
 
-    def __init__(self, archive: Path, dest: Path, max_bytes: int):
+    def __init__(self, archive: Path, dest: Path, max_bytes: int,
+                 limit_key: str = "params fetch.max_unpacked_gb"):
         self.archive = archive
         self.root = Path(os.path.realpath(dest))
         self.max_bytes = max_bytes
+        self.limit_key = limit_key
         self.declared = 0
+        self.ratio_limit = max(RATIO_FLOOR, MAX_TOTAL_RATIO * archive.stat().st_size)
 
     def refuse(self, name: str, problem: str) -> UserError:
         return _refuse(self.archive, name, problem)
 
-    def declare(self, name: str, size: int) -> None:
-        """Add a member's declared uncompressed size; refuse once the total passes the limit."""
+    def declare(self, name: str, size: int, compressed: int | None = None) -> None:
+        """Add a member's declared uncompressed size (``compressed``: its size in a zip); refuse once the
+        total passes the limit, or the compression ratio passes what image data reaches (a bomb)."""
         if size < 0:
             raise self.refuse(name, f"negative size {size}")
         self.declared += size
         if self.declared > self.max_bytes:
             raise self.refuse(name, f"the declared uncompressed sizes add up to more than {_gb(self.max_bytes)} "
-                                    f"(params fetch.max_unpacked_gb): a zip bomb, or raise the limit")
+                                    f"({self.limit_key}): a zip bomb, or raise the limit")
+        if compressed is not None and size > 1 << 20 and size > MAX_MEMBER_RATIO * max(compressed, 1):
+            raise self.refuse(name, f"compression ratio {size / max(compressed, 1):.0f} ({size} bytes from "
+                                    f"{compressed}), over {MAX_MEMBER_RATIO}: image data never compresses so far; "
+                                    "a zip bomb")
+        if self.declared > self.ratio_limit:
+            raise self.refuse(name, f"compression ratio over {MAX_TOTAL_RATIO}: the members declare more than "
+                                    f"{_gb(self.declared)} from a {_gb(self.archive.stat().st_size)} archive, "
+                                    "which image data never reaches; a zip bomb")
 
     def target(self, name: str) -> Path:
         """The checked destination of member ``name``."""
@@ -202,8 +220,8 @@ def _zip_is_dir(info: zipfile.ZipInfo) -> bool:
     return info.is_dir() or stat.S_ISDIR(info.external_attr >> 16)
 
 
-def _unpack_zip(archive: Path, dest: Path, max_bytes: int) -> None:
-    ex = _Extractor(archive, dest, max_bytes)
+def _unpack_zip(archive: Path, dest: Path, max_bytes: int, limit_key: str) -> None:
+    ex = _Extractor(archive, dest, max_bytes, limit_key)
     try:
         with zipfile.ZipFile(archive) as zf:
             infos = zf.infolist()
@@ -216,7 +234,7 @@ def _unpack_zip(archive: Path, dest: Path, max_bytes: int) -> None:
                 except OSError as err:
                     raise ex.oserror(info.filename, err) from None
                 if not _zip_is_dir(info):
-                    ex.declare(info.filename, info.file_size)
+                    ex.declare(info.filename, info.file_size, info.compress_size)
             for info in tqdm(infos, desc=f"unpack {archive.name}", unit="file"):
                 name = info.filename
                 try:
@@ -232,11 +250,11 @@ def _unpack_zip(archive: Path, dest: Path, max_bytes: int) -> None:
         raise _broken(archive, err) from None
 
 
-def _unpack_tar(archive: Path, dest: Path, max_bytes: int) -> None:
+def _unpack_tar(archive: Path, dest: Path, max_bytes: int, limit_key: str) -> None:
     # A tar declares its sizes member by member (no table up front, and reading every header of a .gz
     # means decompressing it all): members are checked one at a time as the stream goes by; a refusal
     # half-way leaves only files inside the temporary folder, which is then removed.
-    ex = _Extractor(archive, dest, max_bytes)
+    ex = _Extractor(archive, dest, max_bytes, limit_key)
     try:
         with tarfile.open(archive, "r:*") as tf:
             for member in tqdm(tf, desc=f"unpack {archive.name}", unit="file"):
@@ -263,20 +281,24 @@ def _unpack_tar(archive: Path, dest: Path, max_bytes: int) -> None:
         raise _broken(archive, err) from None
 
 
-def unpack_archive(archive: Path, dest: Path, max_bytes: int | None = None) -> None:
+def unpack_archive(archive: Path, dest: Path, max_bytes: int | None = None,
+                   limit_key: str = "params fetch.max_unpacked_gb") -> None:
     """Extract the regular files and folders of a zip or tar(.gz/.bz2/.xz) archive into ``dest``.
 
     Refuses (:class:`UserError` naming the archive and the member) any link, device or special member,
-    absolute or ``..`` names, a path that would resolve outside ``dest``, and archives whose declared
-    uncompressed size passes ``max_bytes`` (default: 200 GB)."""
+    absolute or ``..`` names, a path that would resolve outside ``dest``, archives whose declared
+    uncompressed size passes ``max_bytes`` (default: 50 GB; ``limit_key`` names the params key that set
+    it), and a compression ratio image data never reaches (a zip member over 1 MiB expanding more than
+    :data:`MAX_MEMBER_RATIO` times, all members more than :data:`MAX_TOTAL_RATIO` times the archive once past
+    64 MiB), each before a byte of that member is written."""
     archive = Path(archive)
     if max_bytes is None:
         max_bytes = int(DEFAULT_MAX_UNPACKED_GB * 1e9)
     Path(dest).mkdir(parents=True, exist_ok=True)
     if zipfile.is_zipfile(archive):
-        _unpack_zip(archive, dest, max_bytes)
+        _unpack_zip(archive, dest, max_bytes, limit_key)
     elif tarfile.is_tarfile(archive):
-        _unpack_tar(archive, dest, max_bytes)
+        _unpack_tar(archive, dest, max_bytes, limit_key)
     else:
         raise UserError(f"{archive}: not a zip or tar archive (a broken or truncated download, or a web "
                         f"page saved in place of the archive?)")
