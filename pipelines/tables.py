@@ -36,5 +36,10 @@ def run(args) -> int:
     out = Path(args.out) if args.out else repo_root() / "metrics"
     tables = build_tables(params, out)
     for name, table in tables.items():
-        print(f"{name}: {len(table['rows'])} row(s) -> {out / (name + '.json')}")
+        if name == "controls":
+            passed = {k: f"{v['passed']}/{v['total']}" for k, v in table["summary"].items()}
+            print(f"controls: passed {passed}" + (" (a pipeline check)" if table["pipeline_check"] else "")
+                  + f" -> {out / 'controls.json'}")
+        else:
+            print(f"{name}: {len(table['rows'])} row(s) -> {out / (name + '.json')}")
     return 0

@@ -164,7 +164,8 @@ def test_smoke_chain_gives_byte_identical_metric_tables(smoke_chain):
     and the report still links every run from there."""
     first = smoke_chain[0]
     names = sorted(p.name for p in (first / "metrics").glob("*.json"))
-    assert names == ["ablation_prior.json", "ablation_stages.json", "headline.json", "t_sweep.json", "table1.json"]
+    assert names == ["ablation_prior.json", "ablation_stages.json", "controls.json", "headline.json", "t_sweep.json",
+                     "table1.json"]
     table1 = json.loads((first / "metrics" / "table1.json").read_text())
     assert [(r["train_set"], r["dataset"], r["backbone"]) for r in table1["rows"]] == [
         ("synthetic", "synthetic", "mimo_unet"), ("synthetic", "gopro_real", "mimo_unet")]
@@ -398,7 +399,10 @@ def test_real_full_filesystem_gives_a_clear_error(tmp_path):
 # ------------------------------------------------------------------------------- params and data, via the CLI
 
 def _params_file(folder: Path, mutate=None) -> Path:
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    """A params file of the smoke profile (as pipelines/conf composes it), optionally mutated."""
+    from pipelines.core.config import compose
+
+    raw = compose("smoke")
     if mutate:
         mutate(raw)
     path = folder / "params.yaml"
@@ -411,7 +415,7 @@ STUDY_STAGE1 = ["study", "train", *TABLE1, "--stage", "stage1", *SMOKE, "--no-pr
 
 @pytest.mark.parametrize("mutate,argv,message", [
     (lambda r: r["prior"].update(T=0), STUDY_STAGE1, "prior.T"),
-    (lambda r: r["profiles"]["smoke"]["train"]["steps"].update(stage1=-5), STUDY_STAGE1, "train.steps.stage1"),
+    (lambda r: r["train"]["steps"].update(stage1=-5), STUDY_STAGE1, "train.steps.stage1"),
     (lambda r: r["models"].update(backbones=["mimo_unet", "unet9000"]), STUDY_STAGE1, "'stripformer'"),
     (None, ["study", "train", *TABLE1, "--stage", "stage1", "--profile", "fast"], "allowed: smoke, cpu, paper"),
     (None, ["train", "--stage", "stage1", "--backbone", "mimo_unet", "--out", "x", "--T", "0", *SMOKE],
@@ -449,7 +453,7 @@ def _pairs(folder: Path, sizes: list[tuple[int, int]]) -> Path:
 
 
 def _data_params(root: Path, data: Path) -> Path:
-    return _params_file(root, lambda r: r["profiles"]["smoke"].update(train_sets={"synthetic": {"train": str(data)}}))
+    return _params_file(root, lambda r: r["train_sets"]["synthetic"].update(train=str(data)))
 
 
 def test_crop_larger_than_the_images_is_refused_before_training(in_root, tmp_path, capsys):
@@ -930,11 +934,11 @@ def test_deblur_skips_a_looping_file_symlink_and_restores_the_rest(baseline_chec
 # item 10 ------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("mutate,message", [
-    (lambda r: r["profiles"]["smoke"]["train"]["steps"].update(stage1=True),
+    (lambda r: r["train"]["steps"].update(stage1=True),
      "train.steps.stage1: Value error, expected an integer, got True"),
     (lambda r: r["data"].update(augment=1), "data.augment: Value error, expected true or false, got 1"),
-    (lambda r: r["profiles"]["smoke"]["evaluate"].update(eval_seeds=[]), "evaluate.eval_seeds: List should have at least 1"),
-    (lambda r: r["profiles"]["smoke"]["train"].update(seeds=[]), "train.seeds: List should have at least 1"),
+    (lambda r: r["evaluate"].update(eval_seeds=[]), "evaluate.eval_seeds: List should have at least 1"),
+    (lambda r: r["train"].update(seeds=[]), "train.seeds: List should have at least 1"),
     (lambda r: r["prior"].update(T=10**9), "prior.T: Input should be less than or equal to 1000"),
     (lambda r: r["ablations"].update(t_sweep=[1, 5000]), "every T must be in 1..1000"),
 ])
