@@ -149,3 +149,52 @@ def test_out_of_range_seeds_on_the_command_line_are_refused(tmp_path, monkeypatc
     err = capsys.readouterr().err
     assert "seed" in err and "0 and 4294967295" in err
     assert list(tmp_path.iterdir()) == []
+
+
+# item 9: counts and booleans in `check` ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("reference,current", [
+    ({"psnr": {"n_images": 4}}, {"psnr": {"n_images": 4.04}}),  # inside the PSNR tolerance, but a count
+    ({"gain": {"mean": 0.3, "n_seeds": 1}}, {"gain": {"mean": 0.3, "n_seeds": True}}),
+    ({"lpips_available": True}, {"lpips_available": 1}),
+    ({"lpips_available": False}, {"lpips_available": 0.0}),
+    ({"params": 123456}, {"params": 123456.0}),
+])
+def test_check_compares_counts_and_booleans_exactly_and_by_type(reference, current):
+    from pipelines.results.reference_check import compare
+
+    diffs = compare(reference, current)
+    assert len(diffs) == 1 and diffs[0]["why"] in ("changed (exact)", "type changed"), diffs
+
+
+# item 27: check --update ------------------------------------------------------------------------------------
+
+def _check_tables(tmp_path: Path) -> tuple[Path, Path]:
+    ref, cur = tmp_path / "ref", tmp_path / "metrics"
+    ref.mkdir(), cur.mkdir()
+    (ref / "table1.json").write_text(json.dumps({"rows": [1, 2, 3], "psnr": 25.0}))
+    (cur / "table1.json").write_text(json.dumps({"rows": [1, 2, 3, 4], "psnr": 26.0}))
+    return ref, cur
+
+
+def test_check_update_replaces_the_reference_atomically(tmp_path, capsys):
+    ref, cur = _check_tables(tmp_path)
+    old = (ref / "table1.json").read_bytes()
+    with open(ref / "table1.json", "rb") as reader:  # a `check` reading the reference while it is updated
+        assert main(["check", "--reference", str(ref), "--metrics", str(cur), "--update"]) == 0
+        assert reader.read() == old  # the old file, whole (a copy in place truncates what the reader sees)
+    assert (ref / "table1.json").read_bytes() == (cur / "table1.json").read_bytes()
+    assert sorted(p.name for p in ref.iterdir()) == ["table1.json"]  # no temporary left
+
+
+def test_check_names_a_truncated_reference_or_table_and_update_refuses_to_copy_one(tmp_path, capsys):
+    ref, cur = _check_tables(tmp_path)
+    (ref / "table1.json").write_text('{"rows": [1, 2')
+    assert main(["check", "--reference", str(ref), "--metrics", str(cur)]) == 2
+    err = capsys.readouterr().err
+    assert str(ref / "table1.json") in err and "not valid JSON" in err and "Traceback" not in err
+    (cur / "table1.json").write_text('{"rows": [1, 2, 3')
+    before = (ref / "table1.json").read_bytes()
+    assert main(["check", "--reference", str(ref), "--metrics", str(cur), "--update"]) == 2
+    assert str(cur / "table1.json") in capsys.readouterr().err
+    assert (ref / "table1.json").read_bytes() == before  # a truncated table never becomes the reference
