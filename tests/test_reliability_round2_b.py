@@ -198,3 +198,154 @@ def test_check_names_a_truncated_reference_or_table_and_update_refuses_to_copy_o
     assert main(["check", "--reference", str(ref), "--metrics", str(cur), "--update"]) == 2
     assert str(cur / "table1.json") in capsys.readouterr().err
     assert (ref / "table1.json").read_bytes() == before  # a truncated table never becomes the reference
+
+
+# items 10, 14, 15, 16: model files ----------------------------------------------------------------------------
+
+BASELINE = {"backbone": "mimo_unet", "scale": "tiny", "prior_mode": "none"}
+STAGE2 = {"backbone": "mimo_unet", "scale": "tiny", "prior_mode": "diffusion", "prior": "blurdm", "T": 5,
+          "sharp_encoder": True}
+STAGE3 = {"backbone": "mimo_unet", "scale": "tiny", "prior_mode": "diffusion", "prior": "blurdm", "T": 5}
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory):
+    """``model.pt`` payloads of a tiny baseline, stage-2 and stage-3 model (built, not trained)."""
+    import torch
+
+    from models.deblur_model import build_deblur_model, model_payload
+
+    torch.manual_seed(0)
+    return {stage: model_payload(build_deblur_model(spec), {"stage": stage})
+            for stage, spec in (("baseline", BASELINE), ("stage2", STAGE2), ("stage3", STAGE3))}
+
+
+def _save(path: Path, payload) -> Path:
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(payload, path)
+    return path
+
+
+def _model_refused(path: Path, *words: str) -> str:
+    from pipelines.core.checkpoint_files import CheckpointError, load_deblur_model
+
+    with pytest.raises(CheckpointError) as err:
+        load_deblur_model(path)
+    message = str(err.value)
+    assert str(path) in message, message
+    for word in words:
+        assert word in message, message
+    return message
+
+
+# item 10: a model of the wrong stage as the source of a training job
+@pytest.mark.parametrize("given,kind,job_stage", [("stage3", "stage2", "stage3"), ("stage2", "stage1", "stage2")])
+def test_a_model_of_another_stage_is_refused_as_the_source(model_files, tmp_path, given, kind, job_stage):
+    from pipelines.core.errors import UserError
+    from pipelines.training.job import TrainJob
+    from pipelines.training.stages import read_stage_source
+
+    source = _save(tmp_path / given / "model.pt", model_files[given])
+    job = TrainJob(stage=job_stage, backbone="mimo_unet", out_dir=tmp_path / "out", prior="blurdm", T=5,
+                   **{kind: source.parent})
+    with pytest.raises(UserError) as err:
+        read_stage_source(kind, source.parent, job, "tiny")
+    message = str(err.value)
+    assert str(source) in message and f"not a {kind} model" in message and given in message, message
+
+
+def test_the_right_stage_is_still_accepted(model_files, tmp_path):
+    from pipelines.training.job import TrainJob
+    from pipelines.training.stages import read_stage_source
+
+    source = _save(tmp_path / "stage2" / "model.pt", model_files["stage2"])
+    job = TrainJob(stage="stage3", backbone="mimo_unet", out_dir=tmp_path / "out", prior="blurdm", T=5, stage2=source)
+    assert read_stage_source("stage2", source, job, "tiny")[0] == source
+
+
+# item 14: the model-file format version
+@pytest.mark.parametrize("version", [99, 0, None, True, "1"])
+def test_a_model_file_of_another_format_version_is_refused(model_files, tmp_path, version):
+    payload = dict(model_files["baseline"])
+    if version is None:
+        del payload["version"]
+    else:
+        payload["version"] = version
+    _model_refused(_save(tmp_path / "model.pt", payload), "version")
+
+
+# item 15: malformed payloads, refused before anything is built, naming the file
+def _malformed(model_files, case: str):
+    import torch
+
+    payload = {**model_files["baseline"], "model": dict(model_files["baseline"]["model"])}
+    state = payload["model"]
+    first = next(iter(state))
+    if case == "spec_int":
+        payload["spec"] = 5
+    elif case == "spec_str":
+        payload["spec"] = "mimo_unet"
+    elif case == "meta_list":
+        payload["meta"] = [1, 2]
+    elif case == "int_keys":
+        payload["model"] = {i: v for i, v in enumerate(state.values())}
+    elif case == "not_a_tensor":
+        state[first] = [0.0, 1.0]
+    elif case == "sparse":
+        state[first] = state[first].reshape(state[first].shape[0], -1).to_sparse()
+    elif case == "stride0":
+        state[first] = torch.zeros(1).expand(1000, 1000)
+    elif case == "stride0_40gb":
+        state[first] = torch.zeros(1).expand(100_000, 100_000)
+    elif case == "model_list":
+        payload["model"] = list(state.values())
+    return payload
+
+
+@pytest.mark.parametrize("case,words", [
+    ("spec_int", ("spec", "int")), ("spec_str", ("spec", "str")), ("meta_list", ("meta",)),
+    ("int_keys", ("key 0",)), ("not_a_tensor", ("not a tensor",)), ("sparse", ("sparse",)),
+    ("stride0", ("1000x1000", "stored")), ("stride0_40gb", ("100000x100000", "stored")),
+    ("model_list", ("'model'",)),
+])
+def test_a_malformed_model_file_is_refused_naming_it(model_files, tmp_path, case, words):
+    _model_refused(_save(tmp_path / "model.pt", _malformed(model_files, case)), *words)
+
+
+def test_a_malformed_stage_source_is_refused_naming_it(model_files, tmp_path):
+    from pipelines.core.errors import UserError
+    from pipelines.training.job import TrainJob
+    from pipelines.training.stages import read_stage_source
+
+    source = _save(tmp_path / "model.pt", _malformed(model_files, "spec_int"))
+    job = TrainJob(stage="stage2", backbone="mimo_unet", out_dir=tmp_path / "out", stage1=source)
+    with pytest.raises(UserError, match=str(source)):
+        read_stage_source("stage1", source, job, "tiny")
+
+
+# item 16: a model.pt / last.pt that is text, or a link to a system file
+@pytest.mark.parametrize("content", ["text", "passwd", "group"])
+def test_a_text_file_as_model_or_training_state_is_a_clear_error(tmp_path, capsys, content):
+    from pipelines.core.checkpoint_files import CheckpointError, load_checkpoint
+
+    path = tmp_path / "run" / "model.pt"
+    path.parent.mkdir()
+    if content == "text":
+        path.write_text("hello world\nthis is text\n")
+    else:
+        path.symlink_to(f"/etc/{content}")
+    message = _model_refused(path, "not a PyTorch checkpoint")
+    assert "Traceback" not in message
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint"):
+        load_checkpoint(path)  # last.pt is read the same way
+    import numpy as np
+
+    from pipelines.data.image_files import write_png
+
+    write_png(tmp_path / "photos" / "a.png", np.zeros((16, 16, 3), np.uint8))
+    assert main(["deblur", str(tmp_path / "photos"), "-o", str(tmp_path / "out"), "--checkpoint", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "not a PyTorch checkpoint" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
