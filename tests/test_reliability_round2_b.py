@@ -349,3 +349,49 @@ def test_a_text_file_as_model_or_training_state_is_a_clear_error(tmp_path, capsy
     err = capsys.readouterr().err
     assert str(path) in err and "not a PyTorch checkpoint" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+# item 23: a truncated metrics.json / summary.json -----------------------------------------------------------
+
+@pytest.fixture
+def evaluated_root(tmp_path, monkeypatch):
+    """A project root whose Table-1 evaluations of one backbone (seed 0, synthetic) exist: score files, a
+    summary.json beside each, a metrics.json in each training run."""
+    from pipelines.evaluation.score_files import INPUT_SCORES_FILE, SCORES_FILE, rows_to_csv
+
+    root = tmp_path / "root"
+    root.mkdir()
+    def one_backbone_one_seed(raw):
+        raw["models"]["backbones"] = ["mimo_unet"]
+        raw["backbone_train"]["mimo_unet"]["seeds"] = [0]
+    _params(root, one_backbone_one_seed)
+    monkeypatch.setenv("BLURDM_ROOT", str(root))
+    monkeypatch.delenv("BLURDM_PARAMS", raising=False)
+    for method, stage, offset in (("baseline", "baseline", 0.5), ("blurdm", "stage3", 0.8)):
+        folder = root / "eval" / "table1" / "synthetic" / "mimo_unet" / "synthetic" / method / "seed0"
+        folder.mkdir(parents=True)
+        rows = [{"name": f"{i}.png", "seed": None, "psnr": 20.0 + i + offset, "ssim": 0.5, "ssim3d": 0.9,
+                 "lpips": None, "seconds": 0.0} for i in range(4)]
+        (folder / SCORES_FILE).write_text(rows_to_csv(rows))
+        (folder / INPUT_SCORES_FILE).write_text(rows_to_csv([{**r, "psnr": r["psnr"] - offset} for r in rows]))
+        (folder / "summary.json").write_text(json.dumps({"lpips_available": False, "lpips_reason": "offline"}))
+        run = root / "runs" / "table1" / "synthetic" / "mimo_unet" / stage / "seed0"
+        run.mkdir(parents=True)
+        (run / "metrics.json").write_text(json.dumps({"mlflow_run_id": f"run-{method}", "steps": 4}))
+    return root
+
+
+@pytest.mark.parametrize("culprit", [
+    "eval/table1/synthetic/mimo_unet/synthetic/blurdm/seed0/summary.json",
+    "runs/table1/synthetic/mimo_unet/stage3/seed0/metrics.json",
+])
+def test_tables_names_a_truncated_json_file(evaluated_root, capsys, culprit):
+    assert main(["tables"]) == 0  # the tree is complete: the table is built
+    capsys.readouterr()
+    table = (evaluated_root / "metrics" / "table1.json").read_bytes()
+    path = evaluated_root / culprit
+    path.write_text(path.read_text()[:15])
+    assert main(["tables"]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "not valid JSON" in err and "Traceback" not in err, err
+    assert (evaluated_root / "metrics" / "table1.json").read_bytes() == table  # the old table stays
