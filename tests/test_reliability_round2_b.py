@@ -395,3 +395,29 @@ def test_tables_names_a_truncated_json_file(evaluated_root, capsys, culprit):
     err = capsys.readouterr().err
     assert str(path) in err and "not valid JSON" in err and "Traceback" not in err, err
     assert (evaluated_root / "metrics" / "table1.json").read_bytes() == table  # the old table stays
+
+
+# item 24: report --mlflow-ui ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("ui", ["javascript:alert(document.cookie)", "JavaScript:alert(1)", "data:text/html,x",
+                                "file:///etc/passwd", "//evil.example", "http://", "127.0.0.1:5000"])
+def test_report_takes_only_an_http_mlflow_ui(tmp_path, capsys, ui):
+    site = tmp_path / "site"
+    assert main(["report", "--metrics-dir", str(tmp_path / "none"), "--out", str(site), "--mlflow-ui", ui,
+                 "--params", str(REPO / "params.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "--mlflow-ui" in err and "http" in err and "Traceback" not in err
+    assert not site.exists()
+
+
+def test_report_links_and_attributes_are_escaped(tmp_path):
+    from reports.build import build_report, render_page
+    from reports.page import Cell, Row, Section, Table
+
+    index = build_report(tmp_path / "none", tmp_path / "site", root=tmp_path, mlflow_ui="https://mlflow.example/x/")
+    assert index.is_file()  # http(s) addresses are still taken
+    evil = '"><script>alert(1)</script>'
+    table = Table(id="t", caption="c", head=[[Cell("h", header=True)]],
+                  rows=[Row([Cell("v", value=1.0, href=f"https://x/{evil}", title=evil)])])
+    html = render_page([Section(id="s", title="s", status="ok", sources=[], blocks=[table])], "t", tmp_path / "p.yaml")
+    assert "<script>alert(1)" not in html and "&#34;&gt;&lt;script&gt;" in html

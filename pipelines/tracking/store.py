@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import quote, urlparse
 
 from pipelines.core.config import shared_root
+from pipelines.core.errors import InvalidInputError
 
 
 def default_tracking_uri(configured: str | None = None) -> str:
@@ -30,6 +31,16 @@ def ui_url(configured: str | None = None, local_ui: str = "http://127.0.0.1:5000
     else ``local_ui`` (what ``blurdm-bench ui`` serves for a file / sqlite store)."""
     uri = default_tracking_uri(configured)
     return uri.rstrip("/") if urlparse(uri).scheme in ("http", "https") else local_ui
+
+
+def checked_ui_url(url: str, what: str = "--mlflow-ui") -> str:
+    """``url`` when it is an http(s) address with a host (what every run link of the report starts with), else an
+    :class:`InvalidInputError`: a ``javascript:`` or ``data:`` address would run script from every link."""
+    parsed = urlparse(url)
+    if parsed.scheme.lower() not in ("http", "https") or not parsed.hostname or re.search(r"[\s\x00-\x1f]", url):
+        raise InvalidInputError(f"{what} {url!r}: not an http(s) address of the MLflow UI "
+                                "(e.g. http://127.0.0.1:5000 or https://mlflow.example.org)")
+    return url
 
 
 def run_href(ui: str, run_ids: list[str], experiments: dict[str, str] | None = None) -> str | None:
