@@ -421,3 +421,191 @@ def test_report_links_and_attributes_are_escaped(tmp_path):
                   rows=[Row([Cell("v", value=1.0, href=f"https://x/{evil}", title=evil)])])
     html = render_page([Section(id="s", title="s", status="ok", sources=[], blocks=[table])], "t", tmp_path / "p.yaml")
     assert "<script>alert(1)" not in html and "&#34;&gt;&lt;script&gt;" in html
+
+
+# items 6, 20, 21, 29b: the MLflow store ---------------------------------------------------------------------
+
+def _tree_of(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def study_store(tmp_path_factory):
+    """A study folder whose sqlite store holds one finished training run (with an artifact) of ``table1``,
+    and that run's folder with its metrics.json and an evaluation: what `study evaluate` logs onto it.
+    Built once (a new MLflow database takes seconds); copy it with :func:`_copied_study`."""
+    from pipelines.tracking.runs import Tracker
+
+    folder = tmp_path_factory.mktemp("store") / "study"
+    folder.mkdir()
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    tracker = Tracker(uri)
+    run_id = tracker.start("table1", "mimo_unet-stage3-seed0", {"stage": "stage3"}, {"train": {"lr": 1e-4}})
+    (folder / "curves.csv").write_text("step,loss\n1,0.5\n")
+    tracker.log_artifact(folder / "curves.csv")
+    tracker.end()
+    run_dir = folder / "runs" / "stage3"
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.json").write_text(json.dumps({"mlflow_run_id": run_id, "steps": 3}))
+    (folder / "eval").mkdir()
+    (folder / "eval" / "summary.json").write_text(json.dumps({"n_images": 4}))
+    return folder
+
+
+def _copied_study(study_store: Path, dest: Path) -> Path:
+    import shutil
+
+    shutil.copytree(study_store, dest, symlinks=True)  # cp -a
+    return dest
+
+
+def _summary() -> dict:
+    return {"metrics": {"psnr": {"mean": 25.0, "std": 0.1}}, "n_images": 4, "eval_seeds": [2023]}
+
+
+# item 6: a copied study writes into its own store or not at all
+def test_a_copied_store_never_writes_into_the_original(study_store, tmp_path, monkeypatch):
+    from pipelines.tracking.evaluation_records import log_evaluation
+    from pipelines.tracking.runs import Tracker
+    from pipelines.tracking.store import TrackingError
+
+    original = study_store  # its experiment and run point into original/mlartifacts, as MLflow recorded them
+    copy = _copied_study(original, tmp_path / "copy")
+    before = _tree_of(original)
+    uri = f"sqlite:///{copy / 'mlflow.db'}"
+    run_dir = copy / "runs" / "stage3"
+    monkeypatch.chdir(copy)
+    with pytest.raises(TrackingError) as err:
+        log_evaluation(run_dir, _summary(), "synthetic", None, copy / "eval", uri=uri)
+    message = str(err.value)
+    assert str(copy / "mlflow.db") in message and str(original / "mlartifacts") in message and "copied" in message
+    with pytest.raises(TrackingError, match="copied"):
+        Tracker(uri).start("table1", "another-run", {}, {})
+    assert _tree_of(original) == before
+
+
+# item 20: a corrupt, read-only or locked store is an error naming it, never a silent exit 0
+def test_a_corrupt_store_is_an_error_naming_it(study_store, tmp_path):
+    from pipelines.tracking.evaluation_records import log_evaluation
+    from pipelines.tracking.runs import Tracker
+    from pipelines.tracking.store import TrackingError
+
+    study = _copied_study(study_store, tmp_path / "study")
+    db = study / "mlflow.db"
+    db.write_bytes(b"this is not a database\n" * 200)
+    uri = f"sqlite:///{db}"
+    with pytest.raises(TrackingError, match=rf"MLflow store {uri}: .*not a database"):
+        log_evaluation(study / "runs" / "stage3", _summary(), "synthetic", None, study / "eval", uri=uri)
+    with pytest.raises(TrackingError, match=str(db)):
+        Tracker(uri).start("table1", "run", {}, {})
+
+
+def test_a_read_only_store_is_an_error_naming_it(study_store, tmp_path):
+    from pipelines.tracking.evaluation_records import log_evaluation
+    from pipelines.tracking.store import TrackingError
+
+    study = study_store  # opened read-only: not changed
+    uri = f"sqlite:///file:{study / 'mlflow.db'}?mode=ro&uri=true"  # what a read-only file or folder gives
+    with pytest.raises(TrackingError, match="readonly database"):
+        log_evaluation(study / "runs" / "stage3", _summary(), "synthetic", None, None, uri=uri)
+
+
+def test_a_locked_store_is_an_error_naming_it(study_store, tmp_path, monkeypatch):
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.tracking.evaluation_records import log_evaluation
+    from pipelines.tracking.store import TrackingError
+
+    def locked(*args, **kwargs):  # what MLflow raises once sqlite's 20 s busy timeout has passed
+        raise MlflowException("(sqlite3.OperationalError) database is locked", error_code="TEMPORARILY_UNAVAILABLE")
+
+    study = study_store  # nothing is written: the store is "locked"
+    monkeypatch.setattr(MlflowClient, "get_run", locked)
+    uri = f"sqlite:///{study / 'mlflow.db'}"
+    with pytest.raises(TrackingError, match=rf"MLflow store {uri}: .*database is locked"):
+        log_evaluation(study / "runs" / "stage3", _summary(), "synthetic", None, None, uri=uri)
+
+
+def test_a_run_of_another_store_is_still_only_a_warning(study_store, tmp_path):
+    from pipelines.tracking.evaluation_records import log_evaluation
+
+    study = _copied_study(study_store, tmp_path / "study")
+    (study / "runs" / "stage3" / "metrics.json").write_text(json.dumps({"mlflow_run_id": "f" * 32, "steps": 3}))
+    with pytest.warns(UserWarning, match="not found"):
+        assert log_evaluation(study / "runs" / "stage3", _summary(), "synthetic", None, None,
+                              uri=f"sqlite:///{study / 'mlflow.db'}") is None
+
+
+def test_train_with_a_corrupt_store_exits_2_naming_it(tmp_path, monkeypatch, capsys):
+    import numpy as np
+
+    from pipelines.data.image_files import write_png
+
+    data = tmp_path / "pairs"
+    for i in range(4):
+        image = np.random.default_rng(i).integers(0, 256, (48, 48, 3), dtype=np.uint8)
+        write_png(data / "input" / f"{i}.png", image)
+        write_png(data / "target" / f"{i}.png", image)
+    db = tmp_path / "mlflow.db"
+    db.write_bytes(b"garbage" * 100)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    out = tmp_path / "run"
+    assert main(["train", "--stage", "stage1", "--backbone", "mimo_unet", "--out", str(out), "--data", str(data),
+                 "--profile", "smoke", "--steps", "1", "--no-progress", "--params", str(REPO / "params.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert f"MLflow store sqlite:///{db}" in err and "Traceback" not in err and "--no-mlflow" in err
+    assert not (out / "model.pt").exists()
+
+
+# item 21: an unreachable tracking server fails in seconds, with a clear error
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+HTTP_LIMITS = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "MLFLOW_HTTP_REQUEST_TIMEOUT")
+
+
+def test_an_unreachable_tracking_server_fails_fast(study_store, tmp_path, monkeypatch):
+    from pipelines.tracking.evaluation_records import log_evaluation
+    from pipelines.tracking.store import TrackingError
+
+    for name in HTTP_LIMITS:  # our caps apply when the user set none (and are undone after the test)
+        monkeypatch.setenv(name, "0")
+        monkeypatch.delenv(name)
+    study = _copied_study(study_store, tmp_path / "study")
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    started = time.monotonic()
+    with pytest.raises(TrackingError, match=rf"MLflow store {uri}: "):
+        log_evaluation(study / "runs" / "stage3", _summary(), "synthetic", None, None, uri=uri)
+    assert time.monotonic() - started < 15
+
+
+def test_the_http_caps_leave_the_users_own_values(monkeypatch):
+    from pipelines.core.environment import set_offline_env
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "9")
+    for name in HTTP_LIMITS[1:]:
+        monkeypatch.setenv(name, "0")
+        monkeypatch.delenv(name)
+    set_offline_env()
+    import os
+
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "9"
+    assert int(os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"]) <= 30
+
+
+# item 29b: a tracking URI whose folder does not exist is refused; nothing is created
+@pytest.mark.parametrize("form", ["sqlite:///{}/mlflow.db", "file://{}/mlruns", "{}/mlruns"])
+def test_a_store_in_a_folder_that_does_not_exist_is_refused(tmp_path, form):
+    from pipelines.tracking.runs import Tracker
+    from pipelines.tracking.store import TrackingError
+
+    missing = tmp_path / "no" / "such" / "folder"
+    with pytest.raises(TrackingError, match=rf"{missing}.* does not exist"):
+        Tracker(form.format(missing)).start("table1", "run", {}, {})
+    assert list(tmp_path.iterdir()) == []
