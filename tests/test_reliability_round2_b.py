@@ -357,7 +357,11 @@ def test_a_text_file_as_model_or_training_state_is_a_clear_error(tmp_path, capsy
 def evaluated_root(tmp_path, monkeypatch):
     """A project root whose Table-1 evaluations of one backbone (seed 0, synthetic) exist: score files, a
     summary.json beside each, a metrics.json in each training run."""
-    from pipelines.evaluation.score_files import INPUT_SCORES_FILE, SCORES_FILE, rows_to_csv
+    from pipelines.evaluation.score_files import (
+        INPUT_SCORES_FILE,
+        SCORES_FILE,
+        rows_to_csv,
+    )
 
     root = tmp_path / "root"
     root.mkdir()

@@ -125,7 +125,8 @@ STORE_LIBRARIES = ("sqlalchemy", "sqlite3", "requests", "urllib3", "alembic")
 def store_failure(err: Exception) -> str | None:
     """What ``err`` says went wrong with the store, or None when it is no store failure (an answer of a working
     store, or a bug, which keeps its traceback)."""
-    from mlflow.exceptions import MlflowException  # lazy: only once MLflow raised something
+    # lazy: only once MLflow raised something
+    from mlflow.exceptions import MlflowException
 
     if isinstance(err, MlflowException):
         if err.error_code in STORE_ANSWERS:

@@ -19,7 +19,11 @@ from torch import nn
 
 from models.backbones import zero_init_residual_outputs
 from models.deblur_model import ModelPayloadError, build_deblur_model, copy_parts
-from pipelines.core.checkpoint_files import CheckpointError, load_model_payload, model_file
+from pipelines.core.checkpoint_files import (
+    CheckpointError,
+    load_model_payload,
+    model_file,
+)
 from pipelines.core.errors import UserError
 from pipelines.core.files import sha256_file
 from pipelines.training.job import TrainJob
@@ -61,10 +65,9 @@ def read_stage_source(kind: str, path: Path | None, job: TrainJob, scale: str) -
         raise UserError(f"{file}: holds backbone {spec.get('backbone')!r} at scale {spec.get('scale')!r}, "
                         f"but this job trains {job.backbone!r} at scale {scale!r}")
     check_stage(file, kind, payload, flag)
-    if kind == "stage2":
-        if (spec.get("prior"), spec.get("T")) != (job.prior, job.T):
-            raise UserError(f"{file}: trained prior {spec.get('prior')} with T={spec.get('T')}, but this job asks "
-                            f"for prior {job.prior} with T={job.T}")
+    if kind == "stage2" and (spec.get("prior"), spec.get("T")) != (job.prior, job.T):
+        raise UserError(f"{file}: trained prior {spec.get('prior')} with T={spec.get('T')}, but this job asks "
+                        f"for prior {job.prior} with T={job.T}")
     payload["_source"] = {"path": str(file.resolve()), "sha256": sha256_file(file)}
     return file, payload
 
