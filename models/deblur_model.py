@@ -214,7 +214,8 @@ def check_payload(payload, source: str = "model payload") -> None:
         if not isinstance(value, torch.Tensor):
             raise ModelPayloadError(f"{source}: weight {key} is not a tensor ({type(value).__name__})")
         if value.layout != torch.strided:
-            raise ModelPayloadError(f"{source}: weight {key} is {value.layout} (sparse); model files hold dense tensors")
+            raise ModelPayloadError(f"{source}: weight {key} is {value.layout} (sparse); model files hold dense "
+                                    "tensors")
 
 
 def deblur_model_from_payload(payload: dict, prior_mode: str | None = None,

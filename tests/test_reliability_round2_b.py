@@ -4,6 +4,7 @@ YAML alias bombs, non-finite and out-of-range numbers, MLflow store failures, a 
 JSON, the report's run links, ``check --update`` and a tracking URI at a path that does not exist.
 
 Each section is one item of the issue; its test failed on the code before the fix (how: in the commit message).
+Item 22 (a corrupt dvc.lock) is tested beside migrate-lock's other tests: tests/test_migrate_lock.py.
 """
 from __future__ import annotations
 
@@ -94,7 +95,7 @@ def test_an_alias_bomb_is_refused_quickly_naming_the_key(tmp_path, where):
 
     mutate = (lambda r: r.update(seed="BOMB")) if not section else (lambda r: r[section].update({key: "BOMB"}))
     # the anchors first (unknown top-level keys: refused too, but only after the whole file is validated)
-    path = _params(tmp_path, mutate, lambda text: bomb + text.replace("BOMB", f"*b{8}", 1))
+    path = _params(tmp_path, mutate, lambda text: bomb + text.replace("BOMB", "*b8", 1))
     started = time.monotonic()
     message = _refused(path, where)
     assert time.monotonic() - started < 5

@@ -218,7 +218,8 @@ class TrainConfig(Strict):
     checkpoint_every: int = Field(50, ge=1)
     val_every: int = Field(100, ge=1)
     log_every: int = Field(10, ge=1)
-    threads: int = Field(0, ge=0, le=1024)  # 0 = the cores this process may use, shared by parallel jobs (pipelines/core/threads.py)
+    # 0 = the cores this process may use, shared by parallel jobs (pipelines/core/threads.py)
+    threads: int = Field(0, ge=0, le=1024)
     channels_last: bool = True
     gpus: int = Field(0, ge=0)
     # paper scale (README "Paper scale on a GPU"); the defaults keep the CPU study exactly as it was

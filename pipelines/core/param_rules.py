@@ -77,7 +77,9 @@ def strict_problem(annotation, value) -> str | None:
     if annotation is bool:
         return None if isinstance(value, bool) else f"expected true or false, got {shown(value)}"
     if annotation is int:
-        return None if isinstance(value, int) and not isinstance(value, bool) else f"expected an integer, got {shown(value)}"
+        if isinstance(value, int) and not isinstance(value, bool):
+            return None
+        return f"expected an integer, got {shown(value)}"
     if annotation is float:
         return f"expected a number, got {shown(value)}" if isinstance(value, bool) else None
     if origin is list and isinstance(value, list):
