@@ -25,7 +25,8 @@ A model file (``model.pt``) is a dict of tensors and plain values only::
 
     {"format": "blurdm-bench/model", "version": 1, "spec": {...}, "model": state_dict, "meta": {...}}
 
-:func:`model_payload` makes that dict, :func:`deblur_model_from_payload` builds the model back from it
+:func:`model_payload` makes that dict, :func:`check_payload` refuses one of another format version or of the wrong
+structure, :func:`deblur_model_from_payload` builds the model back from it
 and :func:`copy_parts` copies submodules (backbone, sharp encoder, prior) from an earlier stage's payload
 into a new model (stage 2 and 3 start from them). Both raise :class:`ModelPayloadError` for a payload
 that is not such a model or does not fit. Files are not read here: reading ``model.pt`` safely
@@ -184,18 +185,50 @@ class ModelPayloadError(ValueError):
     """A ``model.pt`` payload that is not a blurdm-bench model, or whose weights do not fit the model."""
 
 
+def check_payload(payload, source: str = "model payload") -> None:
+    """Refuse, naming ``source``, a payload that is not a model file of :data:`MODEL_FORMAT_VERSION` or whose
+    parts are not what they must be: ``spec`` and ``meta`` mappings with string keys, ``model`` a mapping of
+    names (strings) to dense tensors. Runs before anything is built from the payload."""
+    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise ModelPayloadError(f"{source}: not a blurdm-bench model file (format {found!r}; "
+                                f"expected {MODEL_FORMAT!r} with 'spec' and 'model')")
+    version = payload.get("version")
+    if type(version) is not int or version != MODEL_FORMAT_VERSION:
+        raise ModelPayloadError(f"{source}: model-file format version {version!r}; this blurdm-bench reads version "
+                                f"{MODEL_FORMAT_VERSION} (a file of another release, or altered)")
+    for part in ("spec", "meta"):
+        value = payload.get(part, {})
+        if not isinstance(value, dict):
+            raise ModelPayloadError(f"{source}: {part!r} must be a mapping, got {type(value).__name__}")
+        bad = [k for k in value if not isinstance(k, str)]
+        if bad:
+            raise ModelPayloadError(f"{source}: {part!r} key {bad[0]!r} is {type(bad[0]).__name__}, not a string")
+    state = payload.get("model")
+    if not isinstance(state, dict):
+        raise ModelPayloadError(f"{source}: 'model' must be a mapping of weight names to tensors, "
+                                f"got {type(state).__name__}")
+    for key, value in state.items():
+        if not isinstance(key, str):
+            raise ModelPayloadError(f"{source}: weight key {key!r} is {type(key).__name__}, not a string")
+        if not isinstance(value, torch.Tensor):
+            raise ModelPayloadError(f"{source}: weight {key} is not a tensor ({type(value).__name__})")
+        if value.layout != torch.strided:
+            raise ModelPayloadError(f"{source}: weight {key} is {value.layout} (sparse); model files hold dense "
+                                    "tensors")
+
+
 def deblur_model_from_payload(payload: dict, prior_mode: str | None = None,
                               source: str = "model payload") -> tuple[DeblurModel, dict]:
     """Build the model a ``model.pt`` payload (:func:`model_payload`) describes and load its weights:
-    ``(model in eval mode, spec)``; ``source`` (the file) names it in errors.
+    ``(model in eval mode, spec)``; ``source`` (the file) names it in errors. The payload is checked first
+    (:func:`check_payload`); ``load_state_dict`` then refuses any weight whose shape the built model does not have.
 
     ``prior_mode`` overrides the stored mode: ``"sharp_encoder"`` on a stage-1 (or stage-2) model
     is the oracle; ``"diffusion"`` needs a model that holds a diffusion prior.
     """
-    if payload.get("format") != MODEL_FORMAT or not isinstance(payload.get("model"), dict):
-        raise ModelPayloadError(f"{source}: not a blurdm-bench model file (format {payload.get('format')!r}; "
-                                f"expected {MODEL_FORMAT!r} with 'spec' and 'model')")
-    spec = dict(payload.get("spec") or {})
+    check_payload(payload, source)
+    spec = dict(payload["spec"])
     if prior_mode is not None:
         spec["prior_mode"] = prior_mode
     try:

@@ -9,12 +9,12 @@ purpose).
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 from pipelines.core.config import repo_root
 from pipelines.core.errors import MissingFileError
-from pipelines.results.reference_check import check_dirs, format_report
+from pipelines.core.files import write_bytes
+from pipelines.results.reference_check import check_dirs, format_report, read_table
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -33,8 +33,11 @@ def run(args) -> int:
         names = sorted(p.name for p in metrics.glob("*.json"))
         if not names:
             raise MissingFileError(f"{metrics}: no metric tables to copy")
-        for name in names:
-            shutil.copyfile(metrics / name, reference / name)
+        tables = {name: (metrics / name).read_bytes() for name in names}
+        for name, data in tables.items():
+            read_table(metrics / name, data)  # a truncated table never becomes the reference
+        for name, data in tables.items():
+            write_bytes(reference / name, data)  # atomic: a `check` reading the reference sees the old or the new
         print(f"reference updated: {len(names)} table(s) copied to {reference}")
         return 0
     result = check_dirs(reference, metrics)

@@ -14,6 +14,7 @@ from pathlib import Path
 from models.inference import pick_device
 from pipelines.core.checkpoint_files import load_deblur_model, model_file
 from pipelines.core.errors import UserError
+from pipelines.core.param_rules import seed_argument
 from pipelines.evaluation.photo_restoration import (
     DEFAULT_SEED,
     collect_inputs,
@@ -26,7 +27,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="IN", help="image files and/or folders")
     parser.add_argument("-o", "--out", required=True, help="output folder for the restored PNGs")
     parser.add_argument("--checkpoint", required=True, help="model.pt of a trained model (or its run folder)")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
+    parser.add_argument("--seed", type=seed_argument, default=DEFAULT_SEED,
                         help=f"noise seed of a diffusion prior (default {DEFAULT_SEED}, the authors')")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--fast", action=argparse.BooleanOptionalAction, default=True,

@@ -15,6 +15,7 @@ from models.inference import pick_device
 from models.names import METRIC_NAMES, SCORINGS
 from pipelines.core.config import load_params
 from pipelines.core.errors import UserError
+from pipelines.core.param_rules import seed_argument
 from pipelines.core.threads import apply_threads
 from pipelines.evaluation.evaluator import evaluate_checkpoint
 from pipelines.evaluation.score_files import NA
@@ -32,7 +33,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--realblur-mode", choices=tuple(SCORINGS), default=None,
                         help="RealBlur scoring: authors (no alignment) or official (ECC alignment, masked metrics); "
                              "default: authors for a dataset named realblur*, none otherwise")
-    parser.add_argument("--eval-seeds", type=int, nargs="+", default=None,
+    parser.add_argument("--eval-seeds", type=seed_argument, nargs="+", default=None,
                         help="noise seeds for a diffusion prior (default: params.evaluate.eval_seeds)")
     parser.add_argument("--max-images", type=int, default=None, help="first N pairs only (default: params)")
     parser.add_argument("--save-images", action=argparse.BooleanOptionalAction, default=None,

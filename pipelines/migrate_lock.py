@@ -42,8 +42,9 @@ def _say(plan: Plan, root: Path) -> None:
 
 def run(args) -> int:
     root = repo_root()
+    lock = read_lock(root / "dvc.lock")  # first: a corrupt lock is our one-line error, not DVC's traceback
     target = load_target(root, args.train_set)
-    plan = plan_migration(target, read_lock(root / "dvc.lock"))
+    plan = plan_migration(target, lock)
     _say(plan, root)
     if args.dry_run:
         print("dry run: nothing changed")

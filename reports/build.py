@@ -30,7 +30,7 @@ from models.names import column_key, scorings
 from pipelines.core.config import load_params, repo_root
 from pipelines.core.files import atomic_dir
 from pipelines.core.params_view import restrict
-from pipelines.tracking.store import ui_url
+from pipelines.tracking.store import checked_ui_url, ui_url
 from reports.cost_section import cost_section
 from reports.gain_sections import ablation_section, t_sweep_section, table1_section
 from reports.inputs import (
@@ -75,6 +75,7 @@ def build_report(metrics_dir: Path, out_dir: Path, root: Path | None = None, par
                  published_path: Path = PUBLISHED_YAML, mlflow_ui: str = MLFLOW_UI) -> Path:
     """Render ``out_dir/index.html`` (+ ``assets/``) atomically; returns the index path."""
 
+    mlflow_ui = checked_ui_url(mlflow_ui)  # every run link starts with it: http(s) only, never javascript:
     root = Path(root) if root is not None else repo_root()
     metrics_dir = Path(metrics_dir)
     published = load_published(published_path)
@@ -101,7 +102,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", type=Path, default=None,
                         help="folder the paths inside the metric files are relative to (default: the repo root)")
     parser.add_argument("--mlflow-ui", default=None,
-                        help="MLflow UI address for run links (default: the tracking server when "
+                        help="MLflow UI address (http or https) for run links (default: the tracking server when "
                              f"MLFLOW_TRACKING_URI / params mlflow_tracking_uri is http(s), else {MLFLOW_UI})")
 
 

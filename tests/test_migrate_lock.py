@@ -190,3 +190,23 @@ def test_what_step_3_accepts():
     assert why_not_acceptable(changed, active_only, raw) == []
     active_only["profiles.smoke"]["train"]["batch_size"] = 3
     assert why_not_acceptable(changed, active_only, raw)
+
+
+# issue 26, item 22: a corrupt dvc.lock is one clear line naming it, not a DVC traceback; nothing is changed
+@pytest.mark.parametrize("corrupt", [
+    "schema: '2.0'\nstages:\n  train_stage1@mimo_unet: {cmd: [unclosed\n",  # not YAML
+    "schema: '2.0'\nstages:\n  train_stage1@mimo_unet: 5\n",  # YAML, not a lock entry
+    "schema: '2.0'\nstages: [1, 2]\n",
+    "schema: '2.0'\nstages:\n  train_stage1@mimo_unet: {cmd: x, deps: 5}\n",  # a mapping DVC's schema refuses
+    "\x00\x01binary",
+])
+def test_a_corrupt_lock_is_one_clear_error(project, capsys, corrupt):
+    from pipelines.cli import main
+
+    (project / "dvc.lock").write_text(corrupt)
+    before = sorted(p.relative_to(project).as_posix() for p in project.rglob("*") if ".dvc" not in p.parts)
+    assert main(["migrate-lock"]) == 2
+    err = capsys.readouterr().err
+    assert str(project / "dvc.lock") in err and "Traceback" not in err, err
+    assert (project / "dvc.lock").read_text() == corrupt
+    assert sorted(p.relative_to(project).as_posix() for p in project.rglob("*") if ".dvc" not in p.parts) == before

@@ -5,10 +5,13 @@ not a tensor, ``str``/``int``/``float``/``bool``/``None`` or a dict/list/tuple o
 file we write loads with ``torch.load(weights_only=True)``; :func:`load_checkpoint` never loads any
 other way, so a crafted pickle (one that would construct arbitrary objects or run code) is refused
 with a :class:`CheckpointError` naming the file, and so are model weights holding NaN or Inf
-(naming the tensor).
+(naming the tensor), a file that is no PyTorch file at all (text, a link to a system file), and a
+sparse tensor or one claiming more memory than the file stores for it (a stride-0 view), before any
+computation touches it.
 
 A model file (``model.pt``, :func:`models.deblur_model.model_payload`) is read back into a model by
-:func:`load_deblur_model`; :func:`model_file` finds it in a run folder.
+:func:`load_deblur_model` (its format version and structure checked first: :func:`load_model_payload`);
+:func:`model_file` finds it in a run folder.
 
 The training resume state (``last.pt``) also carries the random number generator states
 (:func:`rng_state` / :func:`set_rng_state`): torch CPU (and CUDA when present), Python ``random``
@@ -27,6 +30,7 @@ import torch
 from models.deblur_model import (
     DeblurModel,
     ModelPayloadError,
+    check_payload,
     deblur_model_from_payload,
 )
 from pipelines.core.errors import InvalidInputError, MissingFileError
@@ -66,11 +70,27 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
     return path
 
 
+# how every file torch.save writes begins: a zip archive (torch >= 1.6), or a pickle (the legacy format)
+TORCH_FILE_HEADS = (b"PK\x03\x04", b"\x80")
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Read a checkpoint with ``torch.load(weights_only=True)``; unsafe or corrupt files are refused."""
+    """Read a checkpoint with ``torch.load(weights_only=True)``; unsafe or corrupt files are refused, and so are
+    files that are no PyTorch file at all (text, a link to a system file) and tensors that claim more memory
+    than the file stores for them (:func:`check_tensors`), before anything is computed on them."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise MissingFileError(f"{path}: checkpoint not found")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not a regular file (a folder, device or pipe), so not a checkpoint")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot read ({err.strerror or err})") from None
+    if not head.startswith(TORCH_FILE_HEADS):
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (torch.save writes a zip archive; this file begins "
+                              f"with {head!r}: a text file, or a link to some other file?)")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
@@ -78,12 +98,36 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(
             f"{path}: refused to load: the file holds objects other than tensors and plain values "
             f"(weights_only=True): {first}") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
+    except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError, TypeError, AttributeError) as err:
+        # what a damaged pickle stream raises inside the unpickler
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path}: expected a dict at the top level, found {type(payload).__name__}")
+    check_tensors(payload, path)
     check_finite_weights(payload.get("model"), path)
     return payload
+
+
+def check_tensors(obj, path: str | os.PathLike, where: str = "") -> None:
+    """Refuse a tensor anywhere in a checkpoint that is not dense (sparse, ...) or that claims more elements than
+    the file stores for it (a stride-0 view: 100000 x 100000 over one stored value, 40 GB once touched)."""
+    if isinstance(obj, torch.Tensor):
+        name = where or "the top-level tensor"
+        if obj.layout != torch.strided:
+            raise CheckpointError(f"{path}: refused: tensor {name} is {obj.layout} (sparse); checkpoints hold dense "
+                                  "tensors only")
+        claimed = obj.numel() * obj.element_size()
+        stored = obj.untyped_storage().nbytes() - obj.storage_offset() * obj.element_size()
+        if claimed > stored:
+            shape = "x".join(str(n) for n in obj.shape)
+            raise CheckpointError(f"{path}: refused: tensor {name} of shape {shape} claims {claimed} bytes but only "
+                                  f"{max(stored, 0)} are stored for it (overlapping strides): the file was altered")
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            check_tensors(value, path, f"{where}.{key}" if where else str(key))
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            check_tensors(value, path, f"{where}[{i}]")
 
 
 def check_finite_weights(state, path: str | os.PathLike) -> None:
@@ -118,11 +162,22 @@ def load_deblur_model(path: str | os.PathLike, prior_mode: str | None = None,
     is the oracle; ``"diffusion"`` needs a model that holds a diffusion prior.
     """
     path = Path(path)
-    payload = load_checkpoint(path, map_location=map_location)
+    payload = load_model_payload(path, map_location=map_location)
     try:
         return deblur_model_from_payload(payload, prior_mode, source=str(path))
     except ModelPayloadError as err:
         raise CheckpointError(str(err)) from None
+
+
+def load_model_payload(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """The payload of a ``model.pt`` (:func:`load_checkpoint`), checked to be a model file of this format version
+    with a well-formed spec and weights (:func:`models.deblur_model.check_payload`) before anything is built."""
+    payload = load_checkpoint(path, map_location=map_location)
+    try:
+        check_payload(payload, source=str(path))
+    except ModelPayloadError as err:
+        raise CheckpointError(str(err)) from None
+    return payload
 
 
 def cpu_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -7,7 +7,8 @@ the pydantic schema below *before any work starts*: an unknown key, backbone, pr
 stage, a negative step count, ``T = 0`` ... is rejected with a message naming the key and the
 allowed values. Booleans and integers are strict (``true`` is not a step count, ``1`` is not a
 switch), a key given twice in the YAML is an error (not "the last one wins"), seed lists may not be
-empty and ``T`` is at most :data:`MAX_T`.
+empty and ``T`` is at most :data:`MAX_T`. Every float is finite, names used in paths are safe identifiers and
+seeds lie in ``0 .. 2**32-1``: the rules every section follows are :mod:`pipelines.core.param_rules`.
 
 Usage::
 
@@ -20,21 +21,12 @@ from __future__ import annotations
 
 import copy
 import os
-import types
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal, Union, get_args, get_origin
+from typing import Literal
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StringConstraints,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from models.names import (
     BACKBONES,
@@ -49,6 +41,7 @@ from models.names import (
 from pipelines.core.composition import CONF_DIR, compose  # noqa: F401 (re-exported: the one reader)
 from pipelines.core.errors import ParamsError
 from pipelines.core.limits import ARCHIVE_CAPS, DEFAULT_MAX_PIXELS, set_max_pixels
+from pipelines.core.param_rules import FileName, Name, Seed, Strict, shown
 from pipelines.core.params_view import recording_view
 
 # Literal types of the params schema, from the one registry (models/names.py)
@@ -104,53 +97,6 @@ def shared_root() -> Path:
     return root
 
 
-def _strict_problem(annotation, value) -> str | None:
-    """Why ``value`` is not strictly an ``annotation`` (``true`` for an integer, ``1`` or ``"yes"`` for a
-    boolean, ``5.0`` or ``"5"`` for an integer), or None. Only bool / int / float and containers of them
-    are checked here; pydantic validates everything else."""
-    origin = get_origin(annotation)
-    if origin in (Union, types.UnionType):
-        args = [a for a in get_args(annotation) if a is not type(None)]
-        if value is None and len(args) < len(get_args(annotation)):
-            return None
-        problems = [_strict_problem(a, value) for a in args]
-        return None if any(p is None for p in problems) else problems[0]
-    if annotation is bool:
-        return None if isinstance(value, bool) else f"expected true or false, got {value!r}"
-    if annotation is int:
-        return None if isinstance(value, int) and not isinstance(value, bool) else f"expected an integer, got {value!r}"
-    if annotation is float:
-        return f"expected a number, got {value!r}" if isinstance(value, bool) else None
-    if origin is list and isinstance(value, list):
-        for i, item in enumerate(value):
-            problem = _strict_problem(get_args(annotation)[0], item)
-            if problem:
-                return f"item {i}: {problem}"
-    if origin is tuple and isinstance(value, (list, tuple)):
-        for i, (arg, item) in enumerate(zip(get_args(annotation), value)):
-            problem = None if arg is Ellipsis else _strict_problem(arg, item)
-            if problem:
-                return f"item {i}: {problem}"
-    if origin is dict and isinstance(value, dict):
-        for key, item in value.items():
-            problem = _strict_problem(get_args(annotation)[1], item)
-            if problem:
-                return f"{key}: {problem}"
-    return None
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=False)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _strict_scalars(cls, value, info):
-        problem = _strict_problem(cls.model_fields[info.field_name].annotation, value)
-        if problem:
-            raise ValueError(problem)
-        return value
-
-
 class NoiseConfig(Strict):
     shot: float = Field(5e-4, ge=0)  # Poisson: x -> Poisson(x / shot) * shot, variance shot * x (linear light)
     read: float = Field(5e-4, ge=0)  # Gaussian read noise std (linear light)
@@ -185,12 +131,12 @@ class SynthConfig(Strict):
     subframes: int = Field(ge=2)
     blur_length: tuple[float, float]
     blur_length_sampling: BlurLengthSampling = BlurLengthSampling()
-    max_rotation_deg: float = Field(ge=0)
+    max_rotation_deg: float = Field(ge=0, le=360)
     kernel_fraction: float = Field(ge=0, le=1)
     noise: NoiseConfig = NoiseConfig()
     dead_leaves: DeadLeavesConfig = DeadLeavesConfig()
     save_exposures: bool = False
-    seed: int = 2025
+    seed: Seed = 2025
 
     @model_validator(mode="after")
     def _check(self):
@@ -212,16 +158,13 @@ class SynthConfig(Strict):
 
 class DataConfig(Strict):
     # test sets: name -> folder. Which models are scored on which is said by ``train_sets``
-    test: dict[str, str] = {"synthetic": "data/synthetic/test"}
+    test: dict[Name, str] = {"synthetic": "data/synthetic/test"}
     crop_size: int = Field(64, ge=8)
     val_fraction: float = Field(0.1, ge=0, lt=1)
     num_workers: int = Field(0, ge=0)
     cache_mb: int = Field(0, ge=0)  # decoded training / validation pairs kept in memory per loading process
     augment: bool = True
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1)  # every image reader refuses larger images (header check)
-
-
-TRAIN_SET_NAME = r"^[a-z][a-z0-9_]*$"  # a DVC stage name part and a folder: no '-' (the matrix joins with it), no '/'
 
 
 class TrainSetConfig(Strict):
@@ -263,7 +206,7 @@ class StepsConfig(Strict):
 
 
 class TrainConfig(Strict):
-    seeds: list[int] = Field([0], min_length=1)
+    seeds: list[Seed] = Field([0], min_length=1)
     batch_size: int = Field(4, ge=1)
     steps: StepsConfig
     lr: float = Field(1e-4, gt=0)
@@ -276,7 +219,8 @@ class TrainConfig(Strict):
     checkpoint_every: int = Field(50, ge=1)
     val_every: int = Field(100, ge=1)
     log_every: int = Field(10, ge=1)
-    threads: int = Field(0, ge=0)  # 0 = the cores this process may use, shared by parallel jobs (pipelines/core/threads.py)
+    # 0 = the cores this process may use, shared by parallel jobs (pipelines/core/threads.py)
+    threads: int = Field(0, ge=0, le=1024)
     channels_last: bool = True
     gpus: int = Field(0, ge=0)
     # paper scale (README "Paper scale on a GPU"); the defaults keep the CPU study exactly as it was
@@ -325,12 +269,12 @@ class AblationConfig(Strict):
 
 
 class BootstrapConfig(Strict):
-    resamples: int = Field(10000, ge=100)
-    seed: int = 0
+    resamples: int = Field(10000, ge=100, le=1_000_000)
+    seed: Seed = 0
 
 
 class EvaluateConfig(Strict):
-    eval_seeds: list[int] = Field([2023], min_length=1)
+    eval_seeds: list[Seed] = Field([2023], min_length=1)
     bootstrap: BootstrapConfig = BootstrapConfig()
     lpips: bool = True
     save_images: bool = False
@@ -359,10 +303,10 @@ class DatasetSource(Strict):
     url: str | None = None  # one URL (= urls: [url]); after validation always urls[0]. manual: the landing page
     homepage: str | None = None
     manual: bool = False  # url is a landing / Google Drive page: download by hand, pass --archive
-    archive: str  # archive file name: the key in pipelines/checksums.yaml
+    archive: FileName  # archive file name: the key in pipelines/checksums.yaml
     layout: Literal["gopro", "flat", "realblur"] = "gopro"
     out_dir: str
-    lists: dict[Literal["train", "test"], str] = {}  # realblur: split -> list file inside the archive
+    lists: dict[Literal["train", "test"], FileName] = {}  # realblur: split -> list file inside the archive
     expected_pairs: dict[Literal["train", "test"], int] = {}  # checked after unpacking; {} = unchecked
     # caps (GB) of the download and of the unpacked archive; default: ARCHIVE_CAPS of pipelines/core/limits.py
     # for a known archive, else none of its own (fetch.max_unpacked_gb caps both)
@@ -384,9 +328,9 @@ class DatasetSource(Strict):
 
 
 class FetchConfig(Strict):
-    datasets: dict[str, DatasetSource] = {}
+    datasets: dict[Name, DatasetSource] = {}
     active: list[str] = []
-    max_unpacked_gb: float = Field(50.0, gt=0)  # any archive's uncompressed cap (zip bombs); datasets: their own
+    max_unpacked_gb: float = Field(50.0, gt=0, le=1e6)  # any archive's uncompressed cap (zip bombs); datasets: their own
 
     @model_validator(mode="after")
     def _known(self):
@@ -398,11 +342,11 @@ class FetchConfig(Strict):
 
 class Params(Strict):
     profile: Literal[PROFILE_NAMES]
-    seed: int = 0
+    seed: Seed = 0
     synth: SynthConfig
     data: DataConfig = DataConfig()
     # Table 1's training sets, name -> {train: folder, test: [data.test names]}; the names shape the DAG
-    train_sets: dict[Annotated[str, StringConstraints(pattern=TRAIN_SET_NAME)], TrainSetConfig] = Field(min_length=1)
+    train_sets: dict[Name, TrainSetConfig] = Field(min_length=1)
     models: ModelsConfig = ModelsConfig()
     prior: PriorConfig = PriorConfig()
     train: TrainConfig
@@ -511,7 +455,7 @@ def validate(resolved: dict, source: str = "params.yaml") -> Params:
             key = ".".join(str(p) for p in e["loc"]) or "<top level>"
             msg = e["msg"]
             if e["type"] == "literal_error":
-                msg = f"unknown value {e['input']!r}; allowed: {e['ctx']['expected']}"
+                msg = f"unknown value {shown(e['input'])}; allowed: {e['ctx']['expected']}"
             elif e["type"] == "extra_forbidden":
                 msg = "unknown key (typo?)"
             lines.append(f"  {key}: {msg}")

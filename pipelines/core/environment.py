@@ -1,4 +1,5 @@
-"""Environment set-up that must happen before torchvision / pyiqa / mlflow are imported.
+"""Environment set-up that must happen before torchvision / pyiqa / mlflow are imported: telemetry and hub
+downloads off, MLflow's HTTP retries capped (:func:`set_offline_env`), and the torchvision work-around below.
 
 The only torchvision 0.28.0 wheel on the registry is a CUDA build. Next to the CPU-only torch
 2.13.0 wheel its C extension fails to load and importing torchvision raises
@@ -20,6 +21,15 @@ OFFLINE_ENV = {
     "DVC_NO_ANALYTICS": "1",
 }
 
+# MLflow's HTTP client retries a failed request 7 times with a doubling back-off (~4 minutes per call on an
+# unreachable server) and waits 120 s for an answer: capped here (the user's own values win), so a tracking
+# server that is down fails a command in seconds with a clear error (pipelines.tracking.store.TrackingError)
+MLFLOW_HTTP_LIMITS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+
 _MISSING_OPS = {
     "nms": "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
     "qnms": "qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
@@ -28,8 +38,9 @@ _placeholders_registered = False
 
 
 def set_offline_env() -> None:
-    """Switch telemetry and hub downloads off unless the user already chose a value."""
-    for key, value in OFFLINE_ENV.items():
+    """Switch telemetry and hub downloads off and cap MLflow's HTTP retries (:data:`MLFLOW_HTTP_LIMITS`), unless
+    the user already chose a value."""
+    for key, value in {**OFFLINE_ENV, **MLFLOW_HTTP_LIMITS}.items():
         os.environ.setdefault(key, value)
 
 

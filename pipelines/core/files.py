@@ -203,6 +203,17 @@ def write_json(path, obj, indent: int = 2, allow_nan: bool = True) -> None:
     write_text(path, json.dumps(obj, indent=indent, sort_keys=True, default=_json_default, allow_nan=allow_nan) + "\n")
 
 
+def read_json(path: str | os.PathLike):
+    """The JSON value in ``path``; a file that cannot be read, or is not (whole) JSON, e.g. one truncated by a
+    killed writer, is an :class:`InvalidInputError` naming it."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as err:
+        raise InvalidInputError(f"{path}: cannot read ({getattr(err, 'strerror', None) or err})") from None
+    except json.JSONDecodeError as err:
+        raise InvalidInputError(f"{path}: not valid JSON ({err}); truncated? Rerun the stage that writes it") from None
+
+
 def _json_default(obj):
     # lazy: numpy only for numpy values; every stage imports this module and fetch needs no numpy (+0.12 s)
     import numpy as np

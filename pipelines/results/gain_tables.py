@@ -27,7 +27,6 @@ Only what was run appears; a missing evaluation is left out (the report says "no
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import platform
 from pathlib import Path
@@ -36,6 +35,7 @@ import torch
 
 from models.names import METRIC_NAMES, PRIORS, STAGE_COMBOS, column_key
 from pipelines.core.config import Params, repo_root
+from pipelines.core.files import read_json
 from pipelines.core.layout import (
     ablation_variants,
     eval_dir,
@@ -93,7 +93,7 @@ def _run_ids(study: str, key: str, stage: str, seeds) -> list[str]:
     for seed in seeds:
         f = train_dir(study, key, stage, seed) / "metrics.json"
         if f.is_file():
-            record = json.loads(f.read_text())
+            record = read_json(f)
             run_id = record.get("mlflow_run_id")
             if run_id:
                 ids.append(run_id)
@@ -112,7 +112,7 @@ def _lpips_reason(summary_dirs: list[Path]) -> str | None:
     for d in summary_dirs:
         f = d / "summary.json"
         if f.is_file():
-            s = json.loads(f.read_text())
+            s = read_json(f)
             if not s.get("lpips_available", False):
                 return s.get("lpips_reason") or "LPIPS unavailable"
     return None
@@ -167,7 +167,7 @@ def _stage2_r2(study: str, key: str, seeds) -> dict | None:
     for seed in seeds:
         f = train_dir(study, key, "stage2", seed) / "metrics.json"
         if f.is_file():
-            r2 = json.loads(f.read_text()).get("val_latent_r2")
+            r2 = read_json(f).get("val_latent_r2")
             if r2 is not None:
                 values[str(seed)] = r2
     if not values:

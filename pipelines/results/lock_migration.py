@@ -315,18 +315,30 @@ def load_target(root: Path, train_set: str | None) -> Target:
     name = train_set or next(iter(params.train_sets))
     if name not in params.train_sets:
         raise InvalidInputError(f"--train-set {name!r}: not a training set of params train_sets ({', '.join(params.train_sets)})")
-    with Repo(str(root)) as repo:
-        stages = {stage.name: stage.cmd for stage in repo.index.stages}
+    from dvc.exceptions import DvcException
+
+    try:
+        with Repo(str(root)) as repo:
+            stages = {stage.name: stage.cmd for stage in repo.index.stages}
+    except DvcException as err:  # dvc.yaml or dvc.lock that DVC cannot read: one line, naming what DVC names
+        raise InvalidInputError(f"{root}: DVC cannot read the project ({err})") from None
     return Target(root=root, train_set=name, params=params, raw=raw, stages=stages)
 
 
 def read_lock(path: Path) -> dict:
+    """dvc.lock's content; a file that is not a DVC lock file (not YAML, no ``stages`` mapping of stage entries)
+    is an :class:`InvalidInputError` naming it."""
     try:
-        lock = yaml.safe_load(path.read_text())
+        lock = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise MissingFileError(f"{path}: no dvc.lock: nothing to migrate") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise InvalidInputError(f"{path}: cannot read ({getattr(err, 'strerror', None) or err})") from None
     except yaml.YAMLError as err:
         raise InvalidInputError(f"{path}: not valid YAML ({err})") from None
     if not isinstance(lock, dict) or not isinstance(lock.get("stages"), dict):
         raise InvalidInputError(f"{path}: expected a DVC lock file (a 'stages' mapping)")
+    bad = [name for name, entry in lock["stages"].items() if not isinstance(entry, dict)]
+    if bad:
+        raise InvalidInputError(f"{path}: stages.{bad[0]}: expected a stage entry (a mapping with cmd, deps, outs)")
     return lock

@@ -4,7 +4,7 @@ CI runs the smoke pipeline, then ``blurdm-bench check`` against ``reports/refere
 Every JSON file of the reference is compared leaf by leaf with the same file under ``metrics/``:
 
 * structure (keys present, list lengths), strings, booleans and integers (counts, parameter numbers,
-  image counts, seeds) must match **exactly**;
+  image counts, seeds) must match **exactly**, and by type (``4.04`` is not the count ``4``, ``1`` not ``true``);
 * floats are compared with the tolerance of the first rule in :data:`TOLERANCES` whose pattern
   occurs in the leaf's path (absolute tolerances in the metric's unit); anything else uses
   :data:`DEFAULT_REL_TOL` (relative);
@@ -80,8 +80,11 @@ def compare(reference, current, path: str = "") -> list[dict]:
         for i, (r, c) in enumerate(zip(reference, current)):
             diffs.extend(compare(r, c, f"{path}[{i}]"))
         return diffs
-    if isinstance(reference, float) or (isinstance(current, float) and isinstance(reference, int)
-                                        and not isinstance(reference, bool)):
+    if isinstance(reference, (bool, int)) and not isinstance(reference, float):
+        # a count or a switch: the same type and value, exactly (4 -> 4.04 is no rounding, true is not 1)
+        if type(current) is not type(reference):
+            return [dict(path=path, reference=reference, current=_short(current), why="type changed")]
+    elif isinstance(reference, float):
         if not isinstance(current, (int, float)) or isinstance(current, bool):
             return [dict(path=path, reference=reference, current=_short(current), why="type changed")]
         if math.isnan(reference) and math.isnan(current):
@@ -113,12 +116,19 @@ def check_dirs(reference_dir: Path, metrics_dir: Path) -> dict[str, list[dict]]:
         if not cur_file.is_file():
             result[ref_file.name] = [dict(path="", reference="present", current="<missing file>", why=f"{cur_file} not found")]
             continue
-        try:
-            current = json.loads(cur_file.read_text())
-        except json.JSONDecodeError as err:
-            raise InvalidInputError(f"{cur_file}: not valid JSON ({err})") from None
-        result[ref_file.name] = compare(json.loads(ref_file.read_text()), current)
+        result[ref_file.name] = compare(read_table(ref_file), read_table(cur_file))
     return result
+
+
+def read_table(path: Path, data: bytes | None = None):
+    """The JSON value in ``path`` (or in ``data``, its bytes read already); a file that cannot be read or is not
+    (whole) JSON names itself."""
+    try:
+        return json.loads((path.read_bytes() if data is None else data).decode("utf-8"))
+    except (OSError, UnicodeDecodeError) as err:
+        raise InvalidInputError(f"{path}: cannot read ({getattr(err, 'strerror', None) or err})") from None
+    except json.JSONDecodeError as err:
+        raise InvalidInputError(f"{path}: not valid JSON ({err}); truncated or still being written?") from None
 
 
 def format_report(result: dict[str, list[dict]]) -> str:

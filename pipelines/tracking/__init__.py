@@ -11,8 +11,10 @@ store: ``<repo>/mlartifacts``). One experiment per study (``table1``, ``ablation
 ``ablation-stages``, ``t-sweep``).
 
 MLflow is imported lazily (it takes seconds) and only after telemetry is switched off
-(``MLFLOW_DISABLE_TELEMETRY=true``). :class:`~.runs.Tracker` with ``enabled=False`` does nothing, so
-callers never branch on whether tracking is on.
+(``MLFLOW_DISABLE_TELEMETRY=true``) and its HTTP retries are capped. :class:`~.runs.Tracker` with ``enabled=False``
+does nothing, so callers never branch on whether tracking is on. When it is on, a store that cannot be used
+(corrupt, locked, read-only, unreachable, in a folder that does not exist, or copied with artifact locations
+that point into the original) is a :class:`~.store.TrackingError` naming it (:class:`~.store.GuardedClient`).
 
 MLflow's own conventions (what the UI and ``MlflowClient`` users expect):
 

@@ -25,7 +25,7 @@ from pipelines.tracking.runs import (
     MODEL_FORMAT,
     Tracker,
 )
-from pipelines.tracking.store import public_text
+from pipelines.tracking.store import TrackingError, check_artifact_location, public_text
 
 TEST_PREFIX, ORACLE_PREFIX = "test", "oracle_test"
 
@@ -90,11 +90,14 @@ def log_evaluation(run_dir: str | os.PathLike, summary: dict, dataset: str, data
         return None
     tracker = Tracker(uri)
     try:
-        tracker.client.get_run(run_id)
+        run = tracker.client.get_run(run_id)
+    except TrackingError:
+        raise  # the store itself failed (corrupt, locked, read-only, unreachable): never a silent exit 0
     except Exception as err:  # noqa: BLE001 - another store, or the run was deleted
         warnings.warn(f"MLflow run {run_id} of {metrics_file} not found in {tracker.uri} ({err}); "
                       "test results not logged", stacklevel=2)
         return None
+    check_artifact_location(tracker.uri, run.info.artifact_uri, f"run {run_id} (of {metrics_file})")
     tracker.run_id = run_id
     tracker.log_metrics(evaluation_metrics(summary, dataset, oracle), int(record.get("steps") or 0))
     prefix = f"{ORACLE_PREFIX if oracle else TEST_PREFIX}/{dataset}"

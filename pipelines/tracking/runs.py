@@ -15,7 +15,14 @@ from pathlib import Path
 
 from pipelines.core.environment import set_offline_env
 from pipelines.tracking.lineage import NO_DVC_EXP, dataset_for, dvc_experiment_name
-from pipelines.tracking.store import artifact_root_for, default_tracking_uri
+from pipelines.tracking.store import (
+    GuardedClient,
+    TrackingError,
+    artifact_root_for,
+    check_artifact_location,
+    check_store,
+    default_tracking_uri,
+)
 
 _MAX_PARAMS_PER_BATCH = 100
 _MAX_METRICS_PER_BATCH = 1000
@@ -58,11 +65,12 @@ class Tracker:
 
     @property
     def client(self):
+        """The store's ``MlflowClient``; every failure of the store is a :class:`TrackingError` naming it
+        (:class:`GuardedClient`), and a local store whose folder does not exist is refused first."""
         if self._client is None:
-            set_offline_env()
-            from mlflow.tracking import MlflowClient
-
-            self._client = MlflowClient(tracking_uri=self.uri)
+            set_offline_env()  # also caps MLflow's HTTP retries before mlflow is imported
+            check_store(self.uri)
+            self._client = GuardedClient(self.uri)
         return self._client
 
     def _experiment(self, name: str) -> str:
@@ -70,6 +78,7 @@ class Tracker:
 
         exp = self.client.get_experiment_by_name(name)
         if exp is not None:
+            check_artifact_location(self.uri, exp.artifact_location, f"experiment {name!r}")
             if exp.lifecycle_stage == "deleted":
                 self.client.restore_experiment(exp.experiment_id)
             return exp.experiment_id
@@ -96,12 +105,15 @@ class Tracker:
         if run_id is not None:
             try:
                 run = self.client.get_run(run_id)
+                check_artifact_location(self.uri, run.info.artifact_uri, f"run {run_id}")
                 self.run_id = run.info.run_id
                 self.experiment_id = run.info.experiment_id
                 self.client.update_run(self.run_id, status="RUNNING")
                 self.parent_id = run.data.tags.get(PARENT_RUN_TAG)
                 self._mark_parent("RUNNING")
                 return self.run_id
+            except TrackingError:
+                raise
             except Exception as err:  # noqa: BLE001 - store changed / run deleted: start a new run
                 warnings.warn(f"MLflow run {run_id} cannot be reopened ({err}); starting a new run", stacklevel=2)
         self.experiment_id = self._experiment(experiment)
@@ -173,6 +185,8 @@ class Tracker:
                 parent_id = up.data.tags.get(PARENT_RUN_TAG)
                 same_parent = (up.info.experiment_id == self.experiment_id and parent_id
                                and client.get_run(parent_id).data.tags.get(GROUP_TAG) == group)
+            except TrackingError:
+                raise
             except Exception:  # noqa: BLE001 - an upstream run from another store / deleted: ignore it
                 same_parent = False
             if same_parent:

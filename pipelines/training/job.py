@@ -15,6 +15,7 @@ from pathlib import Path
 from models.names import DEFAULT_STAGE_COMBO, MAX_T, STAGE_COMBOS, STUDIES
 from pipelines.core.config import BACKBONE_NAMES, DIFFUSION_PRIORS, STAGE_NAMES
 from pipelines.core.errors import UserError
+from pipelines.core.param_rules import MAX_SEED
 
 
 def option(help: str | None = None, *, default=MISSING, default_factory=MISSING, flag: str | None = None,
@@ -76,6 +77,8 @@ class TrainJob:
             raise UserError(f"unknown prior {self.prior!r}; allowed: {', '.join(DIFFUSION_PRIORS)}")
         if isinstance(self.T, bool) or not isinstance(self.T, int) or not 1 <= self.T <= MAX_T:
             raise UserError(f"--T must be an integer >= 1 and <= {MAX_T}, got {self.T!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise UserError(f"--seed must be an integer between 0 and {MAX_SEED}, got {self.seed!r}")
         if self.steps is not None and self.steps < 0:
             raise UserError(f"--steps must be >= 0, got {self.steps}")
         if self.study not in STUDIES:

@@ -19,7 +19,11 @@ from torch import nn
 
 from models.backbones import zero_init_residual_outputs
 from models.deblur_model import ModelPayloadError, build_deblur_model, copy_parts
-from pipelines.core.checkpoint_files import CheckpointError, load_checkpoint, model_file
+from pipelines.core.checkpoint_files import (
+    CheckpointError,
+    load_model_payload,
+    model_file,
+)
 from pipelines.core.errors import UserError
 from pipelines.core.files import sha256_file
 from pipelines.training.job import TrainJob
@@ -55,21 +59,34 @@ def read_stage_source(kind: str, path: Path | None, job: TrainJob, scale: str) -
     if not file.is_file():
         raise UserError(f"{job.stage} needs a finished {kind} checkpoint, but {file} does not exist: run "
                         f"`blurdm-bench train --stage {kind} --backbone {job.backbone} --out {path}` first")
-    payload = load_checkpoint(file)
-    spec = payload.get("spec") or {}
+    payload = load_model_payload(file)
+    spec = payload["spec"]
     if spec.get("backbone") != job.backbone or spec.get("scale") != scale:
         raise UserError(f"{file}: holds backbone {spec.get('backbone')!r} at scale {spec.get('scale')!r}, "
                         f"but this job trains {job.backbone!r} at scale {scale!r}")
-    if kind == "stage1" and not spec.get("sharp_encoder"):
-        raise UserError(f"{file}: not a stage-1 model (it has no sharp encoder; spec {spec})")
-    if kind == "stage2":
-        if spec.get("prior") is None:
-            raise UserError(f"{file}: not a stage-2 model (it has no diffusion prior; spec {spec})")
-        if (spec.get("prior"), spec.get("T")) != (job.prior, job.T):
-            raise UserError(f"{file}: trained prior {spec.get('prior')} with T={spec.get('T')}, but this job asks "
-                            f"for prior {job.prior} with T={job.T}")
+    check_stage(file, kind, payload, flag)
+    if kind == "stage2" and (spec.get("prior"), spec.get("T")) != (job.prior, job.T):
+        raise UserError(f"{file}: trained prior {spec.get('prior')} with T={spec.get('T')}, but this job asks "
+                        f"for prior {job.prior} with T={job.T}")
     payload["_source"] = {"path": str(file.resolve()), "sha256": sha256_file(file)}
     return file, payload
+
+
+# what the spec of each earlier stage's model holds: (a sharp encoder, a diffusion prior)
+STAGE_PARTS = {"stage1": (True, False), "stage2": (True, True)}
+
+
+def check_stage(file: Path, kind: str, payload: dict, flag: str) -> None:
+    """Refuse a model of another stage as the ``kind`` (stage1 / stage2) source: the stage its training recorded
+    (``meta.stage``) and the parts its spec holds must be those of ``kind`` (a stage-3 model also has a prior,
+    a stage-2 model also a sharp encoder: either would silently start this job from the wrong lineage)."""
+    spec, recorded = payload["spec"], payload.get("meta", {}).get("stage")
+    parts = (bool(spec.get("sharp_encoder")), spec.get("prior") is not None)
+    if (recorded is not None and recorded != kind) or parts != STAGE_PARTS[kind]:
+        what = f"a {recorded} model" if recorded is not None else "a model"
+        has = " and ".join(name for name, present in zip(("a sharp encoder", "a diffusion prior"), parts) if present)
+        raise UserError(f"{file}: not a {kind} model: {what} with {has or 'neither a sharp encoder nor a prior'}; "
+                        f"{flag} takes the --out folder of a finished `blurdm-bench train --stage {kind}` run")
 
 
 def build_stage_model(job: TrainJob, params) -> tuple[nn.Module, list[nn.Module], dict]:
