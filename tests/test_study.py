@@ -114,3 +114,37 @@ def test_the_paper_ablations_train_their_own_base_in_the_table1_layout():
     variants = ablation_variants(paper)
     assert paper.models.ablation_backbone not in paper.models.backbones
     assert variants["none"]["key"] == variants["oracle"]["key"] == table1_key("gopro", "mimo_unet")
+
+
+def test_a_stage_trains_its_seeds_side_by_side_with_a_share_of_the_cores_each(tmp_path):
+    """Two seeds of one stage on this machine's cores: each in its own process (when there are 2+ cores), each
+    sized to its share; both finish, into one fresh MLflow store that the stage opened before them."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from _smoke_root import REPO, reduced_smoke_root
+    from pipelines.core.threads import available_cores
+
+    smoke = {"synth": {"n_train": 8, "n_test": 2}, "backbone_train": {"mimo_unet": {"seeds": [0, 1]}},
+             "train": {"steps": {"stage1": 2, "stage2": 1, "stage3": 1}}}
+    root = reduced_smoke_root(tmp_path / "root", smoke)
+    env = {**os.environ, "BLURDM_ROOT": str(root), "PYTHONPATH": str(REPO), "PYTHONHASHSEED": "0",
+           "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
+    for var in ("OMP_NUM_THREADS", "BLURDM_WORKERS", "DVC_EXP_NAME"):
+        env.pop(var, None)
+    subprocess.run([sys.executable, "-m", "pipelines.cli", "synth"], cwd=root, env=env, check=True,
+                   capture_output=True, timeout=600)
+    done = subprocess.run([sys.executable, "-m", "pipelines.cli", "study", "train", "--study", "table1", "--train-set",
+                           "synthetic", "--backbone", "mimo_unet", "--stage", "stage1", "--no-progress"],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    cores = available_cores()
+    threads = [json.loads((root / "runs" / "table1" / "synthetic" / "mimo_unet" / "stage1" / f"seed{s}" /
+                           "metrics.json").read_text())["threads"] for s in (0, 1)]
+    if cores >= 2:
+        assert "2 seeds, 2 side by side" in done.stdout
+        assert threads == [max(1, cores // 2)] * 2
+    else:
+        assert threads == [1, 1]

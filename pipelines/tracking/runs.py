@@ -92,6 +92,11 @@ class Tracker:
                 raise
             return exp.experiment_id
 
+    def client_experiment(self, name: str) -> str | None:
+        """Open the store (creating its tables when it is new) and the experiment ``name``; its id (None when
+        tracking is off). Done once by a stage before its seeds' processes start, so they never race for it."""
+        return self._experiment(name) if self.enabled else None
+
     def start(self, experiment: str, run_name: str, tags: dict, params: dict,
               run_id: str | None = None, parent: dict | None = None) -> str | None:
         """Create a run (logging ``tags`` and flattened ``params``) or reopen ``run_id`` on resume.

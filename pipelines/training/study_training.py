@@ -29,10 +29,11 @@ from pathlib import Path
 from models.names import DEFAULT_STAGE_COMBO
 from pipelines.core.config import DIFFUSION_PRIORS, STAGE_COMBO_NAMES, Params
 from pipelines.core.errors import InvalidInputError, UserError
-from pipelines.core.threads import WORKERS_ENV, parallel_workers, plan_threads
 from pipelines.core.files import write_bytes
 from pipelines.core.layout import curves_path, t_key, table1_key, train_dir
+from pipelines.core.threads import WORKERS_ENV, parallel_workers, plan_threads
 from pipelines.results.plots_data import CURVES_FILE
+from pipelines.tracking.runs import Tracker
 from pipelines.training.job import TrainJob, job_argv
 from pipelines.training.launch import Launch, resolve_launch, torchrun_prefix
 from pipelines.training.trainer import train
@@ -172,7 +173,7 @@ def _die_with_parent() -> None:
         pass  # not Linux: a killed stage may leave its seeds' processes to finish (they resume or restart anyway)
 
 
-def _train_seeds_in_parallel(args, seeds: list[int], workers: int) -> None:
+def _train_seeds_in_parallel(args, seeds: list[int], workers: int, uri: str | None) -> None:
     """Every seed in its own ``blurdm-bench study train ... --seed K`` process, ``workers`` at a time, each told
     how many run beside it ($BLURDM_WORKERS, so it sizes its threads to its share); fails if any seed failed."""
     base = [sys.executable, "-m", "pipelines.cli", "study", "train", "--study", args.study]
@@ -183,6 +184,9 @@ def _train_seeds_in_parallel(args, seeds: list[int], workers: int) -> None:
             base += [flag, str(value)]
     if not args.progress:
         base.append("--no-progress")
+    # the tracking store and the study's experiment made once, here: the seeds' processes would otherwise race to
+    # create the tables of a fresh store (and the experiment) at the same moment
+    Tracker(uri).client_experiment("table1" if args.study == "ablation-base" else args.study)
     outer, _ = parallel_workers()
     env = {**os.environ, WORKERS_ENV: str(outer * workers)}
     print(f"[study] {len(seeds)} seeds, {workers} side by side ({WORKERS_ENV}={env[WORKERS_ENV]})", flush=True)
@@ -213,7 +217,7 @@ def train_action(params: Params, args) -> None:
         seeds = [args.seed]
     workers = seed_workers(params, backbone, len(seeds))
     if workers > 1:
-        _train_seeds_in_parallel(args, seeds, workers)
+        _train_seeds_in_parallel(args, seeds, workers, params.mlflow_tracking_uri)
         return
     for seed in seeds:
         common = dict(seed=seed, train_set=train_set, dvc_stage=args.dvc_stage, progress=args.progress,
