@@ -33,7 +33,7 @@ PAPER_SCORING = "authors"  # how the paper scores RealBlur (models.names.SCORING
 REFERENCE_DATASET = "gopro"  # the paper's numbers shown beside a dataset the paper does not have (synthetic)
 PAPER_VARIANT_KEY = {"none": "baseline"}  # our variant name -> key in the paper YAML's ablation blocks
 # our backbone -> its row in the paper's Table 1 (the YAML's keys). The paper's "MIMO-UNet" row is MIMO-UNet+ (the
-# authors build only MIMO-UNet+ with the prior; its 32.44 dB baseline is MIMO-UNet+'s published 32.45): the paper
+# authors build only MIMO-UNet+ with the prior; its baseline is MIMO-UNet+'s published GoPro PSNR, spec): the paper
 # profile's mimo_unet_plus rows sit beside it. The cpu profile's tiny MIMO-UNet is shown beside the same row as a
 # reference only (other data, other scale: only the gains compare).
 PAPER_TABLE1_ROW = {"mimo_unet_plus": "mimo_unet"}

@@ -1,7 +1,6 @@
 """Shared set-up of the training tests: a tiny synthetic dataset and small params (smoke profile)."""
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import yaml
