@@ -199,10 +199,14 @@ def _twin(rng: np.random.Generator) -> np.random.Generator:
 
 
 # ---------------------------------------------------------------------------------------- datasets
-def _gopro(n: int, size: tuple[int, int], seed: int) -> dict[str, bytes]:
+Plan = dict  # split -> (pairs, (H, W)): how many pairs of which size each split of one archive holds
+
+
+def _gopro(plan: Plan, seed: int) -> dict[str, bytes]:
     members, index = {}, 0
     for split in SPLITS:
         sequences = GOPRO_SEQUENCES[split]
+        n, size = plan[split]
         for i in range(n):
             sequence, first = sequences[i % len(sequences)]
             frame = f"{first + i // len(sequences):06d}.png"
@@ -226,9 +230,10 @@ def _hide_names(split: str, n: int) -> list[str]:
     return paths
 
 
-def _hide(n: int, size: tuple[int, int], seed: int) -> dict[str, bytes]:
+def _hide(plan: Plan, seed: int) -> dict[str, bytes]:
     members, index = {}, 0
     for split in SPLITS:
+        n, size = plan[split]
         for path in _hide_names(split, n):
             sharp, rng = _pair(seed, 1, index, size)
             members[path] = _png(_motion_blur(sharp, rng, linear=True))
@@ -243,21 +248,24 @@ def realblur_list_text(pairs: list[tuple[str, str]]) -> str:
     return "\n".join(f"{gt} {blur} " for gt, blur in pairs).rstrip(" ")
 
 
-def _realblur(n: int, size: tuple[int, int], seed: int) -> dict[str, bytes]:
+def _realblur(plan: Plan, seed: int) -> dict[str, bytes]:
     """RealBlur-J and -R show the same captures (camera JPEG vs. developed RAW): same scenes, same k."""
     members = {}
     for camera, root in REALBLUR_FOLDERS.items():
-        for s, split in enumerate(SPLITS):
+        first = 0  # the index of the split's first pair
+        for split in SPLITS:
             scenes, listed = REALBLUR_SCENES[split], []
+            n, size = plan[split]
             for i in range(n):
                 scene, k = scenes[i % len(scenes)], REALBLUR_K_ORDER[(i // len(scenes)) % len(REALBLUR_K_ORDER)]
-                sharp, rng = _pair(seed, 2, s * n + i, size)
+                sharp, rng = _pair(seed, 2, first + i, size)
                 if camera == "R":  # RAW-like rendering: darker, flatter
                     sharp = np.rint(255.0 * (sharp / 255.0) ** 1.6).astype(np.uint8)
                 gt, blur = f"{root}/{scene}/gt/gt_{k}.png", f"{root}/{scene}/blur/blur_{k}.png"
                 members[gt], members[blur] = _png(sharp), _png(_motion_blur(sharp, rng, linear=True))
                 listed.append((gt, blur))
             members[f"RealBlur_{camera}_{split}_list.txt"] = realblur_list_text(listed).encode()
+            first += n
     return members
 
 
@@ -311,39 +319,68 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+ARCHIVE_DATASETS = {"gopro": GOPRO_ARCHIVE, "hide": HIDE_ARCHIVE, "realblur": REALBLUR_ARCHIVE}  # `splits` keys
+
+
+def archive_plans(pairs_per_split: int = 2, size: tuple[int, int] = (72, 128),
+                  splits: dict | None = None) -> dict[str, Plan]:
+    """``{gopro|hide|realblur: {split: (pairs, (H, W))}}``: ``pairs_per_split`` pairs of ``size`` everywhere,
+    except where ``splits`` (``{dataset: {split: (pairs, (H, W))}}``, same keys) says otherwise. RealBlur-J and
+    -R share one plan (one archive). Refuses an unknown key, fewer than 1 pair, or a side under 8 pixels."""
+    splits = splits or {}
+    unknown = sorted(set(splits) - set(ARCHIVE_DATASETS)) + sorted(
+        f"{d}.{s}" for d, by_split in splits.items() if d in ARCHIVE_DATASETS for s in by_split if s not in SPLITS)
+    if unknown:
+        raise ValueError(f"unknown dataset / split {unknown}; allowed: {sorted(ARCHIVE_DATASETS)} x {list(SPLITS)}")
+    plans = {}
+    for dataset in ARCHIVE_DATASETS:
+        plan = {}
+        for split in SPLITS:
+            n, (height, width) = splits.get(dataset, {}).get(split, (pairs_per_split, size))
+            if int(n) < 1 or int(height) < 8 or int(width) < 8:
+                raise ValueError(f"{dataset} {split}: need at least 1 pair and a size of at least 8 x 8, got "
+                                 f"{n} pairs of {height} x {width}")
+            plan[split] = (int(n), (int(height), int(width)))
+        plans[dataset] = plan
+    return plans
+
+
 def write_archives(out_dir: str | os.PathLike, *, pairs_per_split: int = 2, size: tuple[int, int] = (72, 128),
-                   seed: int = 0) -> dict[str, Path]:
+                   seed: int = 0, splits: dict | None = None) -> dict[str, Path]:
     """Write the three miniature archives into ``out_dir`` and return ``{archive file name: path}``.
 
     Every split of every dataset gets ``pairs_per_split`` pairs of ``size`` = (H, W) pixels (GoPro and
-    HIDE frames are 720 x 1280). Also writes ``rehearsal.json`` and ``checksums.yaml`` into ``out_dir``
-    (see :func:`read_info`); an existing archive of the same name is replaced."""
-    height, width = size
-    if pairs_per_split < 1 or height < 8 or width < 8:
-        raise ValueError(f"need pairs_per_split >= 1 and a size of at least 8 x 8, got {pairs_per_split}, {size}")
+    HIDE frames are 720 x 1280), except where ``splits`` names its own (:func:`archive_plans`; e.g.
+    ``{"hide": {"test": (1, (720, 1280))}}``: one full-resolution HIDE test pair). Also writes
+    ``rehearsal.json`` and ``checksums.yaml`` into ``out_dir`` (see :func:`read_info`); an existing archive
+    of the same name is replaced."""
+    plans = archive_plans(pairs_per_split, size, splits)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    n, size = int(pairs_per_split), (int(height), int(width))
-    plans = ((GOPRO_ARCHIVE, _gopro, _write_zip), (HIDE_ARCHIVE, _hide, _write_zip),
-             (REALBLUR_ARCHIVE, _realblur, _write_tar_gz))
+    makers = {"gopro": (_gopro, _write_zip), "hide": (_hide, _write_zip), "realblur": (_realblur, _write_tar_gz)}
     paths, archives = {}, {}
-    for archive, members_of, write in plans:
+    for dataset, archive in ARCHIVE_DATASETS.items():
+        members_of, write = makers[dataset]
         path, tmp = out / archive, out / f".{archive}.tmp"
-        count = write(tmp, members_of(n, size, seed))
+        count = write(tmp, members_of(plans[dataset], seed))
         os.replace(tmp, path)
         paths[archive] = path
         archives[archive] = {"sha256": _sha256(path), "bytes": path.stat().st_size, "members": count}
-    both = {split: n for split in SPLITS}
+
+    def pairs(dataset: str, *split_names: str) -> dict[str, int]:
+        return {split: plans[dataset][split][0] for split in split_names}
+
     info = {
         "generator": "pipelines.rehearsal.archives.write_archives",
-        "arguments": {"pairs_per_split": n, "size": list(size), "seed": int(seed)},
+        "arguments": {"pairs_per_split": int(pairs_per_split), "size": [int(v) for v in size], "seed": int(seed),
+                      "splits": {d: {s: [n, list(hw)] for s, (n, hw) in plan.items()} for d, plan in plans.items()}},
         "archives": archives,
         "datasets": {  # params.yaml fetch.datasets name -> archive + the pairs the fetcher must find
-            "gopro": {"archive": GOPRO_ARCHIVE, "expected_pairs": both},
-            "hide": {"archive": HIDE_ARCHIVE, "expected_pairs": {"test": n}},  # the fetcher reads test only
-            "realblur_j": {"archive": REALBLUR_ARCHIVE, "expected_pairs": both},
-            "realblur_r": {"archive": REALBLUR_ARCHIVE, "expected_pairs": both},
+            "gopro": {"archive": GOPRO_ARCHIVE, "expected_pairs": pairs("gopro", *SPLITS)},
+            "hide": {"archive": HIDE_ARCHIVE, "expected_pairs": pairs("hide", "test")},  # the fetcher reads test only
+            "realblur_j": {"archive": REALBLUR_ARCHIVE, "expected_pairs": pairs("realblur", *SPLITS)},
+            "realblur_r": {"archive": REALBLUR_ARCHIVE, "expected_pairs": pairs("realblur", *SPLITS)},
         },
         "seconds": round(time.perf_counter() - start, 2),  # not part of the archives' bytes
     }
