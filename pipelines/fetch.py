@@ -56,7 +56,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                              "otherwise write OUT/NOT_FETCHED.txt saying why")
     parser.add_argument("--params", type=Path, help="params file (default: the repo's params.yaml)")
     parser.add_argument("--profile", choices=PROFILE_NAMES, help="profile to use (default: params' profile)")
-    parser.add_argument("--checksums", type=Path, help=f"checksums file (default: {CHECKSUMS_PATH.name} in pipelines/)")
+    parser.add_argument("--checksums", type=Path,
+                        help=f"checksums file (default: params fetch.checksums_file, else {CHECKSUMS_PATH.name} in "
+                             f"pipelines/)")
 
 
 PARAMS_KEYS = ("profile", "fetch", "data.max_pixels")  # what this stage reads (dvc.yaml declares them)
@@ -83,6 +85,9 @@ def run(args: argparse.Namespace) -> int:
         if name not in datasets:
             allowed = ", ".join(sorted(datasets)) or "(none configured in params fetch.datasets)"
             raise UserError(f"unknown dataset {name!r}; allowed: {allowed}")
+    checksums = args.checksums
+    if checksums is None and params.fetch.checksums_file is not None:  # e.g. the rehearsal's miniature archives
+        checksums = params.resolve_path(params.fetch.checksums_file)
     for name in names:
         spec = datasets[name]
         out_dir = args.out if args.out is not None else params.resolve_path(spec.out_dir)
@@ -97,5 +102,5 @@ def run(args: argparse.Namespace) -> int:
         fetch_dataset(name, spec, out_dir, archive=args.archive, source=args.source,
                       trust_unverified=args.trust_unverified, record=args.record_checksum, force=args.force,
                       timeout=args.timeout, retries=args.retries,
-                      checksums_path=args.checksums, max_unpacked_gb=params.fetch.max_unpacked_gb)
+                      checksums_path=checksums, max_unpacked_gb=params.fetch.max_unpacked_gb)
     return 0

@@ -51,7 +51,7 @@ def run(args) -> int:
     report = profile_models(
         scale=scale, backbones=args.backbones, T=params.prior.T, latency=args.latency,
         sizes=[tuple(s) for s in params.cost.sizes], warmup=params.cost.warmup, repeats=params.cost.repeats,
-        device=args.device, fast=args.fast,
+        device=args.device, fast=args.fast, latency_backbones=params.cost.latency_backbones,
     )
     report["params_profile"] = params.profile
     report = validated_json(CostsFile, report)  # the format of costs.json, which the report reads it with

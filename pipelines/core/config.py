@@ -295,6 +295,8 @@ class CostConfig(Strict):
     warmup: int = Field(3, ge=0)
     repeats: int = Field(10, ge=1)
     sizes: list[tuple[int, int]] = [(256, 256), (720, 1280)]
+    # the backbones whose latency is timed (null: every backbone); the counts always cover every backbone
+    latency_backbones: list[Literal[BACKBONE_NAMES]] | None = None
 
 
 class DatasetSource(Strict):
@@ -331,6 +333,7 @@ class FetchConfig(Strict):
     datasets: dict[Name, DatasetSource] = {}
     active: list[str] = []
     max_unpacked_gb: float = Field(50.0, gt=0, le=1e6)  # any archive's uncompressed cap (zip bombs); datasets: their own
+    checksums_file: str | None = None  # the archives' sha256 table; null = pipelines/checksums.yaml
 
     @model_validator(mode="after")
     def _known(self):

@@ -392,8 +392,10 @@ def environment(device: torch.device) -> dict:
 def profile_models(scale: str = "tiny", backbones: list[str] | None = None, T: int = 5, latency: bool = False,
                    sizes: list[tuple[int, int]] | None = None, warmup: int = 3, repeats: int = 10,
                    device: str = "auto", published_costs: str | Path | None = None,
-                   paper_yaml: str | Path | None = None, progress: bool = True, fast: bool = True) -> dict:
-    """Everything ``blurdm-bench profile`` writes, as a dict (see the module doc)."""
+                   paper_yaml: str | Path | None = None, progress: bool = True, fast: bool = True,
+                   latency_backbones: list[str] | None = None) -> dict:
+    """Everything ``blurdm-bench profile`` writes, as a dict (see the module doc). ``latency_backbones``: the
+    backbones whose latency is timed (None: all of ``backbones``); the counts cover every one."""
     backbones = list(backbones or BACKBONES)
     unknown = [b for b in backbones if b not in BACKBONES]
     if unknown:
@@ -429,10 +431,11 @@ def profile_models(scale: str = "tiny", backbones: list[str] | None = None, T: i
     }
     if latency:
         dev = pick_device(device)
-        lat = measure_latency(backbones, scale, T, [tuple(s) for s in (sizes or [(256, 256)])], warmup, repeats,
+        timed = [b for b in backbones if latency_backbones is None or b in latency_backbones]
+        lat = measure_latency(timed, scale, T, [tuple(s) for s in (sizes or [(256, 256)])], warmup, repeats,
                               dev, progress=progress)
         if fast and dev.type == "cuda":  # eager AND fast (CUDA graphs) on a GPU; eager only on the CPU
-            lat["fast"] = measure_fast_latency(backbones, scale, T, [tuple(s) for s in (sizes or [(256, 256)])],
+            lat["fast"] = measure_fast_latency(timed, scale, T, [tuple(s) for s in (sizes or [(256, 256)])],
                                                warmup, repeats, dev, progress=progress, eager=lat)
         report["latency"] = lat
         module_rows = [r for r in lat["results"] if r["model"] == "blurdm_module"]
