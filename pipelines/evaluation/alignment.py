@@ -6,7 +6,11 @@
   intensity-matched to the sharp one (one least-squares gain), registered to it with an ECC
   homography (cv2.findTransformECC, MOTION_HOMOGRAPHY, 100 iterations, Gaussian pre-filter 5,
   on grey images), warped (cubic, reflected border), and scored with PSNR/SSIM restricted to the
-  pixels that the warp fills from inside the restored image (the mask).
+  pixels that the warp fills from inside the restored image (the mask). Where ECC does not converge
+  (a flat image, or a restoration so far from the sharp image that the correlation turns negative: an
+  untrained or diverged model), the official script stops; :func:`score_realblur` with ``strict=False``
+  (the evaluator's choice) scores that image unregistered instead (identity warp, full mask) and says so
+  (``ecc: "failed"``), so that one image cannot end a whole evaluation.
 
 Like the official script, the official mode works on float32 images in [0, 1] (data range 1).
 """
@@ -93,6 +97,14 @@ def align_official(restored: np.ndarray, sharp: np.ndarray) -> tuple[np.ndarray,
     return aligned * mask[..., None], target * mask[..., None], mask
 
 
+def unregistered(restored: np.ndarray, sharp: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`align_official` without the ECC warp (identity, every pixel valid): where ECC does not converge."""
+    image_metrics.check_image_pair(restored, sharp)
+    target = sharp.astype(np.float32) / 255.0
+    matched = intensity_match(restored.astype(np.float32) / 255.0, target)
+    return matched, target, np.ones(target.shape[:2], dtype=bool)
+
+
 def _broadcast_mask(mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     mask = np.asarray(mask, dtype=bool)
     if mask.shape != shape[:2]:
@@ -129,10 +141,12 @@ def masked_ssim(x: np.ndarray, y: np.ndarray, mask: np.ndarray, data_range: floa
     return float(per_channel.mean())
 
 
-def score_realblur(restored: np.ndarray, sharp: np.ndarray, mode: str) -> dict:
+def score_realblur(restored: np.ndarray, sharp: np.ndarray, mode: str, strict: bool = True) -> dict:
     """Score one RealBlur pair under ``mode`` ("authors" or "official").
 
-    Returns ``{"psnr", "ssim", "ssim3d", "mode"}``. In "authors" mode these are the plain
+    Returns ``{"psnr", "ssim", "ssim3d", "mode"}`` (official: and ``"ecc"``, ``"converged"`` or ``"failed"``;
+    ``strict`` raises :class:`AlignmentError` where ECC fails, otherwise the pair is scored unregistered).
+    In "authors" mode these are the plain
     :func:`pipelines.evaluation.image_metrics.psnr`, :func:`~pipelines.evaluation.image_metrics.ssim` and
     :func:`~pipelines.evaluation.image_metrics.ssim3d`. In "official" mode psnr/ssim are the masked metrics after
     alignment and ``ssim3d`` is None (the official protocol defines no 3-D SSIM).
@@ -146,10 +160,18 @@ def score_realblur(restored: np.ndarray, sharp: np.ndarray, mode: str) -> dict:
             "ssim3d": image_metrics.ssim3d(restored, sharp),
             "mode": mode,
         }
-    aligned, target, mask = align_official(restored, sharp)
+    try:
+        aligned, target, mask = align_official(restored, sharp)
+        ecc = "converged"
+    except AlignmentError:
+        if strict:
+            raise
+        aligned, target, mask = unregistered(restored, sharp)
+        ecc = "failed"
     return {
         "psnr": masked_psnr(aligned, target, mask),
         "ssim": masked_ssim(aligned, target, mask),
         "ssim3d": None,
         "mode": mode,
+        "ecc": ecc,
     }

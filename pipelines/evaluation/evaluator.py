@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -63,11 +64,14 @@ from pipelines.evaluation.score_files import (
 # one image
 # ---------------------------------------------------------------------------------------------
 def score_image(restored: np.ndarray, sharp: np.ndarray, lpips=None, realblur_mode: str | None = None) -> dict:
-    """``{"psnr", "ssim", "ssim3d", "lpips"}`` of one 8-bit pair (None where not defined/available)."""
+    """``{"psnr", "ssim", "ssim3d", "lpips"}`` of one 8-bit pair (None where not defined/available); a RealBlur
+    pair in the official mode also ``"ecc"``: ``"failed"`` where ECC did not converge (scored unregistered)."""
     scores = score_pair(restored, sharp, lpips)
     if realblur_mode is not None:
-        aligned = score_realblur(restored, sharp, realblur_mode)
+        aligned = score_realblur(restored, sharp, realblur_mode, strict=False)
         scores.update(psnr=aligned["psnr"], ssim=aligned["ssim"], ssim3d=aligned["ssim3d"])
+        if "ecc" in aligned:
+            scores["ecc"] = aligned["ecc"]
     return scores
 
 
@@ -165,6 +169,8 @@ class _Setup:
     crop_size: int
     fast: bool
     checkpoint: str | os.PathLike | None
+    # official RealBlur scoring: where ECC did not converge ({"name", "image": "input" | "restored", "seed"})
+    ecc_failures: list = field(default_factory=list)
 
 
 def _setup(model, eval_seeds: Sequence[int], lpips, lpips_reason: str | None, device, **options) -> _Setup:
@@ -216,15 +222,27 @@ def _write_examples(setup: _Setup, tmp: Path, index: int, pair, blur, restored, 
             write_png(tmp / "crops" / f"{stem}_{kind}.png", img[top:top + h, left:left + w])
 
 
+def _scored(setup: _Setup, pair, image: np.ndarray, sharp: np.ndarray, seed: int | None, kind: str) -> dict:
+    """:func:`score_image` of ``image`` (``kind``: the blurred ``input`` or the ``restored`` image under ``seed``);
+    an image whose ECC registration failed (official RealBlur scoring) is recorded and named on stderr."""
+    scores = score_image(image, sharp, setup.lpips, setup.realblur_mode)
+    if scores.get("ecc") == "failed":
+        setup.ecc_failures.append({"name": pair.name, "image": kind, "seed": seed})
+        what = "the blurred input" if kind == "input" else f"the restoration (eval seed {seed})"
+        print(f"warning: {pair.blur}: ECC registration of {what} did not converge; scored unregistered "
+              f"(summary.json ecc_failures)", file=sys.stderr, flush=True)
+    return scores
+
+
 def _evaluate_pair(setup: _Setup, tmp: Path, index: int, pair, bar) -> tuple[dict, list[dict], str]:
     """Score the blurred input and the restoration under every eval seed of one pair; returns
     ``(input row, rows, "WxH")``."""
     blur, sharp = _read_pair(pair)
-    input_row = _row(pair.name, None, score_image(blur, sharp, setup.lpips, setup.realblur_mode), 0.0)
+    input_row = _row(pair.name, None, _scored(setup, pair, blur, sharp, None, "input"), 0.0)
     rows = []
     for k, seed in enumerate(setup.seeds):
         restored, seconds = _restore(setup, pair, blur, sharp, seed)
-        scores = score_image(restored, sharp, setup.lpips, setup.realblur_mode)
+        scores = _scored(setup, pair, restored, sharp, seed, "restored")
         rows.append(_row(pair.name, seed, scores, seconds))
         if k == 0:
             _write_examples(setup, tmp, index, pair, blur, restored, sharp)
@@ -243,6 +261,8 @@ def _summary(setup: _Setup, rows: list[dict], input_rows: list[dict], sizes: set
         "n_images": n_images,
         "image_sizes": sorted(sizes),
         "realblur_mode": setup.realblur_mode,
+        # official RealBlur scoring: the images whose ECC registration did not converge, scored unregistered
+        **({"ecc_failures": setup.ecc_failures} if setup.realblur_mode == "official" else {}),
         "checkpoint": str(setup.checkpoint) if setup.checkpoint is not None else None,
         "model": dict(spec or {}),
         "oracle": bool(oracle),
