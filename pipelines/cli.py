@@ -35,6 +35,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "migrate-lock": ("pipelines.migrate_lock", "carry a finished study over to Table 1's training sets, no retraining"),
     "params": ("pipelines.params", "the resolved parameters of a profile: print, write params.yaml, check"),
     "ui": ("pipelines.ui", "open the MLflow UI on the study's tracking store (127.0.0.1 only)"),
+    "rehearse": ("pipelines.rehearse", "the paper profile end to end on miniature archives served on 127.0.0.1"),
 }
 
 

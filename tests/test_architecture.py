@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("pipelines", "models", "reports")
 MAX_LINES = 600
 # The stage commands at the root of pipelines/: one module per `blurdm-bench` subcommand (cli.SUBCOMMANDS)
-COMMANDS = ("check", "deblur", "evaluate", "fetch", "gpu_check", "import_weights", "migrate_lock", "params", "profile", "realcrops", "study",
+COMMANDS = ("check", "deblur", "evaluate", "fetch", "gpu_check", "import_weights", "migrate_lock", "params", "profile", "realcrops", "rehearse", "study",
             "synth", "tables", "train", "ui")
 ROOT_FILES = ("__init__.py", "cli.py", "checksums.yaml")  # the dispatch, and the archives' sha256 table
 ROOT_DATA_FOLDERS = ("conf",)  # the Hydra config tree params.yaml is composed from (pipelines/core/composition.py)
