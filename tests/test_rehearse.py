@@ -317,3 +317,40 @@ def test_cost_latency_backbones_times_only_those_and_counts_every_backbone(tmp_p
     assert {r.model for r in costs.latency.results} == {"blurdm_module", "mimo_unet"}  # timed: the ones named
     assert costs.latency_of("fftformer", "baseline", (32, 48)) is None
     assert costs.latency_of("mimo_unet", "blurdm", (32, 48)).median_ms > 0
+
+
+def test_an_interrupted_rehearsal_ends_the_run_it_started(tmp_path):
+    """SIGTERM to the rehearsal ends the DVC run and its stage (a process group of their own), no orphan."""
+    pid_file = tmp_path / "grandchild.pid"
+    script = ("import subprocess, sys, time\n"
+              f"child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+              f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+              "print(\"Running stage 'one':\", flush=True)\n"
+              "time.sleep(120)\n")
+    runner = ("import os, signal, sys\n"
+              "from pathlib import Path\n"
+              "from pipelines.rehearsal.runner import run_logged\n"
+              "signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))\n"
+              f"run_logged([sys.executable, '-c', {script!r}], Path({str(tmp_path)!r}), dict(os.environ), "
+              f"Path({str(tmp_path / 'log')!r}), echo=lambda s: None)\n")
+    proc = subprocess.Popen([sys.executable, "-c", runner], env={**os.environ, "PYTHONPATH": str(REPO)})
+    deadline = time.monotonic() + 60
+    while not (pid_file.is_file() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    grandchild = int(pid_file.read_text())
+    time.sleep(0.5)
+    proc.terminate()
+    assert proc.wait(60) == 143
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(grandchild, 0)
+        except ProcessLookupError:
+            break
+        with open(f"/proc/{grandchild}/stat") as fh:  # a zombie waiting for its reaper counts as ended
+            if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
+                break
+        time.sleep(0.2)
+    else:
+        os.kill(grandchild, 9)
+        pytest.fail("the run's grandchild outlived the rehearsal")

@@ -9,10 +9,10 @@ nothing else differs):
 
 * sizes: step counts, the global batch and FFTformer's micro-batch, the training crops, the evaluation
   seeds (how many sampling seeds, not which), the training seeds of the ablation backbone (a count), the
-  latency repeats, and which backbones the latency table times (``cost.latency_backbones``: FFTformer's
-  paper-scale 720p pass alone takes minutes on 2 CPU cores; the counts still cover every backbone);
-* layout: checkpoint / validation / logging intervals, data-loading processes, and
-  ``train.activation_checkpointing`` (the same loss, recomputed activations: README "Precision, memory and the
+  latency repeats, which backbones the latency table times (``cost.latency_backbones``: FFTformer's
+  paper-scale 720p pass alone takes minutes on 2 CPU cores; the counts still cover every backbone), and the
+  size of the embedded synthetic set (which the paper profile renders but never uses);
+* layout: data-loading processes, and ``train.activation_checkpointing`` (the same loss, recomputed activations: README "Precision, memory and the
   global batch"), which the rehearsal turns ON for every backbone so that its code path runs;
 * where the data comes from: each dataset's ``urls`` (the miniature archives on 127.0.0.1), the pair counts
   those archives hold (``expected_pairs``), ``manual: false`` for RealBlur (the official link is a sharing
@@ -36,6 +36,8 @@ OVERRIDABLE = (
     "train.steps", "backbone_train.*.steps", "train.batch_size", "train.micro_batch", "backbone_train.*.micro_batch",
     "data.crop_size", "backbone_train.*.crop_size", "evaluate.eval_seeds", "evaluate.max_images", "backbone_train.mimo_unet.seeds",
     "cost.sizes", "cost.warmup", "cost.repeats", "cost.latency_backbones",
+    "synth.n_train", "synth.n_test", "synth.crop_size", "synth.subframes", "synth.dead_leaves.scenes",
+    "synth.dead_leaves.size", "synth.dead_leaves.shapes",
     "train.checkpoint_every", "train.val_every", "train.log_every", "data.num_workers", "train.threads",
     "train.activation_checkpointing", "backbone_train.*.activation_checkpointing",
     "fetch.datasets.*.urls", "fetch.datasets.*.url", "fetch.datasets.*.expected_pairs", "fetch.datasets.*.manual",
@@ -57,8 +59,10 @@ class Sizes:
     loformer_crop: int = 64
     eval_seeds: tuple[int, ...] = (2023,)  # the first of the paper's [2023, 0, 1, 2, 3]
     ablation_seeds: tuple[int, ...] = (0,)  # the ablation backbone's training seeds (paper: [0, 1, 2])
-    cost_sizes: tuple[tuple[int, int], ...] = ((256, 256), FULL_RES)  # the paper profile's
-    latency_backbones: tuple[str, ...] = ("mimo_unet_plus",)  # the profile stage's 720p latency: one backbone
+    # the profile stage times one backbone (at the paper profile's 256 x 256 and 720 x 1280): MIMO-UNet, the cheapest
+    # at 720p; every backbone is still counted
+    latency_backbones: tuple[str, ...] = ("mimo_unet",)
+    cost_sizes: tuple[tuple[int, int], ...] | None = None  # None: the paper profile's sizes
     num_workers: int = 2  # data-loading processes (paper: 8, for a GPU node)
     # the miniature archives: {gopro|hide|realblur: {split: (pairs, (H, W))}} (pipelines/rehearsal/archives.py).
     # Training pairs: batch 2 + 1 held-out validation pair (validation runs at the training images' full size
@@ -86,12 +90,15 @@ def size_overrides(sizes: Sizes) -> list[str]:
            f"backbone_train.fftformer.micro_batch={sizes.fftformer_micro_batch}",
            f"data.crop_size={sizes.crop}", f"++backbone_train.loformer.crop_size={sizes.loformer_crop}",
            f"evaluate.eval_seeds={_list(sizes.eval_seeds)}",
-           "cost.warmup=0", "cost.repeats=1",
-           "cost.sizes=" + _list(_list(hw) for hw in sizes.cost_sizes),
-           f"++cost.latency_backbones={_list(sizes.latency_backbones)}",
-           "train.checkpoint_every=1", "train.val_every=1", "train.log_every=1",
+           "cost.warmup=0", "cost.repeats=1", f"++cost.latency_backbones={_list(sizes.latency_backbones)}",
            f"data.num_workers={sizes.num_workers}",
-           "train.activation_checkpointing=true"]
+           "train.activation_checkpointing=true",
+           # the embedded synthetic set: the paper profile trains and tests on none of it, but its DAG renders it
+           # (2,000 training crops: ~1 min here); the smoke profile's sizes
+           "synth.n_train=12", "synth.n_test=4", "synth.crop_size=64", "synth.subframes=9",
+           "synth.dead_leaves.scenes=2", "synth.dead_leaves.size=192", "synth.dead_leaves.shapes=2000"]
+    if sizes.cost_sizes is not None:
+        out.append("cost.sizes=" + _list(_list(hw) for hw in sizes.cost_sizes))
     return out
 
 

@@ -7,9 +7,9 @@ and the peak memory of the whole process tree.
 * :func:`run_logged`: runs a command, writes every output line to a log with the seconds since the start,
   and returns the DVC stages it ran (``Running stage '...'``), each with its start, duration and the peak RSS of
   the process tree while it ran.
-* :class:`TreeMemory`: samples the resident memory of a process and all its descendants together (``/proc``),
-  every ``interval`` seconds; the peak is the most the tree held at once (``getrusage`` only gives the largest
-  single process, reported beside it).
+* :class:`TreeMemory`: samples the resident memory of a process and all its descendants together (``/proc``,
+  shared pages counted once), every ``interval`` seconds; the peak is the most the tree held at once
+  (``getrusage`` only gives the largest single process, reported beside it).
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import os
 import re
 import resource
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -104,19 +105,33 @@ def _children_map() -> dict[int, list[int]]:
     return children
 
 
+def process_memory(pid: int) -> int:
+    """The resident bytes of one process, its shared pages counted by share (PSS, ``/proc/PID/smaps_rollup``;
+    plain RSS where that is unreadable): summed over processes, a page forked data-loading workers share with
+    their parent counts once."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as fh:
+            return int(fh.read().split()[1]) * PAGE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def tree_rss(root_pid: int) -> int:
-    """Resident bytes of ``root_pid`` and every descendant, now (0 when it is gone)."""
+    """Resident bytes of ``root_pid`` and every descendant together, now (:func:`process_memory`; 0 when gone)."""
     children, total, todo, seen = _children_map(), 0, [root_pid], set()
     while todo:
         pid = todo.pop()
         if pid in seen:
             continue
         seen.add(pid)
-        try:
-            with open(f"/proc/{pid}/statm", "rb") as fh:
-                total += int(fh.read().split()[1]) * PAGE
-        except (OSError, ValueError, IndexError):
-            continue
+        total += process_memory(pid)
         todo += children.get(pid, [])
     return total
 
@@ -229,9 +244,40 @@ def run_logged(argv: list[str], cwd: Path, env: dict, log_path: Path, echo: Call
     start, cpu_before = time.monotonic(), children_cpu_seconds()
     lines: list[tuple[float, str]] = []
     peaks: list[int] = []
+    # a session of its own: when the rehearsal is interrupted, the whole run (DVC and its stage) is ended with it
     proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL)
+                            stdin=subprocess.DEVNULL, start_new_session=True)
     memory = TreeMemory(proc.pid, interval).start()
+    try:
+        _follow(proc, start, lines, peaks, memory, log_path, echo)
+    finally:  # interrupted (Ctrl-C, SIGTERM): the run's processes end with it
+        if proc.poll() is None:
+            _signal_group(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                _signal_group(proc.pid, signal.SIGKILL)
+    returncode = proc.wait()
+    peak = memory.stop()
+    peaks.append(memory.take_window())
+    end = time.monotonic() - start
+    stages, skipped = parse_stage_lines(lines, end)
+    for stage, stage_peak in zip(stages, peaks[1:]):
+        stage.peak_rss = stage_peak
+    loads = memory.loads or [0.0]
+    return RunResult(returncode, end, peak, children_cpu_seconds() - cpu_before, sum(loads) / len(loads), stages,
+                     skipped, [line for _, line in lines[-tail_lines:]])
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _follow(proc, start: float, lines: list, peaks: list, memory: TreeMemory, log_path: Path, echo) -> None:
+    """Read ``proc``'s output to its end: every line into ``lines`` and the log, a stage's start echoed."""
     with open(log_path, "w", encoding="utf-8", errors="replace") as log:
         buffer = b""
         while True:
@@ -254,16 +300,6 @@ def run_logged(argv: list[str], cwd: Path, env: dict, log_path: Path, echo: Call
                     log.flush()
         if buffer.strip():
             lines.append((time.monotonic() - start, buffer.decode("utf-8", errors="replace").rstrip()))
-    returncode = proc.wait()
-    peak = memory.stop()
-    peaks.append(memory.take_window())
-    end = time.monotonic() - start
-    stages, skipped = parse_stage_lines(lines, end)
-    for stage, stage_peak in zip(stages, peaks[1:]):
-        stage.peak_rss = stage_peak
-    loads = memory.loads or [0.0]
-    return RunResult(returncode, end, peak, children_cpu_seconds() - cpu_before, sum(loads) / len(loads), stages,
-                     skipped, [line for _, line in lines[-tail_lines:]])
 
 
 def _clock(seconds: float) -> str:
