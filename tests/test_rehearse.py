@@ -203,7 +203,7 @@ def test_summary_fits_one_screen():
                           phases={"dvc exp run": 1400.0}, peak_rss=9 * 2**30, largest_process=8 * 2**30,
                           report=Path("/r/index.html"), log=Path("/r/log"), columns=["gopro <- gopro"])
     text = "\n".join(lines)
-    assert len(lines) <= 24 and "FAILED" in text and "25 min 00 s" in text and "9.0 GB" in text
+    assert len(lines) <= 24 and "FAILED" in text and "25 min 00 s" in text and "9.0 GiB (9.7 GB)" in text
     assert "stages run:  4 of 4 (train_stage1 4)" in text and "/r/index.html" in text
 
 

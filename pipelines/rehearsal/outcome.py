@@ -201,7 +201,8 @@ def table1_columns(root: Path) -> list[str]:
 
 
 def _gb(n: int) -> str:
-    return f"{n / 2**30:.1f} GB"
+    """Binary and decimal units both, named: 17,270,000,000 bytes is "16.1 GiB (17.3 GB)"."""
+    return f"{n / 2**30:.1f} GiB ({n / 1e9:.1f} GB)"
 
 
 def _minutes(seconds: float) -> str:
