@@ -614,3 +614,41 @@ def test_a_store_in_a_folder_that_does_not_exist_is_refused(tmp_path, form):
     with pytest.raises(TrackingError, match=rf"{missing}.* does not exist"):
         Tracker(form.format(missing)).start("table1", "run", {}, {})
     assert list(tmp_path.iterdir()) == []
+
+
+# found by the clean-clone test run: the seeds of a stage, side by side, raced to insert one dataset row -------------
+
+def test_a_dataset_row_inserted_by_another_seed_at_the_same_moment_is_not_an_error(tmp_path, monkeypatch):
+    """Two seeds' processes log the same dataset at once: the one whose insert loses (sqlite's UNIQUE constraint on
+    the datasets table) logs it again and finds the row; any other store failure still stops the job."""
+    from pipelines.tracking.runs import DATASET_RACE, Tracker
+    from pipelines.tracking.store import TrackingError
+
+    data = tmp_path / "photos" / "train"
+    data.mkdir(parents=True)
+    (data / "a.png").write_bytes(b"not really a png")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = Tracker(uri)
+    run_id = tracker.start("table1", "mimo_unet-stage1-seed1", {"stage": "stage1"}, {"train": {"lr": 1e-4}})
+    real = tracker.client._client.log_inputs
+    calls = []
+
+    def losing_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:  # what sqlite answered the seed that lost the race
+            raise TrackingError(uri, f"{DATASET_RACE}experiment_id, datasets.name, datasets.digest")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tracker.client, "log_inputs", losing_once, raising=False)
+    info = tracker.log_dataset(data, "train")
+    assert len(calls) == 2 and info["name"] == "photos/train"
+    run = tracker.client.get_run(run_id)
+    assert [d.dataset.name for d in run.inputs.dataset_inputs] == ["photos/train"]
+
+    def locked(*args, **kwargs):
+        raise TrackingError(uri, "database is locked")
+
+    monkeypatch.setattr(tracker.client, "log_inputs", locked, raising=False)
+    with pytest.raises(TrackingError, match="database is locked"):
+        tracker.log_dataset(data, "train")
+    tracker.end()

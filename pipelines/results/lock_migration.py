@@ -321,7 +321,9 @@ def load_target(root: Path, train_set: str | None) -> Target:
         with Repo(str(root)) as repo:
             stages = {stage.name: stage.cmd for stage in repo.index.stages}
     except DvcException as err:  # dvc.yaml or dvc.lock that DVC cannot read: one line, naming what DVC names
-        raise InvalidInputError(f"{root}: DVC cannot read the project ({err})") from None
+        # DVC names the file relative to the working directory: name it absolutely, the lock when DVC blames it
+        culprit = root / ("dvc.lock" if "dvc.lock" in str(err) else "dvc.yaml")
+        raise InvalidInputError(f"{culprit}: DVC cannot read the project ({err})") from None
     return Target(root=root, train_set=name, params=params, raw=raw, stages=stages)
 
 

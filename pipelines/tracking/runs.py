@@ -28,6 +28,10 @@ _MAX_PARAMS_PER_BATCH = 100
 _MAX_METRICS_PER_BATCH = 1000
 _MAX_PARAM_VALUE = 6000
 PARENT_RUN_TAG = "mlflow.parentRunId"
+# what the store says when another process inserted the same dataset row first (sqlite; other databases word it
+# otherwise, and a server store serialises the inserts itself), and how often log_dataset tries
+DATASET_RACE = "UNIQUE constraint failed: datasets."
+DATASET_RACE_TRIES = 3
 GROUP_TAG = "blurdm.group"
 LINEAGE_TAG = "blurdm.dvc_exp"
 ROLE_TAG = "blurdm.role"
@@ -232,9 +236,19 @@ class Tracker:
         from mlflow.entities import DatasetInput, InputTag
 
         dataset, info = dataset_for(root, name)
-        self.client.log_inputs(self.run_id, [DatasetInput(dataset._to_mlflow_entity(), tags=[
+        inputs = [DatasetInput(dataset._to_mlflow_entity(), tags=[
             InputTag("mlflow.data.context", context), InputTag("manifest_sha256", info["sha256"]),
-            InputTag("digest_of", info["digest_of"])])])
+            InputTag("digest_of", info["digest_of"])])]
+        for attempt in range(DATASET_RACE_TRIES):
+            try:
+                self.client.log_inputs(self.run_id, inputs)
+                return info
+            except TrackingError as err:
+                # the seeds of a stage train side by side, each in its own process: two of them may insert the same
+                # dataset row at once (MLflow looks it up, then inserts it); the one that loses finds it next time
+                if DATASET_RACE not in str(err) or attempt == DATASET_RACE_TRIES - 1:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
         return info
 
     def log_model(self, model_file: str | os.PathLike, sha256: str, spec: dict, meta: dict | None = None) -> None:
