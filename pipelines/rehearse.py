@@ -18,7 +18,6 @@ Exit status 0 when everything passed, 1 when a stage failed or a check found a p
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
@@ -30,10 +29,16 @@ from pathlib import Path
 from pipelines.core.config import read_params_file, repo_root
 from pipelines.core.environment import OFFLINE_ENV
 from pipelines.core.errors import UserError
+from pipelines.core.files import write_json
 from pipelines.rehearsal.archives import read_info, write_archives
 from pipelines.rehearsal.outcome import check_run, summary_lines, table1_columns
 from pipelines.rehearsal.plan import FULL_RES, Sizes, overrides
-from pipelines.rehearsal.runner import copy_repository, largest_child_rss, prepare_folder, run_logged
+from pipelines.rehearsal.runner import (
+    copy_repository,
+    largest_child_rss,
+    prepare_folder,
+    run_logged,
+)
 from pipelines.rehearsal.server import serve
 
 # glibc keeps freed memory for reuse instead of returning every block over 32 MB to the kernel: paper-scale
@@ -132,6 +137,7 @@ def run(args) -> int:
         problems.append(f"dvc exp run failed (exit {result.returncode}); the last lines of {log}:")
         problems += [f"  {line}" for line in result.tail[-25:]]
     params = read_params_file(copy / "params.yaml")
+    expected: list[str] = []  # the DAG's stages; unknown when the run composed another profile
     if params.get("profile") != "paper":
         problems.append(f"{copy / 'params.yaml'} was composed for profile {params.get('profile')!r}, not 'paper'")
     else:
@@ -141,16 +147,17 @@ def run(args) -> int:
     seconds = time.monotonic() - started
     ok = not problems
     report = copy / "reports" / "site" / "index.html"
+    largest = largest_child_rss()
     lines = summary_lines(ok=ok, problems=problems, stages=result.stages, expected=len(expected), seconds=seconds,
-                          phases=phases, peak_rss=result.peak_rss, largest_process=largest_child_rss(), report=report,
+                          phases=phases, peak_rss=result.peak_rss, largest_process=largest, report=report,
                           log=log, columns=table1_columns(copy), cpu_seconds=result.cpu_seconds,
                           mean_load=result.mean_load, cores=os.cpu_count() or 0)
     summary = {"ok": ok, "seconds": seconds, "phases": phases, "peak_rss_bytes": result.peak_rss,
-               "largest_process_rss_bytes": largest_child_rss(), "source": source, "overrides": hydra,
+               "largest_process_rss_bytes": largest, "source": source, "overrides": hydra,
                "sizes": asdict(sizes), "full_resolution": list(FULL_RES), "archives": info, "report": str(report),
                "problems": problems, "stages": [asdict(s) for s in result.stages], "skipped": result.skipped,
                "cpu_count": os.cpu_count(), "cpu_seconds": result.cpu_seconds, "mean_load": result.mean_load,
                "keep_freed_memory": args.keep_freed_memory}
-    (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    write_json(folder / "summary.json", summary)
     print("\n".join(lines), flush=True)
     return 0 if ok else 1

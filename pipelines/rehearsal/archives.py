@@ -87,6 +87,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from pipelines.core.files import write_json, write_text
+
 SPLITS = ("train", "test")
 FIXED_DATE = (2020, 8, 1, 0, 0, 0)  # every member's timestamp
 FIXED_EPOCH = calendar.timegm(FIXED_DATE + (0, 0, 0))
@@ -384,9 +386,9 @@ def write_archives(out_dir: str | os.PathLike, *, pairs_per_split: int = 2, size
         },
         "seconds": round(time.perf_counter() - start, 2),  # not part of the archives' bytes
     }
-    (out / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
-    (out / CHECKSUMS_FILE).write_text("# sha256 of the miniature rehearsal archives (pipelines/rehearsal/archives.py)\n"
-                                      + "".join(f"{a}: {v['sha256']}\n" for a, v in archives.items()))
+    write_json(out / INFO_FILE, info)
+    write_text(out / CHECKSUMS_FILE, "# sha256 of the miniature rehearsal archives (pipelines/rehearsal/archives.py)\n"
+               + "".join(f"{a}: {v['sha256']}\n" for a, v in archives.items()))
     return paths
 
 
