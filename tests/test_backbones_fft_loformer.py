@@ -235,3 +235,29 @@ def test_local_channel_attention_matches_per_window_computation():
                     expected[0, 2 * head:2 * head + 2, top:top + 4, left:left + 4] = y.reshape(2, 4, 4)
         expected = attn.project_out(expected)
     torch.testing.assert_close(out, expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fftformer_evaluation_path_gives_the_training_paths_values(dtype, monkeypatch):
+    """Without autograd FFTformer filters its patch spectra a few channels at a time and multiplies spectra in
+    place (a paper-scale 720 x 1280 pass: 16.1 -> ~12 GiB peak): the values must be exactly those of the
+    whole-tensor expression that training (autograd) runs, the BlurDM prior's fusion included."""
+    from models.backbones import fftformer as fft
+
+    torch.manual_seed(0)
+    # dim 16, FFN factor 3: 96 DFFN channels at level 1, 192 in the skip fusion -> several channel groups
+    monkeypatch.setitem(fft.CONFIGS, "test", {"dim": 16, "num_blocks": (1, 1, 1), "num_refinement": 1,
+                                              "ffn_factor": 3.0, "fuse_ffn_factor": 3.0, "patch": 8})
+    model = fft.FFTformer("test", prior_dim=256).to(dtype).eval()
+    for module in model.modules():  # learnt-looking filters, not the all-ones start
+        if isinstance(module, fft.FrequencyFFN):
+            module.spectral_filter.data.uniform_(0.5, 1.5)
+    x, prior = torch.rand(1, 3, 64, 96, dtype=dtype), torch.randn(1, 256, dtype=dtype)
+    with torch.enable_grad():
+        expected = model(x, prior)[0].detach()
+    with torch.no_grad():
+        assert torch.equal(model(x, prior)[0], expected)
+    with torch.inference_mode():
+        assert torch.equal(model(x, prior)[0], expected)
+    ffn = next(m for m in model.modules() if isinstance(m, fft.FrequencyFFN) and m.spectral_filter.shape[0] > 64)
+    assert ffn.spectral_filter.shape[0] > fft.EVAL_CHANNEL_GROUP  # the grouped path really ran in groups

@@ -182,7 +182,7 @@ def test_training_sets_are_validated_naming_the_key(raw):
 def test_the_paper_profile_is_the_authors_experiment():
     """`dvc exp run -S profile=paper` with no hand edit: MIMO-UNet+ in Table 1, default initialisation, the four
     Table-1 columns from three training sets, the authors' schedule and metrics (spec: shared/spec)."""
-    from pipelines.core.layout import scored_columns
+    from pipelines.core.layout import ablation_columns, scored_columns
 
     paper = load_params(profile="paper")
     assert paper.models.backbones == ["mimo_unet_plus", "stripformer", "fftformer", "loformer"]
@@ -199,6 +199,8 @@ def test_the_paper_profile_is_the_authors_experiment():
     # 32.45) on GoPro, trained by the ablation_base stage since it is not a Table-1 backbone here
     assert paper.models.ablation_backbone == "mimo_unet" and paper.ablations.train_set == "gopro"
     assert paper.ablations.extra_base == ["mimo_unet"]
+    # scored on GoPro alone, as the paper's ablation tables (HIDE is Table 1's column only)
+    assert ablation_columns(paper) == [("gopro", None)]
     # the authors' schedule for every backbone: Adam 1e-4 cosine to 1e-6, global batch 20, crop 256,
     # 600k + 300k + 600k steps, one rate for all stages, no weight average; T = 5; test seed 2023 first
     for backbone in (*paper.models.backbones, paper.models.ablation_backbone):
@@ -209,3 +211,16 @@ def test_the_paper_profile_is_the_authors_experiment():
         assert (train.charbonnier_eps, train.fft_loss_weight) == (1e-3, 0.1)
     assert paper.prior.name == "blurdm" and paper.prior.T == 5 and paper.evaluate.eval_seeds[0] == 2023
     assert paper.data.augment is True
+
+
+def test_ablations_test_keeps_the_ablation_columns_to_named_test_sets_of_their_training_set():
+    from pipelines.core.layout import ablation_columns
+
+    cpu = load_params(profile="cpu")
+    assert cpu.ablations.test is None  # every test set of the ablations' training set
+    assert ablation_columns(cpu) == [("synthetic", None), ("gopro_real", None)]
+    only = load_params(profile="cpu", overrides={"ablations": {"test": ["gopro_real"]}})
+    assert ablation_columns(only) == [("gopro_real", None)]
+    for bad in ([], ["hide"]):
+        with pytest.raises(ParamsError, match="ablations.test must name one or more test sets of train_sets.synthetic"):
+            load_params(profile="cpu", overrides={"ablations": {"test": bad}})

@@ -160,6 +160,11 @@ def test_check_ablations():
     assert any("t_sweep.json: train_set is 'realblur_j'" in p for p in problems)
     assert any("ablation_prior.json: no row for variant ['ddpm']" in p for p in problems)
     assert check_ablations({}, *args)[0] == "ablation_prior.json: missing"
+    files = {"ablation_prior": ablation_file(["ddpm", "rddm", "encoder", "blurdm"]),
+             "ablation_stages": ablation_file(["s3_only", "s1_s2", "s1_s3"]),
+             "t_sweep": {**ablation_file([3, 5, 8], key="T"), "other_datasets": {"hide": {"rows": []}}}}
+    assert check_ablations(files, *args) == ["t_sweep.json: also scored on ['hide'], the paper's ablations only on "
+                                             "'gopro'"]
 
 
 def test_check_training_runs():

@@ -255,6 +255,9 @@ class AblationConfig(Strict):
     # [models.ablation_backbone] when it is not (paper: MIMO-UNet): the ablation_base stage trains them, in the
     # Table-1 layout. A list because it is what dvc.yaml's foreach iterates (checked against the backbones).
     extra_base: list[Literal[BACKBONE_NAMES]] = []
+    # the test sets the ablation models are scored on: None = every test set of train_set (cpu, smoke); the
+    # paper profile: [gopro], as the paper's ablation tables (a subset of train_sets.<train_set>.test)
+    test: list[str] | None = None
     priors: list[Literal[DIFFUSION_PRIORS]] = ["ddpm", "rddm"]
     stages: list[Literal[STAGE_COMBO_NAMES]] = ["s3_only", "s1_s2", "s1_s3"]
     t_sweep: list[int] = [1, 3, 5, 8]
@@ -393,6 +396,10 @@ class Params(Strict):
         elif self.ablations.train_set not in self.train_sets:
             raise ValueError(f"ablations.train_set: unknown training set {self.ablations.train_set!r}; "
                              f"allowed: {', '.join(self.train_sets)}")
+        tests = self.train_sets[self.ablations.train_set].test
+        if self.ablations.test is not None and (not self.ablations.test or set(self.ablations.test) - set(tests)):
+            raise ValueError(f"ablations.test must name one or more test sets of train_sets.{self.ablations.train_set}"
+                             f".test ({', '.join(tests)}), got {self.ablations.test}")
         backbone = self.models.ablation_backbone
         needed = [] if backbone in self.models.backbones else [backbone]
         if self.ablations.extra_base != needed:

@@ -50,6 +50,13 @@ def scored_columns(params: Params, train_set: str) -> list[tuple[str, str | None
     return [(dataset, scoring) for dataset in params.train_sets[train_set].test for scoring in scorings(dataset)]
 
 
+def ablation_columns(params: Params) -> list[tuple[str, str | None]]:
+    """``(test set, scoring)`` of every column the ablation models are scored on: those of the ablations' training
+    set, kept to ``ablations.test`` when it names some (paper: GoPro only, as the paper's ablation tables)."""
+    wanted = params.ablations.test
+    return [c for c in scored_columns(params, params.ablations.train_set) if wanted is None or c[0] in wanted]
+
+
 def eval_dir(study: str, *parts: str, seed: int) -> Path:
     return eval_root().joinpath(study, *parts, f"seed{seed}")
 

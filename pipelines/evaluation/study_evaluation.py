@@ -19,6 +19,7 @@ from models.names import column_key
 from pipelines.core.config import Params
 from pipelines.core.errors import InvalidInputError
 from pipelines.core.layout import (
+    ablation_columns,
     ablation_variants,
     eval_dir,
     scored_columns,
@@ -53,9 +54,9 @@ def evaluate_table1(params: Params, train_set: str, backbone: str) -> None:
 
 
 def evaluate_ablations(params: Params) -> None:
-    """Every ablation model (and the oracle) on the test sets of the ablations' training set."""
+    """Every ablation model (and the oracle) on the ablations' test sets (:func:`ablation_columns`)."""
     for seed in params.seeds_for(params.models.ablation_backbone):
-        for dataset, scoring in scored_columns(params, params.ablations.train_set):
+        for dataset, scoring in ablation_columns(params):
             for variant, where in ablation_variants(params).items():
                 if where["study"] == "table1" and variant != "oracle" and not params.ablations.extra_base:
                     continue  # none / blurdm: evaluated by the Table-1 stage of the ablation backbone

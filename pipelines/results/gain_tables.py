@@ -37,6 +37,7 @@ from models.names import METRIC_NAMES, PRIORS, STAGE_COMBOS, column_key
 from pipelines.core.config import Params, repo_root
 from pipelines.core.files import read_json
 from pipelines.core.layout import (
+    ablation_columns,
     ablation_variants,
     eval_dir,
     scored_columns,
@@ -331,7 +332,7 @@ def ablation_table(params: Params, variants: list[str], columns: list[str]) -> d
 
 
 def build_tables(params: Params, out_dir: Path) -> dict[str, dict]:
-    columns = [column_key(*c) for c in scored_columns(params, params.ablations.train_set)]
+    columns = [column_key(*c) for c in ablation_columns(params)]
     sweep = sorted(set(params.ablations.t_sweep) | {params.prior.T})
     tables = {
         "table1": table1(params),
