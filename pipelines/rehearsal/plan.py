@@ -22,8 +22,9 @@ nothing else differs):
 * nothing else.
 
 The image sizes are those of the miniature archives (:data:`Sizes.splits`): small training and test pairs,
-except ONE full-resolution 720 x 1280 HIDE test pair, which every GoPro-trained backbone (and the ablation
-models) restores through its padding / tiling path, as on the real HIDE set.
+except ONE full-resolution 720 x 1280 HIDE test pair, which every GoPro-trained backbone restores through its
+padding / tiling path, as on the real HIDE set (the ablation models are scored on GoPro only, as in the paper:
+``ablations.test``).
 """
 from __future__ import annotations
 
