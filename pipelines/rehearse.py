@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -49,6 +50,10 @@ KEEP_FREED_MEMORY = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=6871947
 # (a shared CI runner, the DVC process), spinning threads made one LoFormer training step 7-13x slower (65 s
 # against 5-11 s). Only how idle threads wait changes, no computation.
 OPENMP_WAIT = "PASSIVE"
+# what a rehearsal writes: the paper-scale model.pt and last.pt (optimiser state included) of its 50 training runs,
+# DVC's cache (hard links) and MLflow's artifacts: 19 GB measured on 2026-12-07. A disk that fills half-way fails
+# the run late, so the rehearsal refuses to start without this much free space in its folder.
+NEEDED_FREE_DISK_GB = 20.0
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -60,6 +65,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="no full-resolution image anywhere (the HIDE test pair small, latency at 256 only): a "
                              "fast wiring check that does NOT rehearse the 720p paths")
+    parser.add_argument("--min-free-disk-gb", type=float, default=NEEDED_FREE_DISK_GB, metavar="GB",
+                        help=f"refuse to start with less free disk in the working folder (default {NEEDED_FREE_DISK_GB:g}: "
+                             "a rehearsal writes ~19 GB; 0 skips the check)")
     parser.add_argument("--keep-freed-memory", action=argparse.BooleanOptionalAction, default=True,
                         help="run the stages with glibc keeping freed memory for reuse (GLIBC_TUNABLES; default on)")
 
@@ -78,6 +86,16 @@ def stage_env(copy: Path, keep_freed_memory: bool) -> dict:
         env["GLIBC_TUNABLES"] = KEEP_FREED_MEMORY
     env["OMP_WAIT_POLICY"] = OPENMP_WAIT
     return env
+
+
+def check_free_disk(folder: Path, needed_gb: float) -> None:
+    """Refuse to start when ``folder``'s disk has less than ``needed_gb`` GB free (an earlier rehearsal there already
+    removed): the run would otherwise fail half-way, when its checkpoints fill the disk."""
+    free = shutil.disk_usage(folder).free
+    if free < needed_gb * 1e9:
+        raise UserError(f"{folder}: {free / 1e9:.1f} GB free on its disk, a rehearsal needs ~{needed_gb:g} GB (paper-scale "
+                        "checkpoints of 50 training runs, DVC's cache, MLflow's artifacts): free some space or pass "
+                        "--dir on a larger disk (--min-free-disk-gb 0 skips this check)")
 
 
 def _venv() -> Path | None:
@@ -99,6 +117,7 @@ def run(args) -> int:
         prepare_folder(folder)
     except FileExistsError as err:
         raise UserError(str(err)) from None
+    check_free_disk(folder, args.min_free_disk_gb)
     sizes = Sizes()
     if args.quick:
         splits = {d: dict(v) for d, v in sizes.splits.items()}

@@ -3,6 +3,7 @@ layout and the download source only; its checks fail on a run that misses what t
 the memory sampler and the copy of the working tree. The rehearsal itself (~30 min) runs in CI (.ci/run)."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -359,3 +360,29 @@ def test_an_interrupted_rehearsal_ends_the_run_it_started(tmp_path):
     else:
         os.kill(grandchild, 9)
         pytest.fail("the run's grandchild outlived the rehearsal")
+
+
+def test_a_rehearsal_refuses_to_start_without_the_disk_it_needs(tmp_path, monkeypatch):
+    """A rehearsal writes ~19 GB; on a fuller disk it must stop at once, naming the folder and the numbers, not fail
+    half-way when the checkpoints fill the disk (found when a second rehearsal filled this machine's disk)."""
+    import shutil as real_shutil
+
+    from pipelines import rehearse
+    from pipelines.core.errors import UserError
+
+    usage = real_shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(rehearse.shutil, "disk_usage", lambda path: usage._replace(free=int(5e9)))
+    with pytest.raises(UserError, match=r"5\.0 GB free on its disk, a rehearsal needs ~20 GB") as err:
+        rehearse.check_free_disk(tmp_path, rehearse.NEEDED_FREE_DISK_GB)
+    assert str(tmp_path) in str(err.value) and "--dir" in str(err.value)
+    rehearse.check_free_disk(tmp_path, 4.0)  # enough for a smaller need
+    rehearse.check_free_disk(tmp_path, 0.0)  # 0 skips it
+    # the command checks before it writes anything
+    parser = argparse.ArgumentParser()
+    rehearse.configure_parser(parser)
+    args = parser.parse_args(["--dir", str(tmp_path / "r")])
+    assert args.min_free_disk_gb == rehearse.NEEDED_FREE_DISK_GB
+    monkeypatch.setattr(rehearse.signal, "signal", lambda *a: None)  # run() installs a SIGTERM handler
+    with pytest.raises(UserError, match="GB free on its disk"):
+        rehearse.run(args)
+    assert not (tmp_path / "r" / "archives").exists() and not (tmp_path / "r" / "repo").exists()
