@@ -110,27 +110,30 @@ class FrequencyFFN(nn.Module):
         x = self.project_in(x)
         spectral_filter = self.spectral_filter.unsqueeze(1).unsqueeze(1)  # broadcast over patches
         if torch.is_grad_enabled():
-            spectrum = torch.fft.rfft2(spectral_input(to_patches(x, self.patch))) * spectral_filter
-            x = from_patches(torch.fft.irfft2(spectrum, s=(self.patch, self.patch))).to(x.dtype)
+            x = filter_patches(x, spectral_filter, self.patch).to(x.dtype)
         else:
             x = filter_patches_by_channel_groups(x, spectral_filter, self.patch)
         gate, value = self.dwconv(x).chunk(2, dim=1)
         return self.project_out(F.gelu(gate) * value)
 
 
+def filter_patches(x: torch.Tensor, spectral_filter: torch.Tensor, patch: int) -> torch.Tensor:
+    """DFFN's patch filter: ``irfft2(rfft2(x) * filter)`` on each p x p patch (float32 FFTs, float64 for float64
+    inputs), back in the image layout."""
+    spectrum = spectral_product(torch.fft.rfft2(spectral_input(to_patches(x, patch))), spectral_filter)
+    return from_patches(torch.fft.irfft2(spectrum, s=(patch, patch)))
+
+
 def filter_patches_by_channel_groups(x: torch.Tensor, spectral_filter: torch.Tensor, patch: int,
                                      group: int = EVAL_CHANNEL_GROUP) -> torch.Tensor:
-    """DFFN's patch filter (``irfft2(rfft2(x) * filter)`` on p x p patches) for evaluation, ``group`` channels at a
-    time: every channel's patches are transformed on their own, so the values are those of the whole-tensor
-    expression, but only the input, the output and one group's spectra are alive at once instead of the input,
-    its contiguous copy, two spectra and the patches (at paper scale on a 720 x 1280 image the DFFN of the
+    """:func:`filter_patches` for evaluation, ``group`` channels at a time: every channel's patches are transformed
+    on their own, so the values are those of the whole-tensor expression, but only the input, the output and one
+    group's spectra are alive at once instead of the input, its contiguous copy, two spectra and the patches (at paper scale on a 720 x 1280 image the DFFN of the
     level-1 skip fusion has 510 channels: 1.9 GB per real map, 2.4 GB per spectrum)."""
     out = torch.empty_like(x, memory_format=torch.contiguous_format)
     for start in range(0, x.shape[1], group):
         part = slice(start, start + group)
-        spectrum = torch.fft.rfft2(spectral_input(to_patches(x[:, part], patch)))
-        spectrum.mul_(spectral_filter[part])
-        out[:, part] = from_patches(torch.fft.irfft2(spectrum, s=(patch, patch)))
+        out[:, part] = filter_patches(x[:, part], spectral_filter[part], patch)
     return out
 
 
