@@ -612,3 +612,27 @@ def test_gate_lets_the_claims_own_ci_decide_when_the_controls_pass():
     assert gate(Claim("k", "s", REPRODUCED, [], "a"), failed, failed.of("sensitivity", "synthetic")).verdict == \
         INCONCLUSIVE
     assert gate(Claim("k", "s", NOT_RUN, [], "a"), failed, failed.sensitivity).verdict == NOT_RUN
+
+
+# --- what was run --------------------------------------------------------------------------------------------------
+def test_run_info_gives_each_backbones_training_seeds(page, fixture_copy, tmp_path):
+    html, _ = page
+    # a table without per-backbone seeds (older files): train.seeds
+    assert html.text("table-run-info", "Training seeds", "value") == "0, 1"
+    path = fixture_copy / "metrics" / "table1.json"
+    data = json.loads(path.read_text())
+    backbones = list(dict.fromkeys(row["backbone"] for row in data["rows"]))
+    assert len(backbones) >= 2
+    # the cpu profile's shape: the ablation backbone with three seeds, the others with train.seeds
+    data["meta"]["train_seeds"] = [0]
+    data["meta"]["train_seeds_by_backbone"] = {b: ([0, 1, 2] if i == 0 else [0]) for i, b in enumerate(backbones)}
+    path.write_text(json.dumps(data))
+    text = parse(build(fixture_copy / "metrics", tmp_path / "site", root=fixture_copy)).text(
+        "table-run-info", "Training seeds", "value")
+    from reports.page import backbone_label
+    assert text == "; ".join(f"{backbone_label(b)}: {'0, 1, 2' if i == 0 else '0'}" for i, b in enumerate(backbones))
+    # every backbone with the same seeds: one list
+    data["meta"]["train_seeds_by_backbone"] = {b: [0] for b in backbones}
+    path.write_text(json.dumps(data))
+    assert parse(build(fixture_copy / "metrics", tmp_path / "site2", root=fixture_copy)).text(
+        "table-run-info", "Training seeds", "value") == "0"
