@@ -68,7 +68,8 @@ def training_seeds_text(meta: Meta, backbones: list[str]) -> str:
     def seeds(values) -> str:
         return ", ".join(str(s) for s in values)
 
-    by_backbone = {b: s for b, s in (meta.train_seeds_by_backbone or {}).items() if not backbones or b in backbones}
+    recorded = meta.train_seeds_by_backbone or {}
+    by_backbone = {b: recorded[b] for b in (backbones or recorded) if b in recorded}  # Table 1's order
     if not by_backbone or all(list(s) == list(meta.train_seeds) for s in by_backbone.values()):
         return seeds(meta.train_seeds)
     return "; ".join(f"{backbone_label(b)}: {seeds(s)}" for b, s in by_backbone.items())
