@@ -1,6 +1,7 @@
 """Shared set-up of the training tests: a tiny synthetic dataset and small params (smoke profile)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import yaml
@@ -80,6 +81,10 @@ def train_killed_and_resumed(params_file: Path, data_root: Path, folder: Path, s
     reference, resumed = folder / "reference", folder / "resumed"
     subprocess.run(train_cmd(params_file, data_root, reference, steps), cwd=repo, env=env, check=True,
                    capture_output=True, timeout=300)
+    # one step of this machine, from the uninterrupted run: the kill lands within the step after the checkpoint
+    # (a fixed pause of up to 0.3 s let a fast machine finish all the remaining steps first: "killed too late")
+    reference_metrics = json.loads((reference / "metrics.json").read_text())
+    step_seconds = reference_metrics["train_seconds"] / reference_metrics["steps"]
     kill_after = random.Random().randint(2, last_kill)  # the kill lands mid-step, after this checkpoint
     proc = subprocess.Popen(train_cmd(params_file, data_root, resumed, steps), cwd=repo, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -88,8 +93,8 @@ def train_killed_and_resumed(params_file: Path, data_root: Path, folder: Path, s
         while checkpoint_step(resumed / "last.pt") < kill_after:
             assert proc.poll() is None, "the training process ended before it could be killed"
             assert time.monotonic() < deadline, "no checkpoint appeared"
-            time.sleep(0.02)
-        time.sleep(random.Random().uniform(0, 0.3))
+            time.sleep(0.002)
+        time.sleep(random.Random().uniform(0, step_seconds))
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
