@@ -62,17 +62,18 @@ def claims_table(claims: list[Claim]) -> Table:
                                  ("section", "Section")])], rows=rows)
 
 
+def seed_list(seeds) -> str:
+    return ", ".join(str(s) for s in seeds)
+
+
 def training_seeds_text(meta: Meta, backbones: list[str]) -> str:
     """The training seeds, per backbone where a profile gives backbones their own (the cpu profile: MIMO-UNet 3
     seeds, the others 1); ``train.seeds`` alone for older tables, which do not record them per backbone."""
-    def seeds(values) -> str:
-        return ", ".join(str(s) for s in values)
-
     recorded = meta.train_seeds_by_backbone or {}
     by_backbone = {b: recorded[b] for b in (backbones or recorded) if b in recorded}  # Table 1's order
     if not by_backbone or all(list(s) == list(meta.train_seeds) for s in by_backbone.values()):
-        return seeds(meta.train_seeds)
-    return "; ".join(f"{backbone_label(b)}: {seeds(s)}" for b, s in by_backbone.items())
+        return seed_list(meta.train_seeds)
+    return "; ".join(f"{backbone_label(b)}: {seed_list(s)}" for b, s in by_backbone.items())
 
 
 def run_info_table(ctx: Context, t1, key: str, meta: Meta) -> Table:
@@ -86,7 +87,7 @@ def run_info_table(ctx: Context, t1, key: str, meta: Meta) -> Table:
                                for c, t in columns.items()) or "none (Table 1 not run)"),
         ("Backbones", ", ".join(backbone_label(b) for b in backbones) or "none (Table 1 not run)"),
         ("Training seeds", training_seeds_text(meta, backbones)),
-        ("Evaluation seeds", ", ".join(str(s) for s in meta.eval_seeds)),
+        ("Evaluation seeds", seed_list(meta.eval_seeds)),
         ("Bootstrap", f"{boot.resamples} resamples, seed {boot.seed}, {boot.confidence:.0%} CI, paired over images"),
         ("Git commit", commit_text(meta)), ("Date", date_text(meta)),
         ("Machine", ", ".join(f"{k}: {v}" for k, v in meta.machine.items())),
